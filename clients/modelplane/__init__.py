@@ -1,0 +1,1 @@
+"""modelplane client: generated stubs (modelplane.v1), typed client and operator CLI."""

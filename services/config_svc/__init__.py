@@ -1,0 +1,1 @@
+"""modelplane config service: owns Postgres, the keyring, tokens and the audit log."""

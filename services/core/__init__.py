@@ -1,0 +1,1 @@
+"""Shared plumbing and domain types for both services."""

@@ -1,0 +1,1 @@
+"""Local development stack: embedded Postgres plus both services (`make run`)."""

@@ -1,0 +1,1 @@
+"""modelplane resolver service: in-memory snapshot, resolution, upstream calls."""
