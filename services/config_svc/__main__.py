@@ -1,0 +1,100 @@
+"""config-svc: serve, migrate, bootstrap-admin, create-token, rotate-keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Sequence
+
+import structlog
+
+from config_svc import db
+from config_svc.server import KeyringMismatch, build_server
+from config_svc.settings import Settings
+from config_svc.store import Store
+from core import crypto, logs, tokens
+from core.domain import Role
+from core.env import Env, SettingsError, describe, render_help
+
+log = structlog.get_logger("config_svc")
+
+GRACE_SECONDS = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="config-svc", description="modelplane configuration service",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=render_help(describe(Settings.from_env)))
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="apply migrations and serve gRPC (the default)")
+    sub.add_parser("migrate", help="apply pending migrations and exit")
+    boot = sub.add_parser("bootstrap-admin", help="mint an admin token and print it")
+    boot.add_argument("--subject", default="admin", help="who the token is for (default: admin)")
+    tok = sub.add_parser("create-token", help="mint a token and print it")
+    tok.add_argument("--role", choices=[r.value for r in Role], required=True)
+    tok.add_argument("--subject", required=True)
+    tok.add_argument("--description", default="")
+    sub.add_parser("rotate-keys", help="re-encrypt every stored key with the primary key; print counts")
+    return parser
+
+
+async def _serve(settings: Settings) -> None:
+    srv = await build_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"config_svc listening on {settings.listen}", flush=True)
+    await stop.wait()
+    log.info("shutting down", grace_seconds=GRACE_SECONDS)
+    await srv.stop(GRACE_SECONDS)
+
+
+async def _with_store(settings: Settings, command: str, args: argparse.Namespace) -> int:
+    pool = await db.create_pool(settings.database_url, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            applied = await db.migrate(conn)
+        if command == "migrate":
+            print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+            return 0
+        store = Store(pool, crypto.Keyring.parse(settings.encryption_keys))
+        if command == "rotate-keys":
+            counts = await store.rotate_keys("system:rotate-keys")
+            print(f"re-encrypted providers={counts['providers']} user_keys={counts['user_keys']} "
+                  f"already_current={counts['already_current']} primary={store.keyring.primary_key_id}")
+            return 0
+        role = Role.ADMIN if command == "bootstrap-admin" else Role(args.role)
+        minted = tokens.mint()
+        await store.create_token(f"system:{command}", minted.token_id, role, args.subject,
+                                 getattr(args, "description", "") or f"created by {command}", minted.secret_hash)
+        print(minted.token)
+        return 0
+    finally:
+        await pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = Settings.from_env(Env())
+    except SettingsError as exc:
+        print(f"config-svc: {exc}", file=sys.stderr)
+        return 2
+    logs.configure_logging(settings.log_level)
+    try:
+        if command == "serve":
+            asyncio.run(_serve(settings))
+            return 0
+        return asyncio.run(_with_store(settings, command, args))
+    except (KeyringMismatch, SettingsError) as exc:
+        print(f"config-svc: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Opaque page tokens: base64url JSON of where the previous page ended."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from core.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+
+def page_size(value: int, field: str = "page_size") -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument.one(field, f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})")
+    return value
+
+
+def encode(position: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode(token: str, default: Any, field: str = "page_token") -> Any:
+    if not token:
+        return default
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidArgument.one(field, "is not a token this service issued; pass the "
+                                  "next_page_token of the previous response") from None
+    if type(value) is not type(default) or (isinstance(value, list) and len(value) != len(default)):
+        raise InvalidArgument.one(field, "is not a token for this list")
+    return value

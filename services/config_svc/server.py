@@ -1,0 +1,96 @@
+"""build_server(): wires pool, keyring, store, watch broadcaster, health and
+reflection into one grpc.aio server. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+from config_svc import db
+from config_svc.servicer import ConfigServicer, authenticate
+from config_svc.settings import Settings
+from config_svc.store import Store
+from config_svc.watch import Broadcaster
+from core import crypto, rpc
+from core.errors import DomainError
+from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
+
+
+class KeyringMismatch(Exception):
+    """Stored ciphertexts need keys the configured keyring lacks."""
+
+
+@dataclass
+class ConfigServer:
+    server: grpc.aio.Server
+    port: int
+    store: Store
+    health: rpc.Health
+    _tasks: list[asyncio.Task[None]]
+    _broadcaster: Broadcaster
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        await self.health.set_serving(False)
+        await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await self._broadcaster.stop()
+        await self.store.pool.close()
+
+
+async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigServer:
+    keyring = crypto.Keyring.parse(settings.encryption_keys)
+    pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+    try:
+        if migrate:
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+        store = Store(pool, keyring)
+        missing = keyring.missing_key_ids(await store.stored_key_ids())
+        if missing:
+            raise KeyringMismatch(crypto.missing_key_message(missing))
+    except BaseException:
+        await pool.close()
+        raise
+    broadcaster = Broadcaster(settings.database_url)
+    await broadcaster.start(store)
+
+    async def auth(bearer: str) -> rpc.Principal:
+        return await authenticate(store, bearer)
+
+    server = grpc.aio.server(interceptors=rpc.server_interceptors(auth))
+    config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
+        ConfigServicer(store, broadcaster, own_addresses=settings.own_addresses,
+                       allow_metadata_addresses=settings.allow_metadata_addresses,
+                       aws_region=settings.aws_region),
+        server)
+    health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    port = server.add_insecure_port(settings.listen)
+    await server.start()
+    await health.set_serving(True)
+    tasks = [asyncio.create_task(_watch_database(store, health), name="db-health")]
+    log.info("config_svc serving", address=settings.listen, port=port)
+    return ConfigServer(server, port, store, health, tasks, broadcaster)
+
+
+async def _watch_database(store: Store, health: rpc.Health, interval: float = 2.0) -> None:
+    """Health follows the database: NOT_SERVING while Postgres is unreachable."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.wait_for(store.ping(), timeout=interval)
+            ok = True
+        except (DomainError, TimeoutError):
+            ok = False
+        if ok != serving:
+            serving = ok
+            await health.set_serving(ok)
+            log.warning("database reachability changed", serving=ok)

