@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import structlog
@@ -16,6 +17,7 @@ from config_svc.settings import Settings
 from config_svc.store import Store
 from core import crypto, logs, tokens
 from core.domain import Role
+from core.errors import DomainError
 from core.env import Env, SettingsError, describe, render_help
 
 log = structlog.get_logger("config_svc")
@@ -37,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--role", choices=[r.value for r in Role], required=True)
     tok.add_argument("--subject", required=True)
     tok.add_argument("--description", default="")
+    imp = sub.add_parser("import-token", help="register a token generated elsewhere (idempotent), e.g. the "
+                         "resolver's service token from a secrets file")
+    imp.add_argument("--role", choices=[r.value for r in Role], required=True)
+    imp.add_argument("--subject", required=True)
+    imp.add_argument("--token-file", required=True, help="file holding the token (mp_<id>_<secret>)")
+    sub.add_parser("new-token", help="print a fresh token without storing it (for import-token)")
     sub.add_parser("rotate-keys", help="re-encrypt every stored key with the primary key; print counts")
     return parser
 
@@ -67,6 +75,15 @@ async def _with_store(settings: Settings, command: str, args: argparse.Namespace
             print(f"re-encrypted providers={counts['providers']} user_keys={counts['user_keys']} "
                   f"already_current={counts['already_current']} primary={store.keyring.primary_key_id}")
             return 0
+        if command == "import-token":
+            token_id, secret = tokens.parse(Path(args.token_file).read_text().strip())
+            if await store.token_for_auth(token_id) is None:
+                await store.create_token("system:import-token", token_id, Role(args.role), args.subject,
+                                         "imported", tokens.hash_secret(secret))
+                print(f"imported token {token_id}")
+            else:
+                print(f"token {token_id} already present")
+            return 0
         role = Role.ADMIN if command == "bootstrap-admin" else Role(args.role)
         minted = tokens.mint()
         await store.create_token(f"system:{command}", minted.token_id, role, args.subject,
@@ -80,6 +97,9 @@ async def _with_store(settings: Settings, command: str, args: argparse.Namespace
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
+    if command == "new-token":
+        print(tokens.mint().token)
+        return 0
     try:
         settings = Settings.from_env(Env())
     except SettingsError as exc:
@@ -91,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings))
             return 0
         return asyncio.run(_with_store(settings, command, args))
-    except (KeyringMismatch, SettingsError) as exc:
+    except (KeyringMismatch, SettingsError, DomainError) as exc:
         print(f"config-svc: {exc}", file=sys.stderr)
         return 2
 

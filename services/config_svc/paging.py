@@ -8,17 +8,10 @@ import json
 from typing import Any
 
 from core.errors import InvalidArgument
+from core.validation import validate_page_size
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 500
-
-
-def page_size(value: int, field: str = "page_size") -> int:
-    if value == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument.one(field, f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})")
-    return value
+# page_size is validated by core.validation.validate_page_size.
+page_size = validate_page_size
 
 
 def encode(position: Any) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.env import Env, env_bool, env_int, env_list, env_str
+from core.env import Env, SettingsError, env_bool, env_int, env_list, env_str
+from core.validation import parse_own_address
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,13 @@ class Settings:
                        "Addresses (host:port or URL) where modelplane itself is reachable; provider base "
                        "URLs pointing at them are refused. The listen addresses are always included")
         resolver = env_str(env, "RESOLVER_SVC_LISTEN", "127.0.0.1:50052", "host:port resolver_svc serves gRPC on")
+        addresses = tuple(dict.fromkeys([listen, resolver, *own]))
+        for entry in addresses:
+            try:
+                parse_own_address(entry)
+            except ValueError as exc:
+                raise SettingsError(f"MODELPLANE_OWN_ADDRESSES: {entry!r} is not host, host:port or a URL "
+                                    f"({exc})") from None
         return cls(
             database_url=env_str(env, "DATABASE_URL", None, "Postgres DSN, e.g. postgresql://user@host/db",
                                  secret=True),
@@ -32,7 +40,7 @@ class Settings:
                                     "Keyring: comma-separated keyid:base64(32 bytes); the first encrypts, "
                                     "all decrypt", secret=True),
             listen=listen,
-            own_addresses=tuple(dict.fromkeys([listen, resolver, *own])),
+            own_addresses=addresses,
             allow_metadata_addresses=env_bool(env, "MODELPLANE_ALLOW_METADATA_ADDRESSES", False,
                                               "Allow provider base URLs on cloud metadata addresses"),
             aws_region=env_str(env, "AWS_REGION", "", "Default AWS region for bedrock providers") or None,

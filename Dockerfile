@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# One image for both services (and the one-shot migrate step); the command
+# picks which. Every dependency ships manylinux wheels, so no stage needs a
+# compiler; the final stage has none and runs as a non-root user.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/modelplane
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY clients ./clients
+RUN /opt/modelplane/bin/pip install .
+
+# The test runner of the compose `tests` profile: the same suite CI runs,
+# pointed at the running stack through MODELPLANE_TEST_* variables.
+FROM build AS test
+RUN /opt/modelplane/bin/pip install '.[dev]'
+COPY tests ./tests
+COPY proto ./proto
+ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
+CMD ["python", "-m", "pytest", "-q", "tests/integration", "tests/e2e"]
+
+FROM python:3.11-slim AS runtime
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin modelplane
+COPY --from=build /opt/modelplane /opt/modelplane
+ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 50051 50052 9464 9465
+ENTRYPOINT ["python", "-m"]
+CMD ["config_svc", "serve"]
