@@ -15,6 +15,7 @@ from config_svc.settings import Settings
 from config_svc.store import Store
 from config_svc.watch import Broadcaster
 from core import crypto, rpc
+from core.domain import Principal
 from core.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
 
@@ -62,7 +63,7 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     broadcaster = Broadcaster(settings.database_url)
     await broadcaster.start(store)
 
-    async def auth(bearer: str) -> rpc.Principal:
+    async def auth(bearer: str) -> Principal:
         return await authenticate(store, bearer)
 
     server = grpc.aio.server(interceptors=rpc.server_interceptors(auth))

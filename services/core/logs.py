@@ -1,0 +1,179 @@
+"""Structured logging for both services, with credentials scrubbed.
+
+Everything — structlog events and stdlib records from asyncio, grpc, asyncpg,
+httpx — goes through one stdlib handler and one chain of processors, so the
+redaction below sees every line the process writes, including tracebacks.
+Redaction is a last line of defence: code must still never log a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, Final, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED: Final = "<redacted>"
+
+# Key names whose values are credentials wherever they appear in an event:
+# the whole value goes, whatever its shape.
+_SENSITIVE_NAME = re.compile(
+    r"(secret|token|password|passwd|authorization|credential|api[-_]?key|private[-_]?key"
+    r"|access[-_]?key|encryption[-_]?keys?|(^|[-_])keys?$)",
+    re.IGNORECASE,
+)
+# ...except names that say they hold metadata about a secret, not the secret.
+_METADATA_NAME = re.compile(
+    r"(_id|_ids|_set|_count|_enabled|_fallback|_policy|_source|_status|_type|_time|_hash_len)$",
+    re.IGNORECASE,
+)
+
+_CREDENTIAL_SHAPES: Final[list[tuple[re.Pattern[str], str]]] = [
+    # Authorization headers: keep the scheme so the line still reads.
+    (re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), rf"\1 {REDACTED}"),
+    # modelplane API tokens.
+    (re.compile(r"\bmp_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # OpenAI / Anthropic style keys (sk-..., sk-proj-..., sk-ant-...).
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
+    # AWS access key ids.
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    # Google API keys.
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),
+    # Password in a URL's user-info.
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
+    # name=value / "name": "value" where the name says credential; the value
+    # is a long-ish blob (base64, hex, anything without separators).
+    (
+        re.compile(
+            r"""((?:[A-Za-z0-9_-]*(?:key|secret|token|password|passwd|authorization|credential)[A-Za-z0-9_-]*)"""
+            r"""["']?\s*[:=]\s*["']?)([^\s"',;&<>]{8,})""",
+            re.IGNORECASE,
+        ),
+        rf"\1{REDACTED}",
+    ),
+]
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _CREDENTIAL_SHAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def is_sensitive_name(name: str) -> bool:
+    return bool(_SENSITIVE_NAME.search(name)) and not _METADATA_NAME.search(name)
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth > 8:  # cyclic or absurdly deep: give up on structure, not on safety
+        return redact_text(repr(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # Raw bytes in a log are ciphertexts, hashes or key material far more
+        # often than readable text: show only their size.
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return {k: _redact_item(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value(v, depth + 1) for v in value]
+    # Anything else would be rendered by repr() later; render it now, so a
+    # dataclass with an api_key field is scrubbed like any string.
+    return redact_text(repr(value))
+
+
+def _redact_item(name: str, value: Any, depth: int) -> Any:
+    if is_sensitive_name(name) and not (value is None or isinstance(value, (bool, int, float))):
+        return REDACTED
+    return _redact_value(value, depth)
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: scrub credentials from every key and value."""
+    return {k: _redact_item(k, v, 0) for k, v in event_dict.items()}
+
+
+class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler configure_logging installed, so reconfiguring
+    replaces it instead of stacking a second one."""
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    json: bool | None = None,
+    *,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and stdlib logging for the process.
+
+    json: None picks JSON lines when the stream is not a TTY (containers, CI)
+    and a console renderer on a TTY (a developer's terminal).
+    """
+    out = stream if stream is not None else sys.stdout
+    if json is None:
+        json = not out.isatty()
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # Applied to stdlib records only; structlog events get the same steps below.
+    foreign_pre_chain: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamper,
+    ]
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign_pre_chain,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Tracebacks become text here, before redaction, because an
+            # exception message can quote whatever the failing code held.
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+    handler = _StructlogHandler(out)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StructlogHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            timestamper,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: reconfiguring (tests, a --log-level flag) must reach
+        # loggers that modules bound at import time.
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger; module-level `log = get_logger(__name__)` is fine
+    because nothing is resolved until first use."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,185 @@
+"""A canary credential, logged in every shape we can think of, never reaches the output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import structlog
+
+from core.logs import REDACTED, configure_logging, get_logger, is_sensitive_name, redact_text
+
+CANARY = "c4nary7Zq9XvB2mK8pL3rT6wY1uN5hJ0"  # 32 chars of base64-ish
+MP_TOKEN = f"mp_0123456789ab_{CANARY}AbCdEfGhIjK"
+OPENAI_KEY = f"sk-proj-{CANARY}"
+ANTHROPIC_KEY = f"sk-ant-api03-{CANARY}"
+AWS_KEY_ID = "AKIAIOSFODNN7CANARY0"
+HEX_BLOB = "deadbeef" * 8
+
+
+@dataclass
+class ProviderConfig:
+    name: str
+    api_key: str
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("DEBUG", json=True, stream=stream)
+    yield stream
+    configure_logging("INFO", json=True, stream=io.StringIO())
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_canary_never_appears(output: io.StringIO) -> None:
+    log = get_logger("test")
+    log.info(f"calling upstream with Bearer {CANARY}")
+    log.info("token", token=MP_TOKEN)
+    log.info("header", authorization=f"Bearer {CANARY}")
+    log.info("upstream refused", body=f'{{"error": "invalid key {OPENAI_KEY}"}}')
+    log.info("anthropic", detail=f"x-api-key: {ANTHROPIC_KEY}")
+    log.info("aws", detail=f"credential {AWS_KEY_ID} rejected", access_key_id=AWS_KEY_ID)
+    log.info("nested", request={"headers": {"Authorization": f"Bearer {CANARY}"}, "api_key": CANARY})
+    log.info("listed", items=[f"password={CANARY}", {"secret": CANARY}])
+    log.info("object", provider=ProviderConfig("openai", OPENAI_KEY))
+    log.info("object2", config=ProviderConfig("x", CANARY))
+    log.info("kv in text", detail=f"api_key={CANARY}&user=alice")
+    log.info("json in text", detail=f'{{"client_secret": "{CANARY}"}}')
+    log.info("hex", encryption_key=HEX_BLOB, detail=f"key: {HEX_BLOB}")
+    log.info("dsn", dsn=f"postgresql://modelplane:{CANARY}@db:5432/modelplane")
+    log.info("bytes", raw=CANARY.encode(), password=CANARY.encode())
+    log.info("stdlib style %s", f"Bearer {CANARY}")
+    logging.getLogger("grpc._cython").warning("peer sent authorization: Bearer %s", CANARY)
+    logging.getLogger("asyncio").error("task failed with %r", {"token": MP_TOKEN})
+    try:
+        raise RuntimeError(f"upstream said: bad key {OPENAI_KEY}")
+    except RuntimeError:
+        log.exception("boom")
+        logging.getLogger("httpx").exception("stdlib boom")
+
+    text = output.getvalue()
+    assert len(lines(output)) == 20
+    for needle in (CANARY, CANARY[:16], MP_TOKEN, OPENAI_KEY, ANTHROPIC_KEY, AWS_KEY_ID, HEX_BLOB):
+        assert needle not in text
+    assert REDACTED in text
+
+
+def test_what_is_not_secret_survives(output: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(request_id="0123456789abcdef0123456789abcdef")
+    try:
+        get_logger("test").info(
+            "rpc",
+            method="/modelplane.v1.ConfigService/GetSettings",
+            actor="member:alice",
+            key_id="k1",
+            token_id="0123456789ab",
+            api_key_set=True,
+            api_key=None,
+            duration_ms=1.5,
+        )
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    [line] = lines(output)
+    assert line["event"] == "rpc"
+    assert line["request_id"] == "0123456789abcdef0123456789abcdef"
+    assert line["key_id"] == "k1"
+    assert line["token_id"] == "0123456789ab"
+    assert line["api_key_set"] is True
+    assert line["api_key"] is None
+    assert line["actor"] == "member:alice"
+    assert line["level"] == "info"
+    assert line["logger"] == "test"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_level_filters_structlog_and_stdlib() -> None:
+    stream = io.StringIO()
+    configure_logging("WARNING", json=True, stream=stream)
+    try:
+        get_logger("x").info("hidden")
+        logging.getLogger("y").info("hidden too")
+        get_logger("x").warning("shown")
+        assert [line["event"] for line in lines(stream)] == ["shown"]
+    finally:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+
+
+def test_console_renderer_redacts_too() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", json=False, stream=stream)
+    try:
+        log = get_logger("x")
+        log.info("hello", api_key=CANARY, detail=f"Bearer {CANARY}")
+        try:
+            raise ValueError(f"token={CANARY}")
+        except ValueError:
+            log.exception("failed")
+        text = stream.getvalue()
+        assert "hello" in text and "ValueError" in text
+        assert CANARY not in text
+        assert not text.lstrip().startswith("{")
+    finally:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+
+
+def test_tty_detection_picks_console() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    configure_logging("INFO", stream=stream)
+    try:
+        get_logger("x").info("hello")
+        assert not stream.getvalue().startswith("{")
+    finally:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+    stream2 = io.StringIO()
+    configure_logging("INFO", stream=stream2)
+    get_logger("x").info("hello")
+    assert json.loads(stream2.getvalue())["event"] == "hello"
+
+
+def test_reconfiguring_does_not_stack_handlers() -> None:
+    for _ in range(3):
+        configure_logging("INFO", json=True, stream=io.StringIO())
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    get_logger("x").info("once")
+    assert len(lines(stream)) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "sensitive"),
+    [
+        ("api_key", True),
+        ("authorization", True),
+        ("client_secret", True),
+        ("password", True),
+        ("token", True),
+        ("x-api-key", True),
+        ("encryption_keys", True),
+        ("key", True),
+        ("key_id", False),
+        ("token_id", False),
+        ("api_key_set", False),
+        ("method", False),
+        ("monkey", False),
+    ],
+)
+def test_sensitive_names(name: str, sensitive: bool) -> None:
+    assert is_sensitive_name(name) is sensitive
+
+
+def test_redact_text_keeps_the_shape_readable() -> None:
+    assert redact_text(f"Authorization: Bearer {CANARY}") == f"Authorization: Bearer {REDACTED}"
+    assert redact_text("nothing secret here: model=gpt-4o") == "nothing secret here: model=gpt-4o"
