@@ -94,9 +94,9 @@ class UpstreamTarget:
     provider_type: str
     base_url: str
     api_key: str | None
+    region: str | None
     model_identifier: str
     options: ModelOptions = field(default_factory=ModelOptions)
-    region: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""Pieces shared by the two OpenAI-shaped protocols (Chat Completions, Responses)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from resolver_svc.upstream.errors import UpstreamError, kind_for_status
+from resolver_svc.upstream.protocol import WireRequest, error_fields, join_url, loads_object
+from resolver_svc.upstream.types import UpstreamTarget
+
+OPENAI_FAMILY = ("openai", "azure-openai")
+
+
+def auth_headers(target: UpstreamTarget) -> dict[str, str]:
+    """Azure takes its resource key in `api-key` (its documented key auth on
+    both the v1 and the dated API; `Authorization: Bearer` there means an
+    Entra ID token). Everyone else takes `Authorization: Bearer <key>`.
+    openai-compatible servers may need no key at all."""
+    if not target.api_key:
+        return {}
+    if target.provider_type == "azure-openai":
+        return {"api-key": target.api_key}
+    return {"Authorization": f"Bearer {target.api_key}"}
+
+
+def json_headers(target: UpstreamTarget, *, stream: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+    }
+    headers.update(auth_headers(target))
+    return headers
+
+
+def parse_error(
+    status: int, headers: Mapping[str, str], body: bytes, target: UpstreamTarget
+) -> UpstreamError:
+    code, message = error_fields(body)
+    kind = kind_for_status(status, code, message)
+    return UpstreamError(
+        kind,
+        message,
+        http_status=status,
+        provider_code=code,
+        should_retry=False if kind == "insufficient_quota" else None,
+        secrets=(target.api_key,),
+    )
+
+
+def in_stream_error(error: Any, target: UpstreamTarget) -> UpstreamError:
+    """An error object inside a 200 stream (OpenRouter, Responses `error` events)."""
+    if not isinstance(error, dict):
+        return UpstreamError("unavailable", str(error), secrets=(target.api_key,))
+    raw_code = error.get("code") or error.get("type")
+    status = raw_code if isinstance(raw_code, int) else 502
+    code = None if isinstance(raw_code, int) else (str(raw_code) if raw_code else None)
+    message = str(error.get("message") or error)
+    kind = kind_for_status(status, code, message)
+    if code and "rate_limit" in code:
+        kind = "rate_limited"
+    return UpstreamError(kind, message, provider_code=code, secrets=(target.api_key,))
+
+
+def models_request(target: UpstreamTarget) -> WireRequest:
+    headers = {"Accept": "application/json", **auth_headers(target)}
+    return WireRequest("GET", join_url(target.base_url, "models"), headers)
+
+
+def parse_models(body: bytes) -> list[str]:
+    data = loads_object(body).get("data") or []
+    return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
+
+
+def int_field(obj: Mapping[str, Any] | None, *path: str) -> int:
+    value: Any = obj
+    for name in path:
+        if not isinstance(value, Mapping):
+            return 0
+        value = value.get(name)
+    return int(value) if isinstance(value, (int, float)) else 0

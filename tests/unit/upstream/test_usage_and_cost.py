@@ -1,0 +1,80 @@
+"""Usage normalisation: one conversation, the same numbers and the same
+price on every provider, whatever each one's counters mean."""
+
+from __future__ import annotations
+
+import pytest
+
+from resolver_svc.upstream import Prices, UpstreamClient, Usage, collect, context_usage, cost_usd
+from tests.fakes import KINDS, Canned, CannedUsage, FakeUpstream
+from tests.unit.upstream.conftest import CONVERSATION, target_for
+
+PRICES = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+# 1000 plain input, 4000 cache reads, 600 output of which 200 reasoning.
+CONVERSATION_USAGE = CannedUsage(input=1000, cache_read=4000, output=600, reasoning=200)
+EXPECTED_COST = (1000 * 3.0 + 4000 * 0.3 + 600 * 15.0) / 1_000_000
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_same_conversation_costs_the_same_everywhere(
+    kind: str, streamed: bool, client: UpstreamClient
+) -> None:
+    async with FakeUpstream.start(kind) as fake:
+        fake.default = Canned(usage=CONVERSATION_USAGE, reasoning="r" * 10)
+        target = target_for(fake)
+        result = await (
+            collect(client.stream(target, CONVERSATION)) if streamed else client.chat(target, CONVERSATION)
+        )
+    u = result.usage
+    assert (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.output_tokens) == (
+        1000,
+        4000,
+        0,
+        600,
+    )
+    assert cost_usd(u, PRICES) == pytest.approx(EXPECTED_COST)
+    assert u.reasoning_tokens == (0 if kind in ("anthropic", "bedrock") else 200)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "bedrock", "openrouter"])
+async def test_cache_writes_are_separated(kind: str, client: UpstreamClient) -> None:
+    async with FakeUpstream.start(kind) as fake:
+        fake.default = Canned(usage=CannedUsage(input=10, cache_read=0, cache_write=2000, output=5))
+        u = (await client.chat(target_for(fake), CONVERSATION)).usage
+    assert (u.input_tokens, u.cache_write_tokens) == (10, 2000)
+    assert cost_usd(u, PRICES) == pytest.approx((10 * 3.0 + 2000 * 3.75 + 5 * 15.0) / 1e6)
+
+
+def test_unpriced_model_has_no_cost() -> None:
+    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Prices()) is None
+    assert cost_usd(Usage(), Prices()) is None
+
+
+def test_missing_output_price_with_output_tokens_is_no_cost() -> None:
+    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Prices(input=1.0)) is None
+    # ...but it does not matter when there were no output tokens.
+    assert cost_usd(Usage(input_tokens=1_000_000), Prices(input=1.0)) == pytest.approx(1.0)
+
+
+def test_cache_prices_fall_back_to_input_price() -> None:
+    usage = Usage(
+        input_tokens=1_000_000, cache_read_tokens=1_000_000, cache_write_tokens=1_000_000, output_tokens=0
+    )
+    assert cost_usd(usage, Prices(input=2.0, output=8.0)) == pytest.approx(6.0)
+    assert cost_usd(usage, Prices(input=2.0, output=8.0, cache_read=0.2, cache_write=2.5)) == pytest.approx(
+        4.7
+    )
+
+
+def test_context_usage_counts_whole_prompt_and_reply() -> None:
+    usage = Usage(
+        input_tokens=30_000, cache_read_tokens=100_000, cache_write_tokens=5_000, output_tokens=5_000
+    )
+    ratio, due = context_usage(usage, 200_000, 70)
+    assert ratio == pytest.approx(0.7)
+    assert due is True
+    assert context_usage(usage, 200_001, 70)[1] is False
+    assert context_usage(Usage(), 1000, 0) == (0.0, True)
+    with pytest.raises(ValueError):
+        context_usage(usage, 0, 70)
