@@ -43,6 +43,26 @@ CREDENTIAL_SOURCE_UNAVAILABLE: CredentialSource.ValueType  # 4
 Global___CredentialSource: _TypeAlias = CredentialSource  # noqa: Y015
 
 @_typing.final
+class IntrospectTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """token: Required. The bearer token to verify."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntrospectTokenRequest: _TypeAlias = IntrospectTokenRequest  # noqa: Y015
+
+@_typing.final
 class CreateProviderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1036,6 +1056,7 @@ class ConfigChange(_message.Message):
     CLEARED_MODEL_OVERRIDE_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    REVOKED_TOKEN_FIELD_NUMBER: _builtins.int
     deleted_provider: _builtins.str
     """deleted_provider: The name of a deleted provider."""
     deleted_model: _builtins.str
@@ -1044,6 +1065,8 @@ class ConfigChange(_message.Message):
     """cleared_model_override: An admin override was cleared."""
     user: _builtins.str
     """user: This user's keys or personal overrides changed; refetch them."""
+    revoked_token: _builtins.str
+    """revoked_token: The id of a revoked token; drop cached verifications."""
     @_builtins.property
     def provider(self) -> _resources_pb2.Provider:
         """provider: Created or updated (never carries a key)."""
@@ -1076,12 +1099,13 @@ class ConfigChange(_message.Message):
         cleared_model_override: _resources_pb2.OverrideContext.ValueType = ...,
         user: _builtins.str = ...,
         credential: Global___CredentialRef | None = ...,
+        revoked_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "settings", b"settings", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "settings", b"settings", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["provider", "deleted_provider", "model", "deleted_model", "settings", "model_override", "cleared_model_override", "user", "credential"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["provider", "deleted_provider", "model", "deleted_model", "settings", "model_override", "cleared_model_override", "user", "credential", "revoked_token"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 

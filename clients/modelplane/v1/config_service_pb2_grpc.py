@@ -193,6 +193,11 @@ class ConfigServiceStub:
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialResponse.FromString,
                 _registered_method=True)
+        self.IntrospectToken = channel.unary_unary(
+                '/modelplane.v1.ConfigService/IntrospectToken',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.ApiToken.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -437,6 +442,15 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IntrospectToken(self, request, context):
+        """IntrospectToken verifies a caller's bearer token for a resolver, which
+        caches the answer and drops it on a revoked_token watch change. Service only.
+        Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -589,6 +603,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.AccessCredential,
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialResponse.SerializeToString,
+            ),
+            'IntrospectToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IntrospectToken,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.ApiToken.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1408,6 +1427,33 @@ class ConfigService:
             '/modelplane.v1.ConfigService/AccessCredential',
             modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.SerializeToString,
             modelplane_dot_v1_dot_config__service__pb2.AccessCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IntrospectToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/IntrospectToken',
+            modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.ApiToken.FromString,
             options,
             channel_credentials,
             insecure,

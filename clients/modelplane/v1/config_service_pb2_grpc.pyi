@@ -141,6 +141,11 @@ class ConfigServiceStub:
     and they hold one, else the provider's central key. Service only.
     Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
     """
+    IntrospectToken: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]
+    """IntrospectToken verifies a caller's bearer token for a resolver, which
+    caches the answer and drops it on a revoked_token watch change. Service only.
+    Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+    """
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -252,6 +257,11 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     """AccessCredential returns a plaintext key: the user's own when user is set
     and they hold one, else the provider's central key. Service only.
     Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+    """
+    IntrospectToken: _aio.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]  # type: ignore[assignment]
+    """IntrospectToken verifies a caller's bearer token for a resolver, which
+    caches the answer and drops it on a revoked_token watch change. Service only.
+    Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
     """
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -541,6 +551,17 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         """AccessCredential returns a plaintext key: the user's own when user is set
         and they hold one, else the provider's central key. Service only.
         Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+        """
+
+    @_abc_1.abstractmethod
+    def IntrospectToken(
+        self,
+        request: _config_service_pb2.IntrospectTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.ApiToken, _abc.Awaitable[_resources_pb2.ApiToken]]:
+        """IntrospectToken verifies a caller's bearer token for a resolver, which
+        caches the answer and drops it on a revoked_token watch change. Service only.
+        Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
         """
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
