@@ -33,14 +33,14 @@ bench: $(STAMP)
 proto: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
 	  --python_out=$(GEN) --grpc_python_out=$(GEN) \
-	  --mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS)
+	  --mypy_out=quiet:$(GEN) --mypy_grpc_out=quiet:$(GEN) $(PROTOS)
 
 # Regenerates into a scratch folder and fails when the committed code differs.
 proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
 	  --python_out=$$tmp --grpc_python_out=$$tmp \
-	  --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) && \
+	  --mypy_out=quiet:$$tmp --mypy_grpc_out=quiet:$$tmp $(PROTOS) && \
 	for f in $$(cd $$tmp && find modelplane -type f); do \
 	  cmp -s $$tmp/$$f $(GEN)/$$f || { echo "stale generated code: $(GEN)/$$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp
