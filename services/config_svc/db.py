@@ -32,6 +32,8 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # Raised when connecting, e.g. while a database is being restored.
+    asyncpg.exceptions.InvalidCatalogNameError,
 )
 
 

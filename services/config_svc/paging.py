@@ -27,6 +27,18 @@ def decode(token: str, default: Any, field: str = "page_token") -> Any:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidArgument.one(field, "is not a token this service issued; pass the "
                                   "next_page_token of the previous response") from None
-    if type(value) is not type(default) or (isinstance(value, list) and len(value) != len(default)):
+    if not _same_shape(value, default):
         raise InvalidArgument.one(field, "is not a token for this list")
     return value
+
+
+def _same_shape(value: Any, default: Any) -> bool:
+    """Same JSON type as the default, element by element for lists, and ints
+    within bigint range, so a forged token cannot reach the SQL as a bad parameter."""
+    if type(value) is not type(default):
+        return False
+    if isinstance(value, list):
+        return len(value) == len(default) and all(_same_shape(v, d) for v, d in zip(value, default))
+    if isinstance(value, int):
+        return 0 <= value < 2**63
+    return True

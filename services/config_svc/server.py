@@ -91,6 +91,9 @@ async def _watch_database(store: Store, health: rpc.Health, interval: float = 2.
             ok = True
         except (DomainError, TimeoutError):
             ok = False
+        except Exception as exc:  # e.g. the database was dropped: report it, never end the loop
+            log.warning("database health check failed", error_type=type(exc).__name__)
+            ok = False
         if ok != serving:
             serving = ok
             await health.set_serving(ok)

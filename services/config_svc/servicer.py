@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from typing import Any, AsyncIterator, Iterable
 
 import grpc
@@ -177,7 +178,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         self._admin()
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, ["", ""])
-        rows = await self.store.list_models(size + 1, (after[0], after[1]), request.provider)
+        rows = await self.store.list_models(size + 1, (after[0], after[1]), _text(request.provider, "provider"))
         page = rows[:size]
         return cs.ListModelsResponse(
             models=[convert.model_to_pb(m) for m in page],
@@ -206,7 +207,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def SetDefaultModel(self, request: cs.SetDefaultModelRequest,
                               context: grpc.aio.ServicerContext) -> pb.Model:
         principal = self._admin()
-        model = await self.store.set_default_model(principal.actor, request.model)
+        model = await self.store.set_default_model(principal.actor, _text(request.model, "model"))
         return convert.model_to_pb(model) if model else pb.Model()
 
     async def GetModelOptionsSchema(self, request: cs.GetModelOptionsSchemaRequest,
@@ -256,7 +257,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def SetPersonalOverride(self, request: cs.SetPersonalOverrideRequest,
                                   context: grpc.aio.ServicerContext) -> pb.ModelOverride:
         principal = current_principal()
-        user = resolve_user(principal, request.user)
+        user = _user(principal, request.user)
         ctx = _context(request.context, PERSONAL_CONTEXTS, "context")
         override = await self.store.set_personal_override(principal.actor, user, ctx,
                                                            _required(request.model, "model"))
@@ -265,14 +266,14 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def ClearPersonalOverride(self, request: cs.ClearPersonalOverrideRequest,
                                     context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         principal = current_principal()
-        user = resolve_user(principal, request.user)
+        user = _user(principal, request.user)
         await self.store.clear_personal_override(principal.actor, user,
                                                  _context(request.context, PERSONAL_CONTEXTS, "context"))
         return empty_pb2.Empty()
 
     async def ListPersonalOverrides(self, request: cs.ListPersonalOverridesRequest,
                                     context: grpc.aio.ServicerContext) -> cs.ListPersonalOverridesResponse:
-        user = resolve_user(current_principal(), request.user)
+        user = _user(current_principal(), request.user)
         settings = await self.store.get_settings()
         overrides = await self.store.list_personal_overrides(user)
         return cs.ListPersonalOverridesResponse(overrides=[convert.override_to_pb(o) for o in overrides],
@@ -283,7 +284,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def SetUserKey(self, request: cs.SetUserKeyRequest, context: grpc.aio.ServicerContext) -> pb.UserKey:
         principal = current_principal()
         require(principal, MEMBER, SERVICE)  # an admin does not hold other people's keys
-        user = resolve_user(principal, request.user)
+        user = _user(principal, request.user)
         provider = _required(request.provider, "provider")
         validation.validate_api_key(request.api_key, "api_key")
         return convert.user_key_to_pb(await self.store.set_user_key(principal.actor, user, provider,
@@ -292,13 +293,13 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def DeleteUserKey(self, request: cs.DeleteUserKeyRequest,
                             context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         principal = current_principal()
-        user = resolve_user(principal, request.user)
+        user = _user(principal, request.user)
         await self.store.delete_user_key(principal.actor, user, _required(request.provider, "provider"))
         return empty_pb2.Empty()
 
     async def ListUserKeys(self, request: cs.ListUserKeysRequest,
                            context: grpc.aio.ServicerContext) -> cs.ListUserKeysResponse:
-        user = resolve_user(current_principal(), request.user)
+        user = _user(current_principal(), request.user)
         return cs.ListUserKeysResponse(keys=[convert.user_key_to_pb(k) for k in await self.store.list_user_keys(user)])
 
     # ------------------------------------------------------------ audit and tokens
@@ -308,7 +309,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         self._admin()
         size = paging.page_size(request.page_size)
         before = paging.decode(request.page_token, 0)
-        rows = await self.store.list_audit_events(size + 1, before, request.resource_prefix)
+        rows = await self.store.list_audit_events(size + 1, before, _text(request.resource_prefix, "resource_prefix"))
         page = rows[:size]
         return cs.ListAuditEventsResponse(events=[convert.audit_to_pb(e) for e in page],
                                           next_page_token=paging.encode(page[-1].id) if len(rows) > size else "")
@@ -326,6 +327,8 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             violations += [(v.field, v.description) for v in exc.violations]
         if len(t.description) > 500:
             violations.append(("token.description", "must be at most 500 characters"))
+        if _has_control_chars(t.description):
+            violations.append(("token.description", "must not contain control characters or line breaks"))
         if violations:
             raise InvalidArgument([validation.FieldViolation(f, d) for f, d in violations])
         minted = tokens.mint()
@@ -361,7 +364,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest,
                             context: grpc.aio.ServicerContext) -> cs.UserConfig:
-        user = resolve_user(current_principal(), request.user)
+        user = _user(current_principal(), request.user)
         overrides, key_providers, revision = await self.store.user_config(user)
         return cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in overrides],
                              key_providers=key_providers, revision=revision)
@@ -370,6 +373,8 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                context: grpc.aio.ServicerContext) -> cs.AccessCredentialResponse:
         require(current_principal(), SERVICE)
         provider = _required(request.provider, "provider")
+        if request.user:
+            validation.validate_user(request.user, "user")
         api_key, revision = await self.store.access_credential(provider, request.user)
         source = cs.CREDENTIAL_SOURCE_USER_KEY if request.user else cs.CREDENTIAL_SOURCE_CENTRAL_KEY
         return cs.AccessCredentialResponse(api_key=api_key, source=source, revision=revision)
@@ -396,7 +401,27 @@ async def authenticate(store: Store, bearer: str) -> Principal:
 def _required(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument.one(field, "is required")
+    return _text(value, field)
+
+
+def _has_control_chars(value: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in value)
+
+
+def _text(value: str, field: str) -> str:
+    """Names and filters are plain text: Postgres cannot even hold a NUL, so
+    refuse control characters here rather than fail in the driver."""
+    if _has_control_chars(value):
+        raise InvalidArgument.one(field, "must not contain control characters")
     return value
+
+
+def _user(principal: Principal, requested: str) -> str:
+    """The user a call is about, and a well-formed name when a service or
+    admin names one."""
+    user = resolve_user(principal, requested)
+    validation.validate_user(user, "user")
+    return user
 
 
 def _context(value: int, allowed: frozenset[Any], field: str) -> Any:

@@ -216,14 +216,14 @@ class Store:
     ) -> Provider:
         """mutate(current) -> (updated, api_key change (UNSET: keep, None: remove), audit change);
         it runs inside the transaction with the row locked, so validation sees current state."""
-        async with self.pool.acquire() as conn:
-            current = await self._get_provider(conn, name)
-        _check_etag(etag, current.version, f"provider {name!r}")
-        updated, api_key, audit = mutate(current)
+        audit: dict[str, Any] = {}
         async with self._write(actor, "UpdateProvider", f"providers/{name}", audit) as tx:
-            locked = await self._get_provider(tx.conn, name, for_update=True)
-            if locked.version != current.version:
-                raise Aborted(f"provider {name!r} changed while it was being updated; retry")
+            # Read, check and change under the row lock: a write without an
+            # etag is unconditional and must not fail because another landed first.
+            current = await self._get_provider(tx.conn, name, for_update=True)
+            _check_etag(etag, current.version, f"provider {name!r}")
+            updated, api_key, change = mutate(current)
+            audit.update(change)
             await tx.conn.execute(
                 "UPDATE providers SET display_name=$2, base_url=$3, enabled=$4, central_key_enabled=$5, "
                 "allow_user_keys=$6, central_key_fallback=$7, region=$8, version=version+1, "
@@ -310,16 +310,14 @@ class Store:
     @wrap_driver_errors
     async def update_model(self, actor: str, name: str, etag: str,
                            mutate: Callable[[Model, Provider], tuple[Model, Mapping[str, Any]]]) -> Model:
-        async with self.pool.acquire() as conn:
-            current = await self._get_model(conn, name)
-            provider = await self._get_provider(conn, current.provider)
-        _check_etag(etag, current.version, f"model {name!r}")
-        updated, audit = mutate(current, provider)
-        po = updated.provider_options
+        audit: dict[str, Any] = {}
         async with self._write(actor, "UpdateModel", f"models/{name}", audit) as tx:
-            locked = await self._get_model(tx.conn, name, for_update=True)
-            if locked.version != current.version:
-                raise Aborted(f"model {name!r} changed while it was being updated; retry")
+            current = await self._get_model(tx.conn, name, for_update=True)
+            _check_etag(etag, current.version, f"model {name!r}")
+            provider = await self._get_provider(tx.conn, current.provider)
+            updated, change = mutate(current, provider)
+            audit.update(change)
+            po = updated.provider_options
             await tx.conn.execute(
                 "UPDATE models SET model_identifier=$2, display_name=$3, context_limit=$4, enabled=$5, "
                 "options=$6, pricing=$7, provider_options_family=$8, provider_options=$9, "
