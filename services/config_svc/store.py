@@ -400,7 +400,7 @@ class Store:
         async with self._write(actor, "ClearModelOverride", f"model_overrides/{context}", {}) as tx:
             if await tx.conn.fetchval("DELETE FROM model_overrides WHERE context = $1 RETURNING 1",
                                       context.value) is None:
-                raise NotFound(f"no admin override is set for {context}", reason="MODEL_NOT_FOUND")
+                raise NotFound(f"no admin override is set for {context}", reason="OVERRIDE_NOT_FOUND")
             tx.changed("model_override", context=context.value)
 
     @wrap_driver_errors
@@ -431,7 +431,7 @@ class Store:
             if await tx.conn.fetchval(
                     "DELETE FROM personal_overrides WHERE user_name = $1 AND context = $2 RETURNING 1",
                     user, context.value) is None:
-                raise NotFound(f"no personal override is set for {context}", reason="MODEL_NOT_FOUND")
+                raise NotFound(f"no personal override is set for {context}", reason="OVERRIDE_NOT_FOUND")
             tx.changed("user", user=user)
 
     @wrap_driver_errors

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.env import Env, SettingsError, env_str
-from core.errors import DomainError
+from core.errors import DataLoss
 
 ENV_VAR = "MODELPLANE_ENCRYPTION_KEYS"
 KEY_BYTES = 32
@@ -36,11 +36,12 @@ KEY_ID_PATTERN = re.compile(r"[a-z0-9-]{1,32}")
 _AAD_VERSION = "modelplane/v1"
 
 
-class DecryptionFailed(DomainError):
+class DecryptionFailed(DataLoss):
     """A stored ciphertext did not open: wrong row, wrong column, altered, or
-    sealed with a key the keyring lacks. A server-side fault, hence INTERNAL."""
+    sealed with a key the keyring lacks. Stored data is unreadable: DATA_LOSS,
+    a server-side fault the caller cannot fix."""
 
-    reason = "INTERNAL_ERROR"
+    reason = "CREDENTIAL_UNREADABLE"
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,7 @@ class DeadlineExceeded(DomainError):
 
 class ResourceExhausted(DomainError):
     pass
+
+
+class DataLoss(DomainError):
+    """Stored data cannot be read back (e.g. a ciphertext that does not open)."""

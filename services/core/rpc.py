@@ -68,6 +68,7 @@ STATUS_CODES: Mapping[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.DomainError: grpc.StatusCode.INTERNAL,
 }
 
@@ -307,7 +308,7 @@ class _RequestContextHooks(_Hooks):
         # 1.85 can crash the process when it is read (seen in tests).
         record = _CallRecord(request_id, peer=context.peer())
         _call.set(record)
-        structlog.contextvars.bind_contextvars(request_id=request_id, rpc_method=self.method)
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=self.method)
         # Initial metadata now, so a streaming client can read the id before
         # the first message; trailing too, for clients that only look there.
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))

@@ -110,7 +110,7 @@ async def test_keys_are_encrypted_at_rest_and_bound_to_their_row(cfg: ConfigHarn
             f = failure(err)
         else:
             raise AssertionError(f"a swapped ciphertext opened for {provider_name}/{user}: {got.source}")
-        assert f.code in (Code.INTERNAL, Code.DATA_LOSS, Code.FAILED_PRECONDITION), f.code
+        assert f.code == Code.DATA_LOSS and f.reason == "CREDENTIAL_UNREADABLE", (f.code, f.reason)
         assert f.reason and "Traceback" not in f.message and "InvalidTag" not in f.message
         assert "does not open" in f.message
         for secret in [*keys.values(), *user_keys.values()]:

@@ -66,7 +66,7 @@ def test_wrong_aad_fails_with_a_domain_error(keyring: Keyring) -> None:
     with pytest.raises(DecryptionFailed) as failed:
         keyring.decrypt(sealed, aad=aad_for("providers", "api_key", "anthropic"))
     assert isinstance(failed.value, DomainError)
-    assert failed.value.reason == "INTERNAL_ERROR"
+    assert failed.value.reason == "CREDENTIAL_UNREADABLE"
     assert "another row" in failed.value.message
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
 

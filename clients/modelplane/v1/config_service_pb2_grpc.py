@@ -434,9 +434,10 @@ class ConfigServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AccessCredential(self, request, context):
-        """AccessCredential returns a plaintext key: the user's own when user is set
-        and they hold one, else the provider's central key. Service only.
-        Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+        """AccessCredential returns a plaintext key: the user's own when user is set,
+        else the provider's central key. It applies no key policy: resolvers decide
+        which key a user gets. Service only. Errors: NOT_FOUND (PROVIDER_NOT_FOUND,
+        USER_KEY_NOT_FOUND when that key is not stored), DATA_LOSS (CREDENTIAL_UNREADABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

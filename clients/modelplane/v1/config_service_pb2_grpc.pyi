@@ -137,9 +137,10 @@ class ConfigServiceStub:
     hold a key for, at a revision. Service, admin, or the user.
     """
     AccessCredential: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]
-    """AccessCredential returns a plaintext key: the user's own when user is set
-    and they hold one, else the provider's central key. Service only.
-    Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+    """AccessCredential returns a plaintext key: the user's own when user is set,
+    else the provider's central key. It applies no key policy: resolvers decide
+    which key a user gets. Service only. Errors: NOT_FOUND (PROVIDER_NOT_FOUND,
+    USER_KEY_NOT_FOUND when that key is not stored), DATA_LOSS (CREDENTIAL_UNREADABLE).
     """
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]
     """IntrospectToken verifies a caller's bearer token for a resolver, which
@@ -254,9 +255,10 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     hold a key for, at a revision. Service, admin, or the user.
     """
     AccessCredential: _aio.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]  # type: ignore[assignment]
-    """AccessCredential returns a plaintext key: the user's own when user is set
-    and they hold one, else the provider's central key. Service only.
-    Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+    """AccessCredential returns a plaintext key: the user's own when user is set,
+    else the provider's central key. It applies no key policy: resolvers decide
+    which key a user gets. Service only. Errors: NOT_FOUND (PROVIDER_NOT_FOUND,
+    USER_KEY_NOT_FOUND when that key is not stored), DATA_LOSS (CREDENTIAL_UNREADABLE).
     """
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]  # type: ignore[assignment]
     """IntrospectToken verifies a caller's bearer token for a resolver, which
@@ -548,9 +550,10 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _config_service_pb2.AccessCredentialRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_config_service_pb2.AccessCredentialResponse, _abc.Awaitable[_config_service_pb2.AccessCredentialResponse]]:
-        """AccessCredential returns a plaintext key: the user's own when user is set
-        and they hold one, else the provider's central key. Service only.
-        Errors: NOT_FOUND (PROVIDER_NOT_FOUND, USER_KEY_NOT_FOUND when no key is stored).
+        """AccessCredential returns a plaintext key: the user's own when user is set,
+        else the provider's central key. It applies no key policy: resolvers decide
+        which key a user gets. Service only. Errors: NOT_FOUND (PROVIDER_NOT_FOUND,
+        USER_KEY_NOT_FOUND when that key is not stored), DATA_LOSS (CREDENTIAL_UNREADABLE).
         """
 
     @_abc_1.abstractmethod

@@ -85,6 +85,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: the provider rejected the request."""
     INTERNAL_ERROR: _ErrorReason.ValueType  # 31
     """INTERNAL: an unexpected failure; details are in the server log under the request id."""
+    OVERRIDE_NOT_FOUND: _ErrorReason.ValueType  # 32
+    """NOT_FOUND: no override is set for that context."""
+    CREDENTIAL_UNREADABLE: _ErrorReason.ValueType  # 33
+    """DATA_LOSS: a stored key cannot be decrypted (altered, moved to another
+    row, or sealed with a key the keyring lacks); an operator must re-enter it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the reason carried in google.rpc.ErrorInfo.reason on every
@@ -155,4 +161,10 @@ UPSTREAM_BAD_REQUEST: ErrorReason.ValueType  # 30
 """INVALID_ARGUMENT: the provider rejected the request."""
 INTERNAL_ERROR: ErrorReason.ValueType  # 31
 """INTERNAL: an unexpected failure; details are in the server log under the request id."""
+OVERRIDE_NOT_FOUND: ErrorReason.ValueType  # 32
+"""NOT_FOUND: no override is set for that context."""
+CREDENTIAL_UNREADABLE: ErrorReason.ValueType  # 33
+"""DATA_LOSS: a stored key cannot be decrypted (altered, moved to another
+row, or sealed with a key the keyring lacks); an operator must re-enter it.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
