@@ -1,0 +1,60 @@
+"""resolver-svc: serve ResolverService from a snapshot pushed by config_svc."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Sequence
+
+import structlog
+
+from core import logs
+from core.env import Env, SettingsError, describe, render_help
+from resolver_svc.server import build_server
+from resolver_svc.settings import Settings
+
+log = structlog.get_logger("resolver_svc")
+
+GRACE_SECONDS = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="resolver-svc",
+        description="modelplane resolver: credential and model resolution from an in-memory snapshot "
+                    "of config_svc's configuration",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=render_help(describe(Settings.from_env)),
+    )
+
+
+async def _serve(settings: Settings) -> None:
+    srv = await build_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"resolver_svc listening on {settings.listen} (config_svc at {settings.config_svc_address})",
+          flush=True)
+    await stop.wait()
+    # NOT_SERVING first, so load balancers drain this replica before it stops.
+    log.info("shutting down", grace_seconds=GRACE_SECONDS)
+    await srv.stop(GRACE_SECONDS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(Env())
+    except SettingsError as exc:
+        print(f"resolver-svc: {exc}", file=sys.stderr)
+        return 2
+    logs.configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Caller authentication without I/O on the hot path.
+
+A bearer token is verified once by config_svc (IntrospectToken) and the
+answer kept, keyed by a hash of the token so the cache never holds a usable
+secret, for a time to live. A revoked_token watch change drops it at once;
+the TTL only bounds how long a verification is trusted if a change were
+ever missed. While config_svc is unreachable, an expired verification is
+still honoured for a while (static stability): revocations made meanwhile
+reach the resolver with the watch when config_svc returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from core import tokens
+from core.domain import Principal
+from core.errors import Unauthenticated
+from resolver_svc.config_client import ConfigUnreachable
+from resolver_svc.config_state import Invalidations
+from resolver_svc.lru import Clock, LruCache, SingleFlight
+from resolver_svc.snapshot import Snapshot
+
+Introspect = Callable[[str], Awaitable[Principal]]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    token_id: str
+
+
+class CallerAuth:
+    def __init__(self, introspect: Introspect, snapshot: Snapshot, *, max_entries: int, ttl_seconds: float,
+                 stale_if_unreachable_seconds: float, clock: Clock | None = None) -> None:
+        self._introspect = introspect
+        self._snapshot = snapshot
+        self._stale = stale_if_unreachable_seconds
+        self._cache: LruCache[bytes, _Verified] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
+        self._flights: SingleFlight[bytes, _Verified] = SingleFlight()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def authenticate(self, bearer: str) -> Principal:
+        """The caller's Principal, for core.rpc's AuthInterceptor."""
+        # Nothing can be answered before the first snapshot; say so rather
+        # than make every caller wait on a token check first.
+        self._snapshot.current()
+        key = hashlib.sha256(bearer.encode()).digest()
+        found = self._cache.get(key)
+        if found is not None:
+            return found.principal
+        token_id, _ = tokens.parse(bearer)  # malformed: UNAUTHENTICATED without a round trip
+        try:
+            verified = await self._flights.do(key, lambda: self._verify(bearer, token_id),
+                                              lambda v: self._cache.put(key, v))
+        except ConfigUnreachable:
+            stale = self._cache.get_stale(key, self._stale)
+            if stale is None:
+                raise
+            return stale.principal
+        except Unauthenticated:
+            self._cache.pop(key)  # revoked meanwhile: do not let a stale entry answer later
+            raise
+        return verified.principal
+
+    async def _verify(self, bearer: str, token_id: str) -> _Verified:
+        return _Verified(await self._introspect(bearer), token_id)
+
+    def invalidate(self, inv: Invalidations) -> None:
+        if inv.everything:
+            # A fresh snapshot means the resolver may have missed revocations.
+            self._cache.clear()
+            self._flights.invalidate_all()
+            return
+        if not inv.revoked_tokens:
+            return
+        for key in self._cache.keys():
+            entry = self._cache.get_stale(key, float("inf"))
+            if entry is not None and entry.token_id in inv.revoked_tokens:
+                self._cache.pop(key)
+        # In-flight checks cannot be matched to an id cheaply; revocations are rare.
+        self._flights.invalidate_all()
+
+    def close(self) -> None:
+        self._flights.cancel_all()

@@ -1,0 +1,141 @@
+"""The resolver's only way to talk to config_svc.
+
+One channel, the service token on every call, a deadline on every unary
+call, config_svc's errors turned back into domain errors, and a counter per
+call so anyone (the benchmark, a metrics endpoint) can see that resolving
+does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, AsyncIterator, Mapping
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+
+from core import errors
+from core.domain import Principal
+from core.rpc import STATUS_CODES, STATUS_DETAILS_KEY
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import config_service_pb2_grpc as cs_grpc
+from resolver_svc import from_config
+
+# ErrorReason has no "config_svc unreachable"; from a caller's point of view
+# the resolver's source of truth (config_svc and its database) is down.
+CONFIG_UNREACHABLE = "DATABASE_UNAVAILABLE"
+# CANCELLED: what a watcher sees when config_svc shuts down under it.
+_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                grpc.StatusCode.CANCELLED})
+_ERROR_BY_CODE: Mapping[grpc.StatusCode, type[errors.DomainError]] = {
+    code: cls for cls, code in STATUS_CODES.items() if cls is not errors.DomainError
+}
+
+
+class ConfigUnreachable(errors.Unavailable):
+    """config_svc (or its database) cannot answer now; cached data may stand in."""
+
+    reason = CONFIG_UNREACHABLE
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str | None:
+    # Any: the stubs type aio metadata as one item, it iterates as (key, value) pairs.
+    trailers: Any = exc.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return None
+
+
+def domain_error(exc: grpc.aio.AioRpcError) -> errors.DomainError:
+    """config_svc's status as a domain error, keeping its reason."""
+    code, reason = exc.code(), _reason(exc)
+    message = exc.details() or code.name
+    if code in _UNREACHABLE_CODES:
+        return ConfigUnreachable(f"the configuration service is unreachable: {message}", reason=reason)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        # The resolver built the request: a bad one is our fault, not the caller's.
+        return errors.DomainError(f"config_svc rejected a resolver request: {message}")
+    cls = _ERROR_BY_CODE.get(code, errors.DomainError)
+    return cls(message, reason=reason)
+
+
+def channel_options(reconnect_initial_seconds: float, reconnect_max_seconds: float) -> list[tuple[str, int]]:
+    # gRPC's own reconnect backoff (default up to 120 s) would otherwise
+    # outlast ours and delay the resync after config_svc comes back.
+    initial = max(1, int(reconnect_initial_seconds * 1000))
+    return [
+        ("grpc.initial_reconnect_backoff_ms", initial),
+        ("grpc.min_reconnect_backoff_ms", initial),
+        ("grpc.max_reconnect_backoff_ms", max(initial, int(reconnect_max_seconds * 1000))),
+    ]
+
+
+class ConfigClient:
+    def __init__(self, address: str, service_token: str, *, timeout_seconds: float,
+                 reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(
+            address, options=channel_options(reconnect_initial_seconds, reconnect_max_seconds))
+        self._stub = cs_grpc.ConfigServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {service_token}"),)
+        self._timeout = timeout_seconds
+        self.calls: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"ConfigClient(address={self.address!r})"
+
+    def counters(self) -> dict[str, int]:
+        """Calls made so far by kind (WatchConfig counts streams opened;
+        WatchConfig.events counts events received)."""
+        return dict(self.calls)
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def watch(self, after_revision: int) -> AsyncIterator[cs.ConfigEvent]:
+        self.calls["WatchConfig"] += 1
+        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision),
+                                      metadata=self._metadata)
+        try:
+            async for event in call:
+                self.calls["WatchConfig.events"] += 1
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def get_user_config(self, user: str) -> cs.UserConfig:
+        self.calls["GetUserConfig"] += 1
+        try:
+            reply: cs.UserConfig = await self._stub.GetUserConfig(
+                cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc) from None
+        return reply
+
+    async def introspect_token(self, token: str) -> Principal:
+        self.calls["IntrospectToken"] += 1
+        try:
+            reply = await self._stub.IntrospectToken(
+                cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc) from None
+        return from_config.principal(reply)
+
+    async def access_credential(self, provider: str, user: str) -> str:
+        """The plaintext key. Callers must not log it or keep it beyond the cache."""
+        self.calls["AccessCredential"] += 1
+        try:
+            reply = await self._stub.AccessCredential(
+                cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
+                timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc) from None
+        return reply.api_key

@@ -1,0 +1,142 @@
+"""The deployment configuration as the resolver holds it: immutable values,
+one per applied revision, and what each watch event invalidates.
+
+Pure: no I/O, no clock. ``apply`` returns a new state; the old one stays
+valid for requests still reading it, so readers never lock.
+
+Each entity is kept twice: as the message config_svc sent (answers copy it
+as is, with output-only fields such as effective_base_url) and as the domain
+value the rules read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from core import convert
+from core.domain import Model, OverrideContext, Provider, Settings
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resources_pb2 as pb
+from resolver_svc import from_config
+
+
+@dataclass(frozen=True)
+class Invalidations:
+    """What cached per-user data, plaintext credentials and token
+    verifications an event makes stale."""
+
+    everything: bool = False  # a snapshot replaced all state: nothing cached may be trusted
+    users: frozenset[str] = frozenset()
+    credentials: frozenset[tuple[str, str]] = frozenset()  # (provider, user); user "" is the central key
+    deleted_providers: frozenset[str] = frozenset()
+    revoked_tokens: frozenset[str] = frozenset()  # token ids
+
+    @property
+    def empty(self) -> bool:
+        return not (self.everything or self.users or self.credentials or self.deleted_providers
+                    or self.revoked_tokens)
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    revision: int
+    provider_msgs: Mapping[str, pb.Provider]
+    model_msgs: Mapping[str, pb.Model]
+    providers: Mapping[str, Provider]
+    models: Mapping[str, Model]
+    settings: Settings
+    settings_msg: pb.Settings
+    admin_overrides: Mapping[OverrideContext, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshot(cls, revision: int, snap: cs.ConfigSnapshot) -> ConfigState:
+        return cls(
+            revision=revision,
+            provider_msgs=MappingProxyType({p.name: p for p in snap.providers}),
+            model_msgs=MappingProxyType({m.name: m for m in snap.models}),
+            providers=MappingProxyType({p.name: from_config.provider(p) for p in snap.providers}),
+            models=MappingProxyType({m.name: from_config.model(m) for m in snap.models}),
+            settings=from_config.settings(snap.settings),
+            settings_msg=snap.settings,
+            admin_overrides=MappingProxyType(
+                {convert.CONTEXTS[o.context]: o.model for o in snap.model_overrides}),
+        )
+
+
+def apply(state: ConfigState | None, event: cs.ConfigEvent) -> tuple[ConfigState, Invalidations] | None:
+    """The state after ``event``, and what it invalidates.
+
+    None when the event changes nothing: a repeat of a revision already
+    applied (resuming may overlap). A change event without a state to apply
+    it to is a protocol error (ValueError): the watcher must resync.
+    """
+    if event.HasField("snapshot"):
+        return ConfigState.from_snapshot(event.revision, event.snapshot), Invalidations(everything=True)
+    if state is None:
+        raise ValueError(f"change event at revision {event.revision} before any snapshot")
+    if event.revision <= state.revision:
+        return None
+    return _apply_changes(state, event.revision, event.changes)
+
+
+def _apply_changes(state: ConfigState, revision: int,
+                   changes: Iterable[cs.ConfigChange]) -> tuple[ConfigState, Invalidations]:
+    provider_msgs = dict(state.provider_msgs)
+    model_msgs = dict(state.model_msgs)
+    providers = dict(state.providers)
+    models = dict(state.models)
+    settings, settings_msg = state.settings, state.settings_msg
+    overrides = dict(state.admin_overrides)
+    users: set[str] = set()
+    credentials: set[tuple[str, str]] = set()
+    deleted_providers: set[str] = set()
+    revoked: set[str] = set()
+
+    for change in changes:
+        kind = change.WhichOneof("change")
+        if kind == "provider":
+            provider_msgs[change.provider.name] = change.provider
+            providers[change.provider.name] = from_config.provider(change.provider)
+        elif kind == "deleted_provider":
+            provider_msgs.pop(change.deleted_provider, None)
+            providers.pop(change.deleted_provider, None)
+            deleted_providers.add(change.deleted_provider)
+        elif kind == "model":
+            model_msgs[change.model.name] = change.model
+            models[change.model.name] = from_config.model(change.model)
+        elif kind == "deleted_model":
+            model_msgs.pop(change.deleted_model, None)
+            models.pop(change.deleted_model, None)
+        elif kind == "settings":
+            settings, settings_msg = from_config.settings(change.settings), change.settings
+        elif kind == "model_override":
+            overrides[convert.CONTEXTS[change.model_override.context]] = change.model_override.model
+        elif kind == "cleared_model_override":
+            overrides.pop(convert.CONTEXTS[change.cleared_model_override], None)
+        elif kind == "user":
+            users.add(change.user)
+        elif kind == "credential":
+            credentials.add((change.credential.provider, change.credential.user))
+        elif kind == "revoked_token":
+            revoked.add(change.revoked_token)
+        # An unknown kind comes from a newer config_svc: ignoring it keeps the
+        # rest of the event; the next snapshot brings the whole truth.
+
+    new_state = ConfigState(
+        revision=revision,
+        provider_msgs=MappingProxyType(provider_msgs),
+        model_msgs=MappingProxyType(model_msgs),
+        providers=MappingProxyType(providers),
+        models=MappingProxyType(models),
+        settings=settings,
+        settings_msg=settings_msg,
+        admin_overrides=MappingProxyType(overrides),
+    )
+    return new_state, Invalidations(
+        users=frozenset(users),
+        credentials=frozenset(credentials),
+        deleted_providers=frozenset(deleted_providers),
+        revoked_tokens=frozenset(revoked),
+    )

@@ -1,0 +1,74 @@
+"""Plaintext credentials for upstream calls, fetched from config_svc
+(AccessCredential, service role only) on demand and kept briefly.
+
+A `credential` watch change for a (provider, user) drops that key at once,
+a deleted provider drops all of its keys, a fresh snapshot drops everything.
+While config_svc is unreachable an expired key is still used for a while,
+like the rest of the snapshot (static stability).
+
+Secrets are never logged, never put in an exception message, and never in a
+repr: the cache's repr shows sizes only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Awaitable, Callable
+
+from resolver_svc.config_client import ConfigUnreachable
+from resolver_svc.config_state import Invalidations
+from resolver_svc.lru import Clock, LruCache, SingleFlight
+
+FetchCredential = Callable[[str, str], Awaitable[str]]
+CredentialKey = tuple[str, str]  # (provider, user); user "" names the provider's central key
+
+
+class CredentialCache:
+    def __init__(self, fetch: FetchCredential, *, max_entries: int, ttl_seconds: float,
+                 stale_if_unreachable_seconds: float, clock: Clock | None = None) -> None:
+        self._fetch = fetch
+        self._stale = stale_if_unreachable_seconds
+        self._cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
+        self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
+
+    def __repr__(self) -> str:
+        return f"CredentialCache(entries={len(self._cache)})"
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def get(self, provider: str, user: str = "") -> str:
+        """The plaintext key: the user's own when ``user`` is set, else the
+        provider's central key. Raises NotFound (USER_KEY_NOT_FOUND,
+        PROVIDER_NOT_FOUND) when none is stored, Unavailable when config_svc
+        cannot be reached and nothing usable is cached."""
+        key = (provider, user)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        try:
+            return await self._flights.do(key, lambda: self._fetch(provider, user),
+                                          lambda secret: self._cache.put(key, secret))
+        except ConfigUnreachable:
+            stale = self._cache.get_stale(key, self._stale)
+            if stale is None:
+                raise
+            return stale
+
+    def invalidate(self, inv: Invalidations) -> None:
+        if inv.everything:
+            self._cache.clear()
+            self._flights.invalidate_all()
+            return
+        for key in inv.credentials:
+            self._cache.pop(key)
+            self._flights.invalidate(key)
+        if inv.deleted_providers:
+            gone = inv.deleted_providers
+            for key in self._cache.keys():
+                if key[0] in gone:
+                    self._cache.pop(key)
+            self._flights.invalidate_where(lambda k: k[0] in gone)
+
+    def close(self) -> None:
+        self._flights.cancel_all()

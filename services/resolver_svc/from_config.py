@@ -1,0 +1,45 @@
+"""Domain values from the messages config_svc sends the resolver.
+
+core.convert reads *input* messages (what a caller may set); these are
+*output* messages, so the output-only fields the rules need (api_key_set,
+is_default, etags) are read as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from core import convert
+from core.domain import ModelOverride, Model, Principal, Provider, Settings
+from core.errors import Unauthenticated
+from modelplane.v1 import resources_pb2 as pb
+
+
+def _version(etag: str) -> int:
+    return int(etag) if etag.isdigit() else 1
+
+
+def provider(msg: pb.Provider) -> Provider:
+    base = convert.provider_from_pb(msg)
+    return dataclasses.replace(base, api_key_set=msg.api_key_set, version=_version(msg.etag))
+
+
+def model(msg: pb.Model) -> Model:
+    base = convert.model_from_pb(msg)
+    return dataclasses.replace(base, is_default=msg.is_default, version=_version(msg.etag))
+
+
+def settings(msg: pb.Settings) -> Settings:
+    return Settings(byok_enabled=msg.byok_enabled, personal_overrides_enabled=msg.personal_overrides_enabled,
+                    version=_version(msg.etag))
+
+
+def override(msg: pb.ModelOverride) -> ModelOverride:
+    return ModelOverride(context=convert.CONTEXTS[msg.context], model=msg.model, user=msg.user)
+
+
+def principal(msg: pb.ApiToken) -> Principal:
+    role = convert.ROLES.get(msg.role)
+    if role is None:  # a token config_svc vouches for always has a role; refuse rather than guess
+        raise Unauthenticated("the bearer token has no role")
+    return Principal(role=role, subject=msg.subject, token_id=msg.id)

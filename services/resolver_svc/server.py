@@ -1,0 +1,116 @@
+"""build_server(): wires the config_svc client, the snapshot and its watcher,
+the caches, caller authentication, health and reflection into one grpc.aio
+server. Nothing happens at import time.
+
+Health is NOT_SERVING until the first snapshot is loaded (and the first
+ambient AWS check has run), then SERVING, and it stays SERVING while
+config_svc is away: the resolver answers from its last snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+import grpc.aio
+import structlog
+
+from core import rpc
+from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
+from resolver_svc import ambient
+from resolver_svc.caller_auth import CallerAuth
+from resolver_svc.config_client import ConfigClient
+from resolver_svc.credentials import CredentialCache
+from resolver_svc.servicer import ResolverServicer
+from resolver_svc.settings import Settings
+from resolver_svc.snapshot import Snapshot
+from resolver_svc.user_cache import UserCache
+from resolver_svc.watcher import ConfigWatcher
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"].full_name
+
+ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServicer]
+
+
+@dataclass
+class ResolverServer:
+    server: grpc.aio.Server
+    port: int
+    health: rpc.Health
+    config: ConfigClient
+    snapshot: Snapshot
+    users: UserCache
+    credentials: CredentialCache
+    auth: CallerAuth
+    watcher: ConfigWatcher
+    servicer: ResolverServicer
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def config_calls(self) -> dict[str, int]:
+        """RPCs made to config_svc so far, by method (see ConfigClient.counters)."""
+        return self.config.counters()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.snapshot.ready.wait(), timeout)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        await self.health.set_serving(False)
+        await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cache in (self.users, self.credentials, self.auth):
+            cache.close()
+        await self.config.close()
+
+
+async def build_server(settings: Settings, *,
+                       servicer_factory: ServicerFactory = ResolverServicer) -> ResolverServer:
+    """Start serving at once (health NOT_SERVING); the watcher loads the
+    snapshot in the background. ``servicer_factory`` lets a subclass (chat)
+    take the servicer's place."""
+    config = ConfigClient(settings.config_svc_address, settings.service_token,
+                          timeout_seconds=settings.config_call_timeout_seconds,
+                          reconnect_initial_seconds=settings.reconnect_initial_seconds,
+                          reconnect_max_seconds=settings.reconnect_max_seconds)
+    snapshot = Snapshot()
+    users = UserCache(config.get_user_config, settings.user_cache_size)
+    credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
+                                  ttl_seconds=settings.credential_ttl_seconds,
+                                  stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds)
+    auth = CallerAuth(config.introspect_token, snapshot, max_entries=settings.token_cache_size,
+                      ttl_seconds=settings.token_ttl_seconds,
+                      stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds)
+    watcher = ConfigWatcher(config, snapshot, [users.invalidate, credentials.invalidate, auth.invalidate],
+                            reconnect_initial_seconds=settings.reconnect_initial_seconds,
+                            reconnect_max_seconds=settings.reconnect_max_seconds)
+
+    server = grpc.aio.server(interceptors=rpc.server_interceptors(auth.authenticate))
+    servicer = servicer_factory(snapshot, users, credentials)
+    resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
+    health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    await health.set_serving(False)
+    port = server.add_insecure_port(settings.listen)
+    await server.start()
+
+    tasks = [
+        asyncio.create_task(watcher.run(), name="config-watch"),
+        asyncio.create_task(_serve_when_ready(snapshot, health, settings), name="readiness"),
+    ]
+    log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
+             config_svc=settings.config_svc_address)
+    return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, servicer,
+                          tasks)
+
+
+async def _serve_when_ready(snapshot: Snapshot, health: rpc.Health, settings: Settings) -> None:
+    snapshot.set_ambient_aws(await ambient.check_once() if settings.ambient_aws else False)
+    await snapshot.ready.wait()
+    await health.set_serving(True)
+    log.info("resolver_svc serving", revision=snapshot.revision)
+    if settings.ambient_aws:
+        await ambient.keep_checking(snapshot.set_ambient_aws, settings.ambient_aws_refresh_seconds)

@@ -1,0 +1,124 @@
+"""ResolverService resolution RPCs: authorise, read the snapshot and the
+user's cached data, call core.rules, convert back. Memory only once the
+caller's token and the user's data are cached.
+
+Answers are memoised per (snapshot, user data, request): both are immutable
+and replaced on change, so a repeated question costs a dictionary lookup.
+
+Chat, StreamChat and ProbeProvider are not here: they inherit the generated
+UNIMPLEMENTED until chat.py extends this servicer. Everything they need is
+an attribute: ``snapshot``, ``users``, ``credentials``, ``views()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from core import convert, rules
+from core.errors import InvalidArgument
+from core.rpc import current_principal, resolve_user
+from core.rules import ConfigView, UserView
+from modelplane.v1 import resolver_service_pb2 as rs
+from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
+from resolver_svc import to_pb
+from resolver_svc.credentials import CredentialCache
+from resolver_svc.lru import LruCache
+from resolver_svc.snapshot import Loaded, Snapshot
+from resolver_svc.user_cache import UserCache
+
+Context = grpc.aio.ServicerContext[Any, Any]
+M = TypeVar("M", bound=Message)
+
+
+class AnswerMemo:
+    """Answers already computed for (snapshot, user data, request fields).
+
+    Both the snapshot and a user's cached data are immutable values that are
+    replaced, never changed, so an answer stays right for as long as both
+    objects are the current ones. Entries hold the objects they were computed
+    from and are only served when both are still identical, so a replaced
+    snapshot or user simply stops matching (and ages out of the LRU).
+    """
+
+    # Model names are at most 63 characters; longer request strings cannot
+    # name anything and are not kept (a caller could otherwise fill memory).
+    MAX_KEY_TEXT = 128
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._answers: LruCache[tuple[object, ...], tuple[Loaded, UserView, Message]] = LruCache(max_entries)
+
+    def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Message | None:
+        hit = self._answers.get((id(loaded), id(user_view), *request))
+        if hit is not None and hit[0] is loaded and hit[1] is user_view:
+            return hit[2]
+        return None
+
+    def put(self, loaded: Loaded, user_view: UserView, answer: M, *request: object) -> M:
+        if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
+            return answer
+        self._answers.put((id(loaded), id(user_view), *request), (loaded, user_view, answer))
+        return answer
+
+
+class ResolverServicer(rs_grpc.ResolverServiceServicer):
+    def __init__(self, snapshot: Snapshot, users: UserCache, credentials: CredentialCache) -> None:
+        self.snapshot = snapshot
+        self.users = users
+        self.credentials = credentials
+        self.answers = AnswerMemo()
+
+    async def views(self, requested_user: str) -> tuple[Loaded, UserView]:
+        """The snapshot (raises SNAPSHOT_NOT_READY) and the data of the user
+        the call is about: a member's own, or the one a service or admin
+        names (PERMISSION_DENIED OTHER_USER for a member naming someone else)."""
+        loaded = self.snapshot.current()
+        user = resolve_user(current_principal(), requested_user)
+        user_view = self.users.cached(user) or await self.users.get(user)
+        return loaded, user_view
+
+    def resolve(self, view: ConfigView, user_view: UserView, context: int, chat_model: str) -> rules.Resolution:
+        """core.rules.resolve_model for proto inputs; NoUsableModel propagates
+        (FAILED_PRECONDITION NO_USABLE_MODEL)."""
+        return rules.resolve_model(view, user_view, convert.context(context, "context"), chat_model or None)
+
+    async def ResolveCredential(self, request: rs.ResolveCredentialRequest,
+                                context: Context) -> rs.CredentialResolution:
+        if not request.provider:
+            raise InvalidArgument.one("provider", "is required")
+        loaded, user_view = await self.views(request.user)
+        decision = rules.resolve_credential(loaded.view, user_view, request.provider)
+        return to_pb.credential_resolution(request.provider, decision)
+
+    async def ListUserKeyStatus(self, request: rs.ListUserKeyStatusRequest,
+                                context: Context) -> rs.ListUserKeyStatusResponse:
+        loaded, user_view = await self.views(request.user)
+        found = self.answers.get(loaded, user_view, "ListUserKeyStatus")
+        if isinstance(found, rs.ListUserKeyStatusResponse):
+            return found
+        answer = to_pb.key_statuses(*rules.key_status(loaded.view, user_view))
+        return self.answers.put(loaded, user_view, answer, "ListUserKeyStatus")
+
+    async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
+                                  context: Context) -> rs.ListAvailableModelsResponse:
+        loaded, user_view = await self.views(request.user)
+        found = self.answers.get(loaded, user_view, "ListAvailableModels", request.last_used_model)
+        if isinstance(found, rs.ListAvailableModelsResponse):
+            return found
+        answer = to_pb.available_models(
+            rules.available_models(loaded.view, user_view, request.last_used_model or None))
+        return self.answers.put(loaded, user_view, answer, "ListAvailableModels", request.last_used_model)
+
+    async def ResolveModel(self, request: rs.ResolveModelRequest,
+                           context: Context) -> rs.ResolvedModel:
+        convert.context(request.context, "context")  # INVALID_ARGUMENT before any lookup
+        loaded, user_view = await self.views(request.user)
+        key = ("ResolveModel", request.context, request.chat_model)
+        found = self.answers.get(loaded, user_view, *key)
+        if isinstance(found, rs.ResolvedModel):
+            return found
+        resolution = self.resolve(loaded.view, user_view, request.context, request.chat_model)
+        return self.answers.put(loaded, user_view, to_pb.resolved_model(resolution, loaded.state), *key)

@@ -1,0 +1,73 @@
+"""resolver_svc settings, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.env import Env, SettingsError, env_bool, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_svc_address: str
+    service_token: str
+    listen: str
+    config_call_timeout_seconds: float
+    user_cache_size: int
+    token_cache_size: int
+    token_ttl_seconds: float
+    credential_cache_size: int
+    credential_ttl_seconds: float
+    stale_if_unavailable_seconds: float
+    reconnect_initial_seconds: float
+    reconnect_max_seconds: float
+    ambient_aws: bool
+    ambient_aws_refresh_seconds: float
+    log_level: str
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print the service token.
+        return f"Settings(config_svc_address={self.config_svc_address!r}, listen={self.listen!r}, ...)"
+
+    @classmethod
+    def from_env(cls, env: Env) -> "Settings":
+        settings = cls(
+            config_svc_address=env_str(env, "CONFIG_SVC_ADDRESS", "127.0.0.1:50051",
+                                       "host:port of config_svc (WatchConfig, GetUserConfig, ...)"),
+            service_token=env_str(env, "RESOLVER_SERVICE_TOKEN", None,
+                                  "Bearer token with the service role the resolver presents to config_svc",
+                                  secret=True),
+            listen=env_str(env, "RESOLVER_SVC_LISTEN", "127.0.0.1:50052", "host:port resolver_svc serves gRPC on"),
+            config_call_timeout_seconds=env_float(
+                env, "RESOLVER_CONFIG_CALL_TIMEOUT_SECONDS", 5.0,
+                "Deadline of each unary call to config_svc (user data, token checks, credentials)", minimum=0.1),
+            user_cache_size=env_int(env, "RESOLVER_USER_CACHE_SIZE", 10_000,
+                                    "Users whose overrides and key list are kept in memory (LRU)", minimum=1),
+            token_cache_size=env_int(env, "RESOLVER_TOKEN_CACHE_SIZE", 10_000,
+                                     "Verified caller tokens kept in memory (LRU)", minimum=1),
+            token_ttl_seconds=env_float(env, "RESOLVER_TOKEN_TTL_SECONDS", 300.0,
+                                        "How long a verified caller token is trusted before it is checked "
+                                        "again (revocations arrive at once through the watch)", minimum=0.0),
+            credential_cache_size=env_int(env, "RESOLVER_CREDENTIAL_CACHE_SIZE", 1_000,
+                                          "Plaintext credentials kept in memory (LRU)", minimum=1),
+            credential_ttl_seconds=env_float(env, "RESOLVER_CREDENTIAL_TTL_SECONDS", 60.0,
+                                             "How long a plaintext credential is kept before it is fetched again",
+                                             minimum=0.0),
+            stale_if_unavailable_seconds=env_float(
+                env, "RESOLVER_STALE_IF_UNAVAILABLE_SECONDS", 900.0,
+                "While config_svc is unreachable, expired token verifications and credentials this much "
+                "past their TTL are still used (static stability); 0 turns that off", minimum=0.0),
+            reconnect_initial_seconds=env_float(env, "RESOLVER_RECONNECT_INITIAL_SECONDS", 0.2,
+                                                "First delay before re-opening the config watch", minimum=0.01),
+            reconnect_max_seconds=env_float(env, "RESOLVER_RECONNECT_MAX_SECONDS", 10.0,
+                                            "Longest delay between config watch reconnects", minimum=0.01),
+            ambient_aws=env_bool(env, "RESOLVER_AMBIENT_AWS", True,
+                                 "Look for ambient AWS credentials (bedrock providers without a key) with "
+                                 "botocore's standard chain; off treats them as absent"),
+            ambient_aws_refresh_seconds=env_float(env, "RESOLVER_AMBIENT_AWS_REFRESH_SECONDS", 300.0,
+                                                  "How often the ambient AWS check runs again", minimum=1.0),
+            log_level=env_str(env, "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+        )
+        if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
+            raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")
+        return settings

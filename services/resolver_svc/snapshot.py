@@ -1,0 +1,89 @@
+"""The snapshot every resolution reads: the current ConfigState and the
+core.rules.ConfigView built from it.
+
+Both are replaced together, by one assignment, once per watch event, so a
+request sees one revision throughout and readers never wait. Building the
+view (sorting, per-provider credential decisions) happens here, off the hot
+path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from core.domain import ModelOverride
+from core.errors import Unavailable
+from core.rules import ConfigView
+from modelplane.v1 import config_service_pb2 as cs
+from resolver_svc import config_state
+from resolver_svc.config_state import ConfigState, Invalidations
+
+SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    state: ConfigState
+    view: ConfigView
+
+
+def build_view(state: ConfigState, ambient_aws_available: bool) -> ConfigView:
+    return ConfigView.build(
+        providers=state.providers.values(),
+        models=state.models.values(),
+        settings=state.settings,
+        admin_overrides=[ModelOverride(ctx, model) for ctx, model in state.admin_overrides.items()],
+        ambient_aws_available=ambient_aws_available,
+    )
+
+
+class Snapshot:
+    """Ready once both the first snapshot and the first ambient AWS check are
+    in: credential decisions for bedrock depend on the latter."""
+
+    def __init__(self) -> None:
+        self._state: ConfigState | None = None
+        self._ambient_aws: bool | None = None  # None: not checked yet
+        self._loaded: Loaded | None = None
+        self.ready = asyncio.Event()
+
+    @property
+    def revision(self) -> int:
+        """The last applied revision; 0 before the first snapshot."""
+        return self._state.revision if self._state is not None else 0
+
+    @property
+    def loaded(self) -> Loaded | None:
+        return self._loaded
+
+    def current(self) -> Loaded:
+        """The snapshot to answer from, or UNAVAILABLE (SNAPSHOT_NOT_READY)."""
+        loaded = self._loaded
+        if loaded is None:
+            raise Unavailable("the resolver has not loaded its first configuration snapshot yet; retry shortly",
+                              reason=SNAPSHOT_NOT_READY)
+        return loaded
+
+    def apply(self, event: cs.ConfigEvent) -> Invalidations | None:
+        """Apply one watch event; None when it was a repeat. Raises ValueError
+        when it cannot be applied (the caller resyncs)."""
+        result = config_state.apply(self._state, event)
+        if result is None:
+            return None
+        self._state, invalidations = result
+        self._publish()
+        return invalidations
+
+    def set_ambient_aws(self, available: bool) -> None:
+        """Record the latest ambient AWS check; rebuilds the view when it changed."""
+        if available == self._ambient_aws:
+            return
+        self._ambient_aws = available
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._state is None or self._ambient_aws is None:
+            return
+        self._loaded = Loaded(self._state, build_view(self._state, self._ambient_aws))
+        self.ready.set()

@@ -1,0 +1,92 @@
+"""Keeps the snapshot current: one WatchConfig stream at a time, reopened
+with exponential backoff and jitter whenever it ends, resuming after the last
+applied revision (config_svc answers with a fresh snapshot when it cannot
+resume).
+
+Between streams nothing changes: resolution keeps answering from the last
+snapshot (static stability).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Callable, Sequence
+
+import structlog
+
+from core.errors import DomainError
+from modelplane.v1 import config_service_pb2 as cs
+from resolver_svc.config_client import ConfigClient, ConfigUnreachable
+from resolver_svc.config_state import Invalidations
+from resolver_svc.snapshot import Snapshot
+
+log = structlog.get_logger(__name__)
+
+InvalidationListener = Callable[[Invalidations], None]
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential, capped, with "equal jitter": half fixed, half random, so
+    resolvers that lost config_svc together do not all return at once yet
+    none retries immediately."""
+    ceiling = min(maximum, initial * (2 ** min(attempt, 30)))
+    return float(ceiling / 2 + rand() * ceiling / 2)
+
+
+class ConfigWatcher:
+    def __init__(self, client: ConfigClient, snapshot: Snapshot, listeners: Sequence[InvalidationListener], *,
+                 reconnect_initial_seconds: float, reconnect_max_seconds: float) -> None:
+        self._client = client
+        self._snapshot = snapshot
+        self._listeners = list(listeners)
+        self._initial = reconnect_initial_seconds
+        self._max = reconnect_max_seconds
+        self.connected = False  # a stream is open and has delivered at least one event
+        self.streams_opened = 0
+
+    async def run(self) -> None:
+        attempt = 0
+        need_snapshot = False
+        while True:
+            after = 0 if need_snapshot else self._snapshot.revision
+            need_snapshot = False
+            opened = time.monotonic()
+            self.streams_opened += 1
+            try:
+                async for event in self._client.watch(after):
+                    self._apply(event)
+                    if not self.connected:
+                        self.connected = True
+                        log.info("config watch connected", revision=self._snapshot.revision,
+                                 address=self._client.address)
+                log.warning("config watch ended by the server; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except ConfigUnreachable as exc:
+                if self._snapshot.revision:
+                    log.warning("config watch lost; answering from the last snapshot",
+                                revision=self._snapshot.revision, error=exc.message)
+                else:
+                    log.warning("config_svc unreachable; no snapshot yet, not serving", error=exc.message)
+            except DomainError as exc:  # e.g. the service token was revoked: needs an operator
+                log.error("config watch refused", reason=exc.reason, error=exc.message)
+            except Exception:
+                # An event we could not apply: start over from a full snapshot
+                # rather than run on state that may have skipped a change.
+                log.exception("config watch event could not be applied; resyncing from a snapshot")
+                need_snapshot = True
+            self.connected = False
+            if time.monotonic() - opened > self._max:
+                attempt = 0  # the stream was healthy for a while: this is a fresh outage
+            delay = backoff_delay(attempt, self._initial, self._max)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _apply(self, event: cs.ConfigEvent) -> None:
+        invalidations = self._snapshot.apply(event)
+        if invalidations is None or invalidations.empty:
+            return
+        for listener in self._listeners:
+            listener(invalidations)

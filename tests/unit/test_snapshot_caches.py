@@ -1,0 +1,209 @@
+"""The resolver's caches: bounds, TTLs, single flight, invalidation races,
+stale answers while config_svc is unreachable. Fake fetchers, no network."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core import tokens
+from core.domain import Principal, Role
+from core.errors import NotFound, Unauthenticated, Unavailable
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resources_pb2 as pb
+from resolver_svc.caller_auth import CallerAuth
+from resolver_svc.config_client import ConfigUnreachable
+from resolver_svc.config_state import Invalidations
+from resolver_svc.credentials import CredentialCache
+from resolver_svc.lru import LruCache
+from resolver_svc.snapshot import Snapshot
+from resolver_svc.user_cache import UserCache
+from resolver_svc.watcher import backoff_delay
+from tests.unit.test_snapshot import snapshot_event
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lru_bound_and_recency() -> None:
+    cache: LruCache[str, int] = LruCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+
+
+def test_lru_ttl_and_stale_window() -> None:
+    clock = Clock()
+    cache: LruCache[str, int] = LruCache(10, ttl_seconds=5, clock=clock)
+    cache.put("a", 1)
+    clock.now = 5
+    assert cache.get("a") is None
+    assert cache.get_stale("a", 10) == 1
+    clock.now = 15
+    assert cache.get_stale("a", 10) is None
+
+
+def test_backoff_is_bounded_and_jittered() -> None:
+    assert backoff_delay(0, 0.2, 10, rand=lambda: 0.0) == pytest.approx(0.1)
+    assert backoff_delay(3, 0.2, 10, rand=lambda: 1.0) == pytest.approx(1.6)
+    assert backoff_delay(50, 0.2, 10, rand=lambda: 1.0) == pytest.approx(10)
+
+
+def user_config(user: str, *keys: str, revision: int = 1) -> cs.UserConfig:
+    return cs.UserConfig(user=user, key_providers=keys, revision=revision, personal_overrides=[
+        pb.ModelOverride(context=pb.OVERRIDE_CONTEXT_ROOT, model="haiku", user=user)])
+
+
+async def test_user_cache_single_flight() -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def fetch(user: str) -> cs.UserConfig:
+        calls.append(user)
+        await release.wait()
+        return user_config(user, "openrouter")
+
+    cache = UserCache(fetch, max_entries=10)
+    waiters = [asyncio.create_task(cache.get("alice")) for _ in range(20)]
+    await asyncio.sleep(0)
+    release.set()
+    views = await asyncio.gather(*waiters)
+    assert calls == ["alice"]
+    assert all(v.key_providers == {"openrouter"} for v in views)
+    assert await cache.get("alice") is views[0]
+    assert calls == ["alice"]
+
+
+async def test_user_cache_invalidation_during_fetch_is_not_overwritten() -> None:
+    answers = [user_config("alice", "old"), user_config("alice", "new")]
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def fetch(user: str) -> cs.UserConfig:
+        answer = answers.pop(0)
+        started.set()
+        await release.wait()
+        return answer
+
+    cache = UserCache(fetch, max_entries=10)
+    first = asyncio.create_task(cache.get("alice"))
+    await started.wait()
+    cache.invalidate(Invalidations(users=frozenset({"alice"})))  # the user changed while we were reading
+    release.set()
+    assert (await first).key_providers == {"old"}  # the caller already waiting gets the answer...
+    assert cache.cached("alice") is None  # ...but it is not kept
+    assert (await cache.get("alice")).key_providers == {"new"}
+
+
+async def test_user_cache_cleared_by_snapshot_and_bounded() -> None:
+    async def fetch(user: str) -> cs.UserConfig:
+        return user_config(user)
+
+    cache = UserCache(fetch, max_entries=2)
+    for u in ("a", "b", "c"):
+        await cache.get(u)
+    assert len(cache) == 2 and cache.cached("a") is None
+    cache.invalidate(Invalidations(everything=True))
+    assert len(cache) == 0
+
+
+def ready_snapshot() -> Snapshot:
+    snap = Snapshot()
+    snap.set_ambient_aws(False)
+    snap.apply(snapshot_event())
+    return snap
+
+
+async def test_caller_auth_caches_and_drops_revoked_tokens() -> None:
+    minted = tokens.mint()
+    calls: list[str] = []
+    revoked: set[str] = set()
+
+    async def introspect(token: str) -> Principal:
+        calls.append(token)
+        token_id = tokens.parse(token)[0]
+        if token_id in revoked:
+            raise Unauthenticated("revoked")
+        return Principal(Role.MEMBER, "alice", token_id)
+
+    auth = CallerAuth(introspect, ready_snapshot(), max_entries=10, ttl_seconds=300,
+                      stale_if_unreachable_seconds=900)
+    assert (await auth.authenticate(minted.token)).subject == "alice"
+    assert (await auth.authenticate(minted.token)).subject == "alice"
+    assert len(calls) == 1
+    revoked.add(minted.token_id)
+    auth.invalidate(Invalidations(revoked_tokens=frozenset({minted.token_id})))
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(minted.token)
+    with pytest.raises(Unauthenticated):  # malformed: refused without asking config_svc
+        await auth.authenticate("not-a-token")
+    assert len(calls) == 2
+
+
+async def test_caller_auth_not_ready_before_snapshot() -> None:
+    async def introspect(token: str) -> Principal:
+        raise AssertionError("must not be called")
+
+    auth = CallerAuth(introspect, Snapshot(), max_entries=10, ttl_seconds=300, stale_if_unreachable_seconds=0)
+    with pytest.raises(Unavailable) as err:
+        await auth.authenticate(tokens.mint().token)
+    assert err.value.reason == "SNAPSHOT_NOT_READY"
+
+
+async def test_caller_auth_uses_expired_entry_only_while_unreachable() -> None:
+    clock = Clock()
+    minted = tokens.mint()
+    mode = {"up": True}
+
+    async def introspect(token: str) -> Principal:
+        if not mode["up"]:
+            raise ConfigUnreachable("down")
+        return Principal(Role.SERVICE, "runner", minted.token_id)
+
+    auth = CallerAuth(introspect, ready_snapshot(), max_entries=10, ttl_seconds=300,
+                      stale_if_unreachable_seconds=900, clock=clock)
+    await auth.authenticate(minted.token)
+    mode["up"] = False
+    clock.now = 400  # expired, config_svc down: still trusted (static stability)
+    assert (await auth.authenticate(minted.token)).subject == "runner"
+    clock.now = 1300  # beyond the stale window
+    with pytest.raises(ConfigUnreachable):
+        await auth.authenticate(minted.token)
+
+
+async def test_credentials_ttl_and_invalidation() -> None:
+    clock = Clock()
+    store = {("openai", ""): "sk-central", ("openai", "alice"): "sk-alice"}
+    calls: list[tuple[str, str]] = []
+
+    async def fetch(provider: str, user: str) -> str:
+        calls.append((provider, user))
+        if (provider, user) not in store:
+            raise NotFound("none", reason="USER_KEY_NOT_FOUND")
+        return store[(provider, user)]
+
+    creds = CredentialCache(fetch, max_entries=10, ttl_seconds=60, stale_if_unreachable_seconds=0, clock=clock)
+    assert await creds.get("openai", "alice") == "sk-alice"
+    assert await creds.get("openai") == "sk-central"
+    assert await creds.get("openai", "alice") == "sk-alice"
+    assert len(calls) == 2
+    assert "sk-" not in repr(creds)
+
+    store[("openai", "alice")] = "sk-alice-2"
+    creds.invalidate(Invalidations(credentials=frozenset({("openai", "alice")})))
+    assert await creds.get("openai", "alice") == "sk-alice-2"
+    clock.now = 61
+    assert await creds.get("openai") == "sk-central"
+    assert len(calls) == 4
+
+    creds.invalidate(Invalidations(deleted_providers=frozenset({"openai"})))
+    assert len(creds) == 0
+    with pytest.raises(NotFound):
+        await creds.get("openai", "bob")
