@@ -24,7 +24,7 @@ from resolver_svc import from_config
 
 # ErrorReason has no "config_svc unreachable"; from a caller's point of view
 # the resolver's source of truth (config_svc and its database) is down.
-CONFIG_UNREACHABLE = "DATABASE_UNAVAILABLE"
+CONFIG_UNREACHABLE = "CONFIG_UNAVAILABLE"
 # CANCELLED: what a watcher sees when config_svc shuts down under it.
 _UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                 grpc.StatusCode.CANCELLED})

@@ -91,6 +91,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DATA_LOSS: a stored key cannot be decrypted (altered, moved to another
     row, or sealed with a key the keyring lacks); an operator must re-enter it.
     """
+    CONFIG_UNAVAILABLE: _ErrorReason.ValueType  # 34
+    """UNAVAILABLE: the resolver cannot reach config_svc for data it has not
+    cached yet (e.g. a user it has never seen); retry shortly.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the reason carried in google.rpc.ErrorInfo.reason on every
@@ -166,5 +170,9 @@ OVERRIDE_NOT_FOUND: ErrorReason.ValueType  # 32
 CREDENTIAL_UNREADABLE: ErrorReason.ValueType  # 33
 """DATA_LOSS: a stored key cannot be decrypted (altered, moved to another
 row, or sealed with a key the keyring lacks); an operator must re-enter it.
+"""
+CONFIG_UNAVAILABLE: ErrorReason.ValueType  # 34
+"""UNAVAILABLE: the resolver cannot reach config_svc for data it has not
+cached yet (e.g. a user it has never seen); retry shortly.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
