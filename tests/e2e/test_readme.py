@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import grpcurl
-from tests.harness import ConfigHarness, config_settings, start_config
+from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +28,35 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert first[1].startswith("make run") and first[2].startswith("make test")
 
 
-async def test_config_tour_works_as_printed(database_url: str) -> None:
-    commands = [c for c in readme_commands() if "$CFG" in c]
-    assert len(commands) >= 7
-    async for cfg in start_config(config_settings(database_url)):
-        await _replay(cfg, commands)
+async def test_tour_works_as_printed(stack: Stack) -> None:
+    commands = [c for c in readme_commands() if "StreamChat" not in c and "ProbeProvider" not in c]
+    assert len(commands) >= 13
+    answers = await _replay(stack, commands)
+    provider = answers["CreateProvider"]
+    assert isinstance(provider, dict) and provider["apiKeySet"] is True and "apiKey" not in provider
+    assert answers["SetDefaultModel"]["isDefault"] is True  # type: ignore[index]
+    assert answers["SetUserKey"] == {"user": "alice", "provider": "openai",  # type: ignore[comparison-overlap]
+                                     "updateTime": answers["SetUserKey"]["updateTime"]}  # type: ignore[index]
+    events = answers["ListAuditEvents"]["events"]  # type: ignore[index]
+    assert events[0]["action"] == "SetModelOverride"
+    available = answers["ListAvailableModels"]
+    assert available["preselectedModel"] == "gpt-codex"  # type: ignore[index]
+    assert available["preselection"] == "PRESELECTION_LAST_USED"  # type: ignore[index]
+    assert answers["ResolveCredential"]["source"] == "CREDENTIAL_SOURCE_USER_KEY"  # type: ignore[index]
+    statuses = answers["ListUserKeyStatus"]["providers"]  # type: ignore[index]
+    assert [(p["provider"], p["status"]) for p in statuses] == [("openai", "KEY_STATUS_KEY_SAVED")]
+    # The second ResolveModel ran after the admin override was set.
+    resolved = answers["ResolveModel"]
+    assert resolved["layer"] == "RESOLUTION_LAYER_ADMIN_OVERRIDE"  # type: ignore[index]
 
 
-async def _replay(cfg: ConfigHarness, commands: list[str]) -> None:
-    env = {"CFG": cfg.address, "AUTH": f"authorization: {cfg.admin[0][1]}",
-           "ALICE": "authorization: Bearer <unset>"}
+async def _replay(stack: Stack, commands: list[str]) -> dict[str, object]:
+    env = {"CFG": stack.cfg.address, "RES": stack.resolver.address,
+           "AUTH": f"authorization: {stack.cfg.admin[0][1]}", "ALICE": "authorization: Bearer <unset>"}
     answers: dict[str, object] = {}
     for command in commands:
+        if "$RES" in command:
+            await eventually_visible(stack)
         call = grpcurl.parse(command, env)
         answer = await asyncio.to_thread(grpcurl.invoke, call)
         method = call.method.rsplit("/", 1)[1]
@@ -47,10 +64,14 @@ async def _replay(cfg: ConfigHarness, commands: list[str]) -> None:
         if method == "CreateApiToken":
             assert isinstance(answer, dict)
             env["ALICE"] = f"authorization: Bearer {answer['secret']}"
-    provider = answers["CreateProvider"]
-    assert isinstance(provider, dict) and provider["apiKeySet"] is True and "apiKey" not in provider
-    assert answers["SetDefaultModel"]["isDefault"] is True  # type: ignore[index]
-    assert answers["SetUserKey"] == {"user": "alice", "provider": "openai",  # type: ignore[comparison-overlap]
-                                     "updateTime": answers["SetUserKey"]["updateTime"]}  # type: ignore[index]
-    events = answers["ListAuditEvents"]["events"]  # type: ignore[index]
-    assert [e["action"] for e in events][:2] == ["SetUserKey", "CreateApiToken"]
+    return answers
+
+
+async def eventually_visible(stack: Stack) -> None:
+    """The resolver applies config_svc's writes asynchronously (milliseconds)."""
+    revision = await stack.cfg.server.store.current_revision()
+    for _ in range(200):
+        if stack.resolver.server.snapshot.revision >= revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the resolver did not catch up with config_svc")
