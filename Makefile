@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m devstack
 
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check typecheck
 	$(PY) -m pytest -q
 
 unit: $(STAMP)

@@ -25,11 +25,13 @@ from core.domain import (
     ProviderType,
     Role,
 )
-from core.errors import InvalidArgument, Unauthenticated
+from core.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.rpc import current_principal, require, resolve_user
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
 from modelplane.v1 import resources_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 ADMIN = Role.ADMIN
 SERVICE = Role.SERVICE
@@ -83,7 +85,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     # ------------------------------------------------------------ providers
 
-    async def CreateProvider(self, request: cs.CreateProviderRequest, context: grpc.aio.ServicerContext) -> pb.Provider:
+    async def CreateProvider(self, request: cs.CreateProviderRequest, context: Context) -> pb.Provider:
         principal = self._admin()
         req = request.provider
         convert.provider_type(req.type, "provider.type")
@@ -95,12 +97,12 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                                    _audit_dict(req, secret_fields=["api_key"]))
         return self._provider_pb(created)
 
-    async def GetProvider(self, request: cs.GetProviderRequest, context: grpc.aio.ServicerContext) -> pb.Provider:
+    async def GetProvider(self, request: cs.GetProviderRequest, context: Context) -> pb.Provider:
         self._admin()
         return self._provider_pb(await self.store.get_provider(_required(request.name, "name")))
 
     async def ListProviders(self, request: cs.ListProvidersRequest,
-                            context: grpc.aio.ServicerContext) -> cs.ListProvidersResponse:
+                            context: Context) -> cs.ListProvidersResponse:
         self._admin()
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, "")
@@ -111,7 +113,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             next_page_token=paging.encode(page[-1].name) if len(rows) > size else "")
 
     async def UpdateProvider(self, request: cs.UpdateProviderRequest,
-                             context: grpc.aio.ServicerContext) -> pb.Provider:
+                             context: Context) -> pb.Provider:
         principal = self._admin()
         req = request.provider
         paths = _mask(request, PROVIDER_MASK)
@@ -152,7 +154,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return self._provider_pb(updated)
 
     async def DeleteProvider(self, request: cs.DeleteProviderRequest,
-                             context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+                             context: Context) -> empty_pb2.Empty:
         principal = self._admin()
         await self.store.delete_provider(principal.actor, _required(request.name, "name"), request.etag,
                                          request.force)
@@ -160,7 +162,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     # ------------------------------------------------------------ models
 
-    async def CreateModel(self, request: cs.CreateModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+    async def CreateModel(self, request: cs.CreateModelRequest, context: Context) -> pb.Model:
         principal = self._admin()
         m = convert.model_from_pb(request.model)
         provider = await self.store.get_provider(_required(m.provider, "model.provider"))
@@ -170,11 +172,11 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         created = await self.store.create_model(principal.actor, m, _audit_dict(request.model))
         return convert.model_to_pb(created)
 
-    async def GetModel(self, request: cs.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+    async def GetModel(self, request: cs.GetModelRequest, context: Context) -> pb.Model:
         self._admin()
         return convert.model_to_pb(await self.store.get_model(_required(request.name, "name")))
 
-    async def ListModels(self, request: cs.ListModelsRequest, context: grpc.aio.ServicerContext) -> cs.ListModelsResponse:
+    async def ListModels(self, request: cs.ListModelsRequest, context: Context) -> cs.ListModelsResponse:
         self._admin()
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, ["", ""])
@@ -184,7 +186,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             models=[convert.model_to_pb(m) for m in page],
             next_page_token=paging.encode([page[-1].provider, page[-1].name]) if len(rows) > size else "")
 
-    async def UpdateModel(self, request: cs.UpdateModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+    async def UpdateModel(self, request: cs.UpdateModelRequest, context: Context) -> pb.Model:
         principal = self._admin()
         req = request.model
         paths = _mask(request, MODEL_MASK)
@@ -199,19 +201,19 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                                 req.etag, mutate)
         return convert.model_to_pb(updated)
 
-    async def DeleteModel(self, request: cs.DeleteModelRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+    async def DeleteModel(self, request: cs.DeleteModelRequest, context: Context) -> empty_pb2.Empty:
         principal = self._admin()
         await self.store.delete_model(principal.actor, _required(request.name, "name"), request.etag)
         return empty_pb2.Empty()
 
     async def SetDefaultModel(self, request: cs.SetDefaultModelRequest,
-                              context: grpc.aio.ServicerContext) -> pb.Model:
+                              context: Context) -> pb.Model:
         principal = self._admin()
         model = await self.store.set_default_model(principal.actor, _text(request.model, "model"))
         return convert.model_to_pb(model) if model else pb.Model()
 
     async def GetModelOptionsSchema(self, request: cs.GetModelOptionsSchemaRequest,
-                                    context: grpc.aio.ServicerContext) -> cs.ModelOptionsSchema:
+                                    context: Context) -> cs.ModelOptionsSchema:
         ptype = convert.provider_type(request.provider_type, "provider_type")
         schema = options.schema_for(ptype)
         return cs.ModelOptionsSchema(
@@ -222,11 +224,11 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     # ------------------------------------------------------------ settings
 
-    async def GetSettings(self, request: cs.GetSettingsRequest, context: grpc.aio.ServicerContext) -> pb.Settings:
+    async def GetSettings(self, request: cs.GetSettingsRequest, context: Context) -> pb.Settings:
         return convert.settings_to_pb(await self.store.get_settings())
 
     async def UpdateSettings(self, request: cs.UpdateSettingsRequest,
-                             context: grpc.aio.ServicerContext) -> pb.Settings:
+                             context: Context) -> pb.Settings:
         principal = self._admin()
         paths = _mask(request, {"byok_enabled", "personal_overrides_enabled"}, prefix="settings")
         values = {path: bool(getattr(request.settings, path)) for path in paths}
@@ -236,26 +238,26 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     # ------------------------------------------------------------ overrides
 
     async def SetModelOverride(self, request: cs.SetModelOverrideRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ModelOverride:
+                               context: Context) -> pb.ModelOverride:
         principal = self._admin()
         ctx = _context(request.context, ADMIN_CONTEXTS, "context")
         override = await self.store.set_model_override(principal.actor, ctx, _required(request.model, "model"))
         return convert.override_to_pb(override)
 
     async def ClearModelOverride(self, request: cs.ClearModelOverrideRequest,
-                                 context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+                                 context: Context) -> empty_pb2.Empty:
         principal = self._admin()
         await self.store.clear_model_override(principal.actor, _context(request.context, ADMIN_CONTEXTS, "context"))
         return empty_pb2.Empty()
 
     async def ListModelOverrides(self, request: cs.ListModelOverridesRequest,
-                                 context: grpc.aio.ServicerContext) -> cs.ListModelOverridesResponse:
+                                 context: Context) -> cs.ListModelOverridesResponse:
         require(current_principal(), ADMIN, SERVICE)
         return cs.ListModelOverridesResponse(
             overrides=[convert.override_to_pb(o) for o in await self.store.list_model_overrides()])
 
     async def SetPersonalOverride(self, request: cs.SetPersonalOverrideRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.ModelOverride:
+                                  context: Context) -> pb.ModelOverride:
         principal = current_principal()
         user = _user(principal, request.user)
         ctx = _context(request.context, PERSONAL_CONTEXTS, "context")
@@ -264,7 +266,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return convert.override_to_pb(override)
 
     async def ClearPersonalOverride(self, request: cs.ClearPersonalOverrideRequest,
-                                    context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+                                    context: Context) -> empty_pb2.Empty:
         principal = current_principal()
         user = _user(principal, request.user)
         await self.store.clear_personal_override(principal.actor, user,
@@ -272,7 +274,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return empty_pb2.Empty()
 
     async def ListPersonalOverrides(self, request: cs.ListPersonalOverridesRequest,
-                                    context: grpc.aio.ServicerContext) -> cs.ListPersonalOverridesResponse:
+                                    context: Context) -> cs.ListPersonalOverridesResponse:
         user = _user(current_principal(), request.user)
         settings = await self.store.get_settings()
         overrides = await self.store.list_personal_overrides(user)
@@ -281,7 +283,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     # ------------------------------------------------------------ user keys
 
-    async def SetUserKey(self, request: cs.SetUserKeyRequest, context: grpc.aio.ServicerContext) -> pb.UserKey:
+    async def SetUserKey(self, request: cs.SetUserKeyRequest, context: Context) -> pb.UserKey:
         principal = current_principal()
         require(principal, MEMBER, SERVICE)  # an admin does not hold other people's keys
         user = _user(principal, request.user)
@@ -291,21 +293,21 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                                                     request.api_key))
 
     async def DeleteUserKey(self, request: cs.DeleteUserKeyRequest,
-                            context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+                            context: Context) -> empty_pb2.Empty:
         principal = current_principal()
         user = _user(principal, request.user)
         await self.store.delete_user_key(principal.actor, user, _required(request.provider, "provider"))
         return empty_pb2.Empty()
 
     async def ListUserKeys(self, request: cs.ListUserKeysRequest,
-                           context: grpc.aio.ServicerContext) -> cs.ListUserKeysResponse:
+                           context: Context) -> cs.ListUserKeysResponse:
         user = _user(current_principal(), request.user)
         return cs.ListUserKeysResponse(keys=[convert.user_key_to_pb(k) for k in await self.store.list_user_keys(user)])
 
     # ------------------------------------------------------------ audit and tokens
 
     async def ListAuditEvents(self, request: cs.ListAuditEventsRequest,
-                              context: grpc.aio.ServicerContext) -> cs.ListAuditEventsResponse:
+                              context: Context) -> cs.ListAuditEventsResponse:
         self._admin()
         size = paging.page_size(request.page_size)
         before = paging.decode(request.page_token, 0)
@@ -315,7 +317,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                           next_page_token=paging.encode(page[-1].id) if len(rows) > size else "")
 
     async def CreateApiToken(self, request: cs.CreateApiTokenRequest,
-                             context: grpc.aio.ServicerContext) -> cs.CreateApiTokenResponse:
+                             context: Context) -> cs.CreateApiTokenResponse:
         principal = self._admin()
         t = request.token
         violations = []
@@ -330,14 +332,14 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         if _has_control_chars(t.description):
             violations.append(("token.description", "must not contain control characters or line breaks"))
         if violations:
-            raise InvalidArgument([validation.FieldViolation(f, d) for f, d in violations])
+            raise InvalidArgument([FieldViolation(f, d) for f, d in violations])
         minted = tokens.mint()
         token = await self.store.create_token(principal.actor, minted.token_id, convert.ROLES[t.role], t.subject,
                                               t.description, minted.secret_hash)
         return cs.CreateApiTokenResponse(token=convert.token_to_pb(token), secret=minted.token)
 
     async def ListApiTokens(self, request: cs.ListApiTokensRequest,
-                            context: grpc.aio.ServicerContext) -> cs.ListApiTokensResponse:
+                            context: Context) -> cs.ListApiTokensResponse:
         self._admin()
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, "")
@@ -347,14 +349,14 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
                                         next_page_token=paging.encode(page[-1].id) if len(rows) > size else "")
 
     async def RevokeApiToken(self, request: cs.RevokeApiTokenRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ApiToken:
+                             context: Context) -> pb.ApiToken:
         principal = self._admin()
         return convert.token_to_pb(await self.store.revoke_token(principal.actor, _required(request.id, "id")))
 
     # ------------------------------------------------------------ for resolvers
 
     async def WatchConfig(self, request: cs.WatchConfigRequest,
-                          context: grpc.aio.ServicerContext) -> AsyncIterator[cs.ConfigEvent]:
+                          context: Context) -> AsyncIterator[cs.ConfigEvent]:
         require(current_principal(), SERVICE, ADMIN)
         if request.after_revision < 0:
             raise InvalidArgument.one("after_revision", "must not be negative")
@@ -363,14 +365,14 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             yield event
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest,
-                            context: grpc.aio.ServicerContext) -> cs.UserConfig:
+                            context: Context) -> cs.UserConfig:
         user = _user(current_principal(), request.user)
         overrides, key_providers, revision = await self.store.user_config(user)
         return cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in overrides],
                              key_providers=key_providers, revision=revision)
 
     async def AccessCredential(self, request: cs.AccessCredentialRequest,
-                               context: grpc.aio.ServicerContext) -> cs.AccessCredentialResponse:
+                               context: Context) -> cs.AccessCredentialResponse:
         require(current_principal(), SERVICE)
         provider = _required(request.provider, "provider")
         if request.user:
@@ -380,7 +382,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return cs.AccessCredentialResponse(api_key=api_key, source=source, revision=revision)
 
     async def IntrospectToken(self, request: cs.IntrospectTokenRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ApiToken:
+                              context: Context) -> pb.ApiToken:
         require(current_principal(), SERVICE)
         token = await authenticate(self.store, request.token)
         return pb.ApiToken(id=token.token_id, role=convert.ROLE_TO_PB[token.role], subject=token.subject)

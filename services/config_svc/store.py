@@ -369,7 +369,7 @@ class Store:
         async with self._write(actor, "UpdateSettings", "settings", dict(values)) as tx:
             current = _settings(await tx.conn.fetchrow("SELECT * FROM settings FOR UPDATE"))
             _check_etag(etag, current.version, "settings")
-            merged = dataclasses.replace(current, **values)
+            merged = dataclasses.replace(current, **values)  # type: ignore[arg-type]  # only bool fields
             row = await tx.conn.fetchrow(
                 "UPDATE settings SET byok_enabled=$1, personal_overrides_enabled=$2, "
                 "version=version+1, update_time=now() RETURNING *",

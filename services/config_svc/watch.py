@@ -102,7 +102,7 @@ async def _change_event(store: Store, revision: int, refs: list[dict[str, str]],
                         provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigEvent:
     state = await store.load_changed(refs)
     changes: list[cs.ConfigChange] = []
-    seen: set[tuple[str, ...]] = set()
+    seen: set[tuple[tuple[str, str], ...]] = set()
     for ref in refs:
         key = tuple(sorted(ref.items()))
         if key in seen:

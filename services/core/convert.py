@@ -33,7 +33,7 @@ from core.errors import InvalidArgument
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 
-PROVIDER_TYPES: dict[int, ProviderType] = {
+PROVIDER_TYPES: dict["pb.ProviderType.ValueType", ProviderType] = {
     pb.PROVIDER_TYPE_ANTHROPIC: ProviderType.ANTHROPIC,
     pb.PROVIDER_TYPE_OPENAI: ProviderType.OPENAI,
     pb.PROVIDER_TYPE_GOOGLE: ProviderType.GOOGLE,
@@ -43,35 +43,36 @@ PROVIDER_TYPES: dict[int, ProviderType] = {
     pb.PROVIDER_TYPE_OPENROUTER: ProviderType.OPENROUTER,
     pb.PROVIDER_TYPE_VERCEL_AI_GATEWAY: ProviderType.VERCEL_AI_GATEWAY,
 }
-PROVIDER_TYPE_TO_PB = {v: k for k, v in PROVIDER_TYPES.items()}
+PROVIDER_TYPE_TO_PB: dict[ProviderType, "pb.ProviderType.ValueType"] = {v: k for k, v in PROVIDER_TYPES.items()}
 
-CONTEXTS: dict[int, OverrideContext] = {
+CONTEXTS: dict["pb.OverrideContext.ValueType", OverrideContext] = {
     pb.OVERRIDE_CONTEXT_ROOT: OverrideContext.ROOT,
     pb.OVERRIDE_CONTEXT_GENERAL: OverrideContext.GENERAL,
     pb.OVERRIDE_CONTEXT_EXPLORE: OverrideContext.EXPLORE,
     pb.OVERRIDE_CONTEXT_TITLE_GENERATION: OverrideContext.TITLE_GENERATION,
 }
-CONTEXT_TO_PB = {v: k for k, v in CONTEXTS.items()}
+CONTEXT_TO_PB: dict[OverrideContext, "pb.OverrideContext.ValueType"] = {v: k for k, v in CONTEXTS.items()}
 
-ROLES: dict[int, Role] = {pb.ROLE_ADMIN: Role.ADMIN, pb.ROLE_MEMBER: Role.MEMBER, pb.ROLE_SERVICE: Role.SERVICE}
-ROLE_TO_PB = {v: k for k, v in ROLES.items()}
+ROLES: dict["pb.Role.ValueType", Role] = {pb.ROLE_ADMIN: Role.ADMIN, pb.ROLE_MEMBER: Role.MEMBER,
+                                         pb.ROLE_SERVICE: Role.SERVICE}
+ROLE_TO_PB: dict[Role, "pb.Role.ValueType"] = {v: k for k, v in ROLES.items()}
 
 GENERAL_OPTION_FIELDS = [f.name for f in pb.GenerationOptions.DESCRIPTOR.fields]
 PRICING_FIELDS = [f.name for f in pb.Pricing.DESCRIPTOR.fields]
 OPTION_FAMILIES = ("anthropic", "openai", "google", "openrouter", "vercel")
 
 
-def provider_type(value: int, field: str) -> ProviderType:
+def provider_type(value: "int | pb.ProviderType.ValueType", field: str) -> ProviderType:
     try:
-        return PROVIDER_TYPES[value]
+        return PROVIDER_TYPES[pb.ProviderType.ValueType(value)]
     except KeyError:
         raise InvalidArgument.one(field, "is required: one of " +
                                   ", ".join(t.value for t in ProviderType)) from None
 
 
-def context(value: int, field: str) -> OverrideContext:
+def context(value: "int | pb.OverrideContext.ValueType", field: str) -> OverrideContext:
     try:
-        return CONTEXTS[value]
+        return CONTEXTS[pb.OverrideContext.ValueType(value)]
     except KeyError:
         raise InvalidArgument.one(field, "is required: one of root, general, explore, title_generation") from None
 

