@@ -18,6 +18,8 @@ for CPU contention rather than for its own work.)
 
 Targets (issue 4): added p50 <= 1 ms and added p99 <= 2 ms at one caller;
 256 concurrent streams without a stalled one. Run: python -m bench.gateway
+(GATEWAY_PROFILE=tottime or =cumulative also prints a cProfile of the
+resolver process during the load.)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.resolution import fresh_database, mint, postgres
 from config_svc.server import build_server as build_config
@@ -58,6 +61,7 @@ STREAMS_PER_ROUND = 200
 CONCURRENT_STREAMS = 256
 SLOW_DELTAS, SLOW_GAP_S = 40, 0.025
 STALL_GAP_S = 2.0
+UPSTREAM_CONNECTIONS = 1000
 ADDED_P50_TARGET_MS, ADDED_P99_TARGET_MS = 1.0, 2.0
 MODEL_ID = "bench/model-1"
 QUESTION = "Summarise the plot of Hamlet in two sentences."
@@ -86,10 +90,10 @@ async def _fakes_and_client(conn: multiprocessing.connection.Connection) -> None
         slow.default = Canned(text="x" * SLOW_DELTAS, chunk_chars=1, delay_s=SLOW_GAP_S)
         conn.send((fast.base_url, slow.base_url, fast.api_key))
         plan: Plan = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        conn.send(await _client(plan, fast.base_url, fast.api_key or ""))
+        conn.send(await _client(plan, fast.base_url, slow.base_url, fast.api_key or ""))
 
 
-async def _client(plan: Plan, fast_url: str, api_key: str) -> dict[str, Any]:
+async def _client(plan: Plan, fast_url: str, slow_url: str, api_key: str) -> dict[str, Any]:
     target = UpstreamTarget("openai-compatible", fast_url, api_key, None, MODEL_ID)
     protocol = protocol_for(target)
     messages = [ChatMessage("user", QUESTION)]
@@ -102,6 +106,8 @@ async def _client(plan: Plan, fast_url: str, api_key: str) -> dict[str, Any]:
     async with httpx.AsyncClient(limits=limits, trust_env=False) as http, \
             grpc.aio.insecure_channel(plan.resolver_address) as channel:
         stub = resolver_service_pb2_grpc.ResolverServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="modelplane.v1.ResolverService")
 
         async def direct() -> None:
             r = await http.post(unary_wire.url, headers=dict(unary_wire.headers), content=unary_wire.body)
@@ -109,6 +115,9 @@ async def _client(plan: Plan, fast_url: str, api_key: str) -> dict[str, Any]:
 
         async def gateway() -> None:
             await stub.Chat(chat, metadata=md)
+
+        async def health_check() -> None:  # the gRPC hop alone: what any RPC to the resolver costs
+            await health.Check(check)
 
         async def direct_ttfe() -> tuple[float, float]:
             start = time.perf_counter()
@@ -139,9 +148,9 @@ async def _client(plan: Plan, fast_url: str, api_key: str) -> dict[str, Any]:
 
         out: dict[str, Any] = {}
         for callers, total in CALLS_PER_ROUND.items():
-            samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+            samples: dict[str, list[float]] = {"direct": [], "gateway": [], "health": []}
             for _ in range(ROUNDS):
-                for name, call in (("direct", direct), ("gateway", gateway)):
+                for name, call in (("direct", direct), ("gateway", gateway), ("health", health_check)):
                     samples[name] += await _timed(call, callers, total)
             out[f"unary/{callers}"] = samples
         ttfe: dict[str, list[float]] = {"direct": [], "gateway_event": [], "gateway_text": []}
@@ -154,6 +163,7 @@ async def _client(plan: Plan, fast_url: str, api_key: str) -> dict[str, Any]:
                 ttfe["gateway_text"].append(text)
         out["ttfe"] = ttfe
         out["concurrent"] = await _concurrent_streams(stub, slow_chat, md)
+        out["concurrent_direct"] = await _concurrent_direct_streams(slow_url, api_key)
     return out
 
 
@@ -194,6 +204,33 @@ async def _concurrent_streams(stub: resolver_service_pb2_grpc.ResolverServiceStu
             "stalled": sum((not r[0]) or r[1] > STALL_GAP_S for r in results)}
 
 
+async def _concurrent_direct_streams(slow_url: str, api_key: str) -> dict[str, Any]:
+    """The same 256 streams read straight from the fake: the baseline that
+    shows how much of any silence is this (shared) client process's own."""
+    target = UpstreamTarget("openai-compatible", slow_url, api_key, None, MODEL_ID)
+    protocol = protocol_for(target)
+    wire = protocol.build_request(target, [ChatMessage("user", QUESTION)], (), stream=True)
+    limits = httpx.Limits(max_connections=CONCURRENT_STREAMS, max_keepalive_connections=CONCURRENT_STREAMS)
+
+    async def one(http: httpx.AsyncClient) -> tuple[bool, float, int]:
+        parser = protocol.stream_parser(target)
+        last = time.perf_counter()
+        worst, deltas = 0.0, 0
+        async with http.stream("POST", wire.url, headers=dict(wire.headers), content=wire.body) as r:
+            async for chunk in r.aiter_bytes():
+                now = time.perf_counter()
+                worst, last = max(worst, now - last), now
+                deltas += sum(isinstance(e, TextDelta) for e in parser.feed(chunk))
+        return True, worst, deltas
+
+    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=30) as http:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(http) for _ in range(CONCURRENT_STREAMS)))
+    return {"wall_s": time.perf_counter() - started, "finished": sum(r[0] for r in results),
+            "complete": sum(r[2] == SLOW_DELTAS for r in results), "max_gap_s": max(r[1] for r in results),
+            "stalled": sum((not r[0]) or r[1] > STALL_GAP_S for r in results)}
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -217,6 +254,8 @@ def report(out: dict[str, Any]) -> bool:
             mark, ok = "  MISSED", False
         print(f"{callers:>7} {'Chat':<8}{g50:>9.3f}{g99:>9.3f}{g50 - d50:>11.3f}{g99 - d99:>11.3f}"
               f"{g50 / d50:>8.2f}{g99 / d99:>8.2f}{mark}")
+        h50, h99 = _pct(s["health"], .5), _pct(s["health"], .99)
+        print(f"{callers:>7} {'health':<8}{h50:>9.3f}{h99:>9.3f}   (the gRPC hop alone: Health/Check, same channel)")
     print(f"target at 1 caller: added p50 <= {ADDED_P50_TARGET_MS} ms, added p99 <= {ADDED_P99_TARGET_MS} ms")
 
     t = out["ttfe"]
@@ -229,10 +268,12 @@ def report(out: dict[str, Any]) -> bool:
         print(f"{label:<28}{g50:>9.3f}{g99:>9.3f}{g50 - d50:>11.3f}{g99 - d99:>11.3f}")
 
     c = out["concurrent"]
-    print(f"\n{CONCURRENT_STREAMS} concurrent StreamChat calls, upstream sends {SLOW_DELTAS} deltas "
-          f"{SLOW_GAP_S * 1000:.0f} ms apart")
-    print(f"  finished {c['finished']}/{CONCURRENT_STREAMS}, all deltas {c['complete']}/{CONCURRENT_STREAMS}, "
-          f"longest silence {c['max_gap_s'] * 1000:.0f} ms, wall {c['wall_s']:.2f} s, stalled {c['stalled']}")
+    print(f"\n{CONCURRENT_STREAMS} concurrent streams, upstream sends {SLOW_DELTAS} deltas "
+          f"{SLOW_GAP_S * 1000:.0f} ms apart (stalled: unfinished, or silent > {STALL_GAP_S:.0f} s)")
+    for label, r in (("StreamChat", c), ("direct", out["concurrent_direct"])):
+        print(f"  {label:<11} finished {r['finished']}/{CONCURRENT_STREAMS}, all deltas "
+              f"{r['complete']}/{CONCURRENT_STREAMS}, longest silence {r['max_gap_s'] * 1000:.0f} ms, "
+              f"wall {r['wall_s']:.2f} s, stalled {r['stalled']}")
     if c["stalled"] or c["complete"] != CONCURRENT_STREAMS:
         ok = False
     return ok
@@ -247,7 +288,9 @@ async def run() -> bool:
     child = ctx.Process(target=run_client, args=(child_conn,), daemon=True)
     child.start()
     fast_url, slow_url, api_key = conn.recv()
-    upstream = UpstreamClient(trust_env=False)
+    # 256 streams hold 256 upstream connections at once; the engine's default
+    # of 100 per origin would queue the rest (see the report's note).
+    upstream = UpstreamClient(trust_env=False, max_connections_per_origin=UPSTREAM_CONNECTIONS)
     try:
         with postgres() as server_dsn:
             return await _run(server_dsn, fast_url, slow_url, api_key, upstream, conn)
@@ -299,7 +342,7 @@ async def _run(server_dsn: str, fast_url: str, slow_url: str, api_key: str, upst
             out: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
             if profiler is not None:
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats(os.environ["GATEWAY_PROFILE"]).print_stats(45)
+                pstats.Stats(profiler).sort_stats(os.environ["GATEWAY_PROFILE"]).print_stats(60)
             return report(out)
         finally:
             await resolver.stop(0)

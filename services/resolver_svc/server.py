@@ -21,11 +21,13 @@ from core import rpc
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from resolver_svc import ambient
 from resolver_svc.caller_auth import CallerAuth
+from resolver_svc.chat import ChatServicer
 from resolver_svc.config_client import ConfigClient
 from resolver_svc.credentials import CredentialCache
 from resolver_svc.servicer import ResolverServicer
 from resolver_svc.settings import Settings
 from resolver_svc.snapshot import Snapshot
+from resolver_svc.upstream import UpstreamClient
 from resolver_svc.user_cache import UserCache
 from resolver_svc.watcher import ConfigWatcher
 
@@ -48,6 +50,7 @@ class ResolverServer:
     auth: CallerAuth
     watcher: ConfigWatcher
     servicer: ResolverServicer
+    upstream: UpstreamClient
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def config_calls(self) -> dict[str, int]:
@@ -60,6 +63,7 @@ class ResolverServer:
     async def stop(self, grace: float | None = 5.0) -> None:
         await self.health.set_serving(False)
         await self.server.stop(grace)
+        await self.upstream.aclose()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -69,7 +73,7 @@ class ResolverServer:
 
 
 async def build_server(settings: Settings, *,
-                       servicer_factory: ServicerFactory = ResolverServicer) -> ResolverServer:
+                       servicer_factory: ServicerFactory | None = None) -> ResolverServer:
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` lets a subclass (chat)
     take the servicer's place."""
@@ -90,7 +94,12 @@ async def build_server(settings: Settings, *,
                             reconnect_max_seconds=settings.reconnect_max_seconds)
 
     server = grpc.aio.server(interceptors=rpc.server_interceptors(auth.authenticate))
-    servicer = servicer_factory(snapshot, users, credentials)
+    upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
+    if servicer_factory is None:
+        servicer: ResolverServicer = ChatServicer(snapshot, users, credentials, upstream=upstream,
+                                                  idle_timeout_seconds=settings.stream_idle_timeout_seconds)
+    else:
+        servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
@@ -104,7 +113,7 @@ async def build_server(settings: Settings, *,
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=settings.config_svc_address)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, servicer,
-                          tasks)
+                          upstream, tasks)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: rpc.Health, settings: Settings) -> None:

@@ -24,6 +24,8 @@ class Settings:
     ambient_aws: bool
     ambient_aws_refresh_seconds: float
     log_level: str
+    stream_idle_timeout_seconds: float = 60.0
+    upstream_max_connections: int = 1000
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -67,6 +69,11 @@ class Settings:
             ambient_aws_refresh_seconds=env_float(env, "RESOLVER_AMBIENT_AWS_REFRESH_SECONDS", 300.0,
                                                   "How often the ambient AWS check runs again", minimum=1.0),
             log_level=env_str(env, "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+            stream_idle_timeout_seconds=env_float(
+                env, "RESOLVER_STREAM_IDLE_TIMEOUT_SECONDS", 60.0,
+                "A StreamChat whose upstream sends nothing for this long ends with UPSTREAM_TIMEOUT", minimum=0.1),
+            upstream_max_connections=env_int(env, "RESOLVER_UPSTREAM_MAX_CONNECTIONS", 1000,
+                                             "Pooled HTTP connections per upstream origin", minimum=1),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

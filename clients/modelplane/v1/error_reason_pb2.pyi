@@ -66,7 +66,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 21
     """UNAVAILABLE: the database cannot be reached."""
     UPSTREAM_AUTH_FAILED: _ErrorReason.ValueType  # 22
-    """UNAUTHENTICATED from upstream: the provider refused the credential."""
+    """FAILED_PRECONDITION: the provider refused the stored credential (the
+    caller's own token was fine); the key must be replaced.
+    """
     UPSTREAM_RATE_LIMITED: _ErrorReason.ValueType  # 23
     """RESOURCE_EXHAUSTED: the provider rate-limited the request."""
     UPSTREAM_QUOTA_EXHAUSTED: _ErrorReason.ValueType  # 24
@@ -146,7 +148,9 @@ SNAPSHOT_NOT_READY: ErrorReason.ValueType  # 20
 DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 21
 """UNAVAILABLE: the database cannot be reached."""
 UPSTREAM_AUTH_FAILED: ErrorReason.ValueType  # 22
-"""UNAUTHENTICATED from upstream: the provider refused the credential."""
+"""FAILED_PRECONDITION: the provider refused the stored credential (the
+caller's own token was fine); the key must be replaced.
+"""
 UPSTREAM_RATE_LIMITED: ErrorReason.ValueType  # 23
 """RESOURCE_EXHAUSTED: the provider rate-limited the request."""
 UPSTREAM_QUOTA_EXHAUSTED: ErrorReason.ValueType  # 24

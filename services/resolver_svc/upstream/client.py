@@ -92,7 +92,9 @@ class UpstreamClient:
         self._aws_credentials = aws_credentials or aws.standard_chain()
         self._limits = httpx.Limits(
             max_connections=max_connections_per_origin,
-            max_keepalive_connections=max_connections_per_origin // 5 or 1,
+            # Keep every pooled connection alive: reopening them under load costs
+            # a TCP (and TLS) handshake per request.
+            max_keepalive_connections=max_connections_per_origin,
             keepalive_expiry=30.0,
         )
         self._trust_env = trust_env

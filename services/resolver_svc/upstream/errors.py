@@ -121,6 +121,8 @@ def kind_for_status(status: int, code: str | None, message: str) -> ErrorKind:
     code_l = (code or "").lower()
     if code_l == "insufficient_quota" or "insufficient_quota" in message:
         return "insufficient_quota"
+    if status == 402:  # OpenRouter and Vercel: the account has no credits left
+        return "insufficient_quota"
     if status in (401, 403):
         return "auth_failed"
     if status == 404:

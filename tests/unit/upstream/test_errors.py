@@ -32,7 +32,7 @@ CANARY = "sk-canary-DO-NOT-LEAK-4242424242424242"
             Fail(400, "The input token count exceeds the maximum number of tokens allowed"),
             "context_too_long",
         ),
-        ("openrouter", Fail(402, "Insufficient credits"), "bad_request"),
+        ("openrouter", Fail(402, "Insufficient credits"), "insufficient_quota"),
         ("anthropic", Fail(529, "Overloaded"), "overloaded"),
         ("anthropic", Fail(400, "prompt is too long: 210000 tokens > 200000 maximum"), "context_too_long"),
         ("anthropic", Fail(403), "auth_failed"),
