@@ -10,6 +10,7 @@ import pytest
 
 from tests import grpcurl
 from tests.e2e.conftest import Stack
+from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
 
@@ -28,17 +29,25 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert first[1].startswith("make run") and first[2].startswith("make test")
 
 
+README_UPSTREAM = "http://127.0.0.1:11434/v1"
+
+
 async def test_tour_works_as_printed(stack: Stack) -> None:
-    commands = [c for c in readme_commands() if "StreamChat" not in c and "ProbeProvider" not in c]
-    assert len(commands) >= 13
-    answers = await _replay(stack, commands)
+    """Every grpcurl line, in order; the README's local OpenAI-compatible
+    server is a fake one here, the only substitution made."""
+    async with FakeUpstream.start("openai-compatible", api_key="unused-by-ollama") as fake:
+        commands = [c.replace(README_UPSTREAM, fake.base_url.rstrip("/")) for c in readme_commands()]
+        assert len(commands) >= 17 and any(README_UPSTREAM in c for c in readme_commands())
+        answers = await _replay(stack, commands)
+        assert fake.requests and fake.requests[-1].json()["model"] == "llama3.2"
+        assert fake.requests[-1].json()["temperature"] == 0.2
     provider = answers["CreateProvider"]
     assert isinstance(provider, dict) and provider["apiKeySet"] is True and "apiKey" not in provider
     assert answers["SetDefaultModel"]["isDefault"] is True  # type: ignore[index]
     assert answers["SetUserKey"] == {"user": "alice", "provider": "openai",  # type: ignore[comparison-overlap]
                                      "updateTime": answers["SetUserKey"]["updateTime"]}  # type: ignore[index]
     events = answers["ListAuditEvents"]["events"]  # type: ignore[index]
-    assert events[0]["action"] == "SetModelOverride"
+    assert [e["action"] for e in events[:3]] == ["CreateModel", "CreateProvider", "SetModelOverride"]
     available = answers["ListAvailableModels"]
     assert available["preselectedModel"] == "gpt-codex"  # type: ignore[index]
     assert available["preselection"] == "PRESELECTION_LAST_USED"  # type: ignore[index]
@@ -48,6 +57,13 @@ async def test_tour_works_as_printed(stack: Stack) -> None:
     # The second ResolveModel ran after the admin override was set.
     resolved = answers["ResolveModel"]
     assert resolved["layer"] == "RESOLUTION_LAYER_ADMIN_OVERRIDE"  # type: ignore[index]
+    probe = answers["ProbeProvider"]
+    assert probe["reachable"] is True and probe["authenticated"] is True  # type: ignore[index]
+    events = answers["StreamChat"]
+    assert isinstance(events, list)
+    assert "resolution" in events[0] and events[0]["resolution"]["model"]["name"] == "local-llama"
+    assert "".join(e.get("textDelta", "") for e in events)
+    assert "finish" in events[-1]
 
 
 async def _replay(stack: Stack, commands: list[str]) -> dict[str, object]:
