@@ -429,12 +429,6 @@ def effective_base_url(p: Provider, env_region: str | None) -> str:
     return DEFAULT_BASE_URLS.get(p.type, "")
 
 
-def join_url(base: str, suffix: str) -> str:
-    """base + "/" + suffix with exactly one slash at the seam."""
-    head, tail = base.rstrip("/"), suffix.strip("/")
-    return f"{head}/{tail}" if tail else head
-
-
 # ---------------------------------------------------------------- models
 
 

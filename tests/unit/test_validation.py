@@ -34,7 +34,6 @@ from core.validation import (
     base_url_violations,
     derive_model_name,
     effective_base_url,
-    join_url,
     metadata_address,
     model_violations,
     parse_own_address,
@@ -436,31 +435,6 @@ def test_effective_base_url(p: Provider, env_region: str | None, expected: str) 
     assert effective_base_url(p, env_region) == expected
 
 
-@pytest.mark.parametrize(
-    ("base", "suffix", "expected"),
-    [
-        ("https://api.openai.com/v1", "/chat/completions", "https://api.openai.com/v1/chat/completions"),
-        ("https://api.openai.com/v1/", "/chat/completions", "https://api.openai.com/v1/chat/completions"),
-        ("https://api.openai.com/v1//", "responses", "https://api.openai.com/v1/responses"),
-        ("https://generativelanguage.googleapis.com/v1beta/openai/", "/models",
-         "https://generativelanguage.googleapis.com/v1beta/openai/models"),
-        ("https://api.anthropic.com", "/v1/messages", "https://api.anthropic.com/v1/messages"),
-        ("https://x.example/v1", "models/", "https://x.example/v1/models"),
-        ("https://x.example/v1/", "", "https://x.example/v1"),
-    ],
-)
-def test_join_url(base: str, suffix: str, expected: str) -> None:
-    assert join_url(base, suffix) == expected
-
-
-@given(
-    st.from_regex(r"https?://[a-z0-9]+(\.[a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9.]+)*/*", fullmatch=True),
-    st.from_regex(r"/*[a-z]+(/[a-z]+)*/*", fullmatch=True),
-)
-def test_join_url_never_doubles_slashes(base: str, suffix: str) -> None:
-    joined = join_url(base, suffix)
-    assert "//" not in joined.split("://", 1)[1]
-    assert joined == base.rstrip("/") + "/" + suffix.strip("/")
 
 
 # ---------------------------------------------------------------- API keys, users

@@ -14,6 +14,7 @@ from resolver_svc.upstream.errors import (
 )
 from resolver_svc.upstream.openai_common import int_field
 from resolver_svc.upstream.protocol import (
+    alternating_turns,
     MappingContext,
     OptionRule,
     WireRequest,
@@ -130,21 +131,7 @@ def _content(msg: ChatMessage) -> list[dict[str, Any]]:
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    """Anthropic wants alternating roles and tool results inside a user turn,
-    so consecutive user/tool messages merge into one user message."""
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        if msg.role == "system":
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _content(msg)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return out
+    return alternating_turns(messages, _content)
 
 
 def _system(messages: Sequence[ChatMessage]) -> str:

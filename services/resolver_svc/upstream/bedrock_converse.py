@@ -23,6 +23,7 @@ from resolver_svc.upstream.errors import (
 from resolver_svc.upstream.eventstream import EventMessage, EventStreamDecoder
 from resolver_svc.upstream.openai_common import int_field
 from resolver_svc.upstream.protocol import (
+    alternating_turns,
     MappingContext,
     OptionRule,
     WireRequest,
@@ -143,19 +144,7 @@ def _content(msg: ChatMessage) -> list[dict[str, Any]]:
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        if msg.role == "system":
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _content(msg)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return out
+    return alternating_turns(messages, _content)
 
 
 def control_plane_base(base_url: str) -> str:

@@ -168,7 +168,7 @@ def _tool(tool: ToolDefinition) -> dict[str, Any]:
     }
 
 
-class OpenAIChatProtocol:
+class OpenAIChatProtocol(openai_common.OpenAIShared):
     name = "openai_chat"
 
     def build_request(
@@ -225,17 +225,6 @@ class OpenAIChatProtocol:
 
     def stream_parser(self, target: UpstreamTarget) -> ChatStreamParser:
         return ChatStreamParser(target)
-
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, target: UpstreamTarget
-    ) -> UpstreamError:
-        return openai_common.parse_error(status, headers, body, target)
-
-    def models_request(self, target: UpstreamTarget) -> WireRequest:
-        return openai_common.models_request(target)
-
-    def parse_models(self, body: bytes) -> list[str]:
-        return openai_common.parse_models(body)
 
 
 class ChatStreamParser:

@@ -72,6 +72,21 @@ def parse_models(body: bytes) -> list[str]:
     return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
 
 
+class OpenAIShared:
+    """Errors and the model listing, the same for Chat Completions and Responses."""
+
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, target: UpstreamTarget
+    ) -> UpstreamError:
+        return parse_error(status, headers, body, target)
+
+    def models_request(self, target: UpstreamTarget) -> WireRequest:
+        return models_request(target)
+
+    def parse_models(self, body: bytes) -> list[str]:
+        return parse_models(body)
+
+
 def int_field(obj: Mapping[str, Any] | None, *path: str) -> int:
     value: Any = obj
     for name in path:

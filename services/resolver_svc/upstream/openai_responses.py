@@ -120,7 +120,7 @@ def _failed(response: Mapping[str, Any], target: UpstreamTarget) -> UpstreamErro
     return openai_common.in_stream_error(response.get("error") or {"message": "response failed"}, target)
 
 
-class OpenAIResponsesProtocol:
+class OpenAIResponsesProtocol(openai_common.OpenAIShared):
     name = "openai_responses"
 
     def build_request(
@@ -184,17 +184,6 @@ class OpenAIResponsesProtocol:
 
     def stream_parser(self, target: UpstreamTarget) -> ResponsesStreamParser:
         return ResponsesStreamParser(target)
-
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, target: UpstreamTarget
-    ) -> UpstreamError:
-        return openai_common.parse_error(status, headers, body, target)
-
-    def models_request(self, target: UpstreamTarget) -> WireRequest:
-        return openai_common.models_request(target)
-
-    def parse_models(self, body: bytes) -> list[str]:
-        return openai_common.parse_models(body)
 
 
 class ResponsesStreamParser:

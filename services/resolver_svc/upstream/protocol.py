@@ -76,8 +76,31 @@ def join_url(base: str, *parts: str) -> str:
     """Append path parts to a base URL without doubling or dropping slashes."""
     url = base.rstrip("/")
     for part in parts:
-        url += "/" + part.strip("/")
+        if part.strip("/"):
+            url += "/" + part.strip("/")
     return url
+
+
+def alternating_turns(
+    messages: Sequence[ChatMessage], content: Callable[[ChatMessage], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Anthropic Messages and Bedrock Converse want alternating user and
+    assistant turns, with tool results inside a user turn: system messages
+    are dropped (they travel separately) and consecutive user/tool messages
+    merge into one user turn."""
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        if msg.role == "system":
+            continue
+        role = "assistant" if msg.role == "assistant" else "user"
+        blocks = content(msg)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
 
 
 def json_body(payload: Mapping[str, Any]) -> bytes:
