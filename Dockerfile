@@ -12,20 +12,23 @@ COPY services ./services
 COPY clients ./clients
 RUN /opt/modelplane/bin/pip install .
 
-# The test runner of the compose `tests` profile: the same suite CI runs,
-# pointed at the running stack through MODELPLANE_TEST_* variables.
+# The test runner of the compose `tests` profile: the same suites CI runs;
+# tests/external targets the running stack through MODELPLANE_TEST_* variables.
 FROM build AS test
 RUN /opt/modelplane/bin/pip install '.[dev]'
 COPY tests ./tests
 COPY proto ./proto
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
-CMD ["python", "-m", "pytest", "-q", "tests/integration", "tests/e2e"]
+CMD ["python", "-m", "pytest", "-q", "tests/external", "tests/integration", "tests/e2e"]
 
 FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin modelplane
 COPY --from=build /opt/modelplane /opt/modelplane
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
 USER 10001:10001
+# gRPC: config_svc 50051, resolver_svc 50052; Prometheus: 9464, 9465.
 EXPOSE 50051 50052 9464 9465
+# Both services drain on SIGTERM (docs/operations.md, "Graceful shutdown").
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m"]
 CMD ["config_svc", "serve"]

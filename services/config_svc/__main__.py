@@ -1,4 +1,5 @@
-"""config-svc: serve, migrate, bootstrap-admin, create-token, rotate-keys."""
+"""config-svc: serve, migrate, bootstrap-admin, create-token, import-token,
+new-token, new-key, rotate-keys."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +23,6 @@ from core.errors import DomainError
 from core.env import Env, SettingsError, describe, render_help
 
 log = structlog.get_logger("config_svc")
-
-GRACE_SECONDS = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--subject", required=True)
     imp.add_argument("--token-file", required=True, help="file holding the token (mp_<id>_<secret>)")
     sub.add_parser("new-token", help="print a fresh token without storing it (for import-token)")
+    key = sub.add_parser("new-key", help="print a fresh keyring entry keyid:base64 (for "
+                         "MODELPLANE_ENCRYPTION_KEYS); needs no database")
+    key.add_argument("--id", dest="key_id", default=None,
+                     help="key id (lowercase letters, digits and -); default: k<UTC date and time>")
     sub.add_parser("rotate-keys", help="re-encrypt every stored key with the primary key; print counts")
     return parser
 
@@ -55,10 +59,11 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"config_svc listening on {settings.listen}", flush=True)
+    print(f"config_svc listening on {settings.listen} (port {srv.port})", flush=True)
     await stop.wait()
-    log.info("shutting down", grace_seconds=GRACE_SECONDS)
-    await srv.stop(GRACE_SECONDS)
+    log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
+    await srv.stop(settings.shutdown_grace_seconds)
+    log.info("stopped")
 
 
 async def _with_store(settings: Settings, command: str, args: argparse.Namespace) -> int:
@@ -99,6 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "new-token":
         print(tokens.mint().token)
+        return 0
+    if command == "new-key":
+        key_id = args.key_id or time.strftime("k%Y%m%d%H%M%S", time.gmtime())
+        try:
+            print(crypto.generate_key_entry(key_id))
+        except ValueError as exc:
+            print(f"config-svc: --id: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         settings = Settings.from_env(Env())

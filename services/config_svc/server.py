@@ -1,5 +1,11 @@
-"""build_server(): wires pool, keyring, store, watch broadcaster, health and
-reflection into one grpc.aio server. Nothing happens at import time."""
+"""build_server(): wires pool, keyring, store, watch broadcaster, health,
+reflection, TLS and metrics into one grpc.aio server. Nothing happens at
+import time.
+
+Interceptors, outer to inner: metrics (so refused calls are counted too),
+request context/log line, authentication, error mapping, and the drain hook
+that ends WatchConfig streams on shutdown (see core.shutdown).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,14 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
+from prometheus_client import CollectorRegistry
 
 from config_svc import db
 from config_svc.servicer import ConfigServicer, authenticate
 from config_svc.settings import Settings
 from config_svc.store import Store
 from config_svc.watch import Broadcaster
-from core import crypto, rpc
+from core import crypto, metrics, rpc, shutdown, tls
 from core.domain import Principal
 from core.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -22,6 +29,7 @@ from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
+WATCH_CONFIG = f"/{SERVICE_NAME}/WatchConfig"
 
 
 class KeyringMismatch(Exception):
@@ -34,16 +42,23 @@ class ConfigServer:
     port: int
     store: Store
     health: rpc.Health
+    registry: CollectorRegistry
+    metrics_endpoint: metrics.MetricsEndpoint | None
+    _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        await self.health.set_serving(False)
-        await self.server.stop(grace)
-        for task in self._tasks:
+        """Graceful: NOT_SERVING, end watch streams, let in-flight calls finish
+        within `grace` seconds, then close the listener, pool and metrics."""
+        for task in self._tasks:  # the database health loop must not flip health back
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
         await self._broadcaster.stop()
         await self.store.pool.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
 
 async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigServer:
@@ -66,19 +81,32 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     async def auth(bearer: str) -> Principal:
         return await authenticate(store, bearer)
 
-    server = grpc.aio.server(interceptors=rpc.server_interceptors(auth))
+    registry = CollectorRegistry()
+    metrics.watch_pool(registry, pool)
+    streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
+    server = grpc.aio.server(interceptors=[
+        metrics.RpcMetricsInterceptor(registry), *rpc.server_interceptors(auth), streams])
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, own_addresses=settings.own_addresses,
                        allow_metadata_addresses=settings.allow_metadata_addresses,
                        aws_region=settings.aws_region),
         server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
-    port = server.add_insecure_port(settings.listen)
-    await server.start()
+    try:
+        port = tls.add_port(server, settings.listen, settings.tls)
+        await server.start()
+        endpoint = metrics.serve(settings.metrics_listen, registry)
+    except BaseException:
+        await server.stop(None)
+        await broadcaster.stop()
+        await pool.close()
+        raise
     await health.set_serving(True)
     tasks = [asyncio.create_task(_watch_database(store, health), name="db-health")]
-    log.info("config_svc serving", address=settings.listen, port=port)
-    return ConfigServer(server, port, store, health, tasks, broadcaster)
+    log.info("config_svc serving", address=settings.listen, port=port,
+             tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
+             metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
+    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster)
 
 
 async def _watch_database(store: Store, health: rpc.Health, interval: float = 2.0) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.env import Env, SettingsError, env_bool, env_int, env_list, env_str
+from core.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
+from core.metrics import metrics_listen_from_env
+from core.tls import ServerTLS, server_tls_from_env
 from core.validation import parse_own_address
+
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,15 @@ class Settings:
     aws_region: str | None
     db_pool_size: int
     log_level: str
+    # Defaults below are for code that builds Settings directly (tests): no
+    # TLS, no metrics port. The environment's defaults are in from_env.
+    tls: ServerTLS | None = None
+    metrics_listen: str = ""
+    shutdown_grace_seconds: float = 10.0
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print the DSN (it may hold a password) and the keyring.
+        return f"Settings(listen={self.listen!r}, metrics_listen={self.metrics_listen!r}, tls={self.tls!r}, ...)"
 
     @classmethod
     def from_env(cls, env: Env) -> "Settings":
@@ -46,5 +59,21 @@ class Settings:
             aws_region=env_str(env, "AWS_REGION", "", "Default AWS region for bedrock providers") or None,
             db_pool_size=env_int(env, "CONFIG_SVC_DB_POOL_SIZE", 10, "Postgres connections per process",
                                  minimum=1, maximum=200),
-            log_level=env_str(env, "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+            log_level=_log_level(env),
+            tls=server_tls_from_env(env, "CONFIG_SVC"),
+            metrics_listen=metrics_listen_from_env(env, "CONFIG_SVC_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
+            shutdown_grace_seconds=env_float(
+                env, "CONFIG_SVC_SHUTDOWN_GRACE_SECONDS", 10.0,
+                "On SIGTERM, how long in-flight calls may take to finish before they are cancelled "
+                "(WatchConfig streams are ended at once; resolvers reconnect)", minimum=0.0),
         )
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(env: Env) -> str:
+    level = env_str(env, "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR").upper()
+    if level not in _LOG_LEVELS and not env.describe_only:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    return level

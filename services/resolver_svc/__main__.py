@@ -17,8 +17,6 @@ from resolver_svc.settings import Settings
 
 log = structlog.get_logger("resolver_svc")
 
-GRACE_SECONDS = 10.0
-
 
 def _parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
@@ -40,8 +38,9 @@ async def _serve(settings: Settings) -> None:
           flush=True)
     await stop.wait()
     # NOT_SERVING first, so load balancers drain this replica before it stops.
-    log.info("shutting down", grace_seconds=GRACE_SECONDS)
-    await srv.stop(GRACE_SECONDS)
+    log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
+    await srv.stop(settings.shutdown_grace_seconds)
+    log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

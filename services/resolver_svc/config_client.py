@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from core import errors
 from core.domain import Principal
+from core.tls import ClientTLS, client_channel
 from core.rpc import STATUS_CODES, STATUS_DETAILS_KEY
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
@@ -78,10 +79,11 @@ def channel_options(reconnect_initial_seconds: float, reconnect_max_seconds: flo
 
 class ConfigClient:
     def __init__(self, address: str, service_token: str, *, timeout_seconds: float,
-                 reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0) -> None:
+                 reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0,
+                 tls: ClientTLS | None = None) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address, options=channel_options(reconnect_initial_seconds, reconnect_max_seconds))
+        self._channel = client_channel(
+            address, tls, options=channel_options(reconnect_initial_seconds, reconnect_max_seconds))
         self._stub = cs_grpc.ConfigServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout = timeout_seconds

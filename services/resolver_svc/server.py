@@ -16,8 +16,9 @@ from typing import Callable
 import grpc
 import grpc.aio
 import structlog
+from prometheus_client import CollectorRegistry
 
-from core import rpc
+from core import metrics, rpc, shutdown, tls
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from resolver_svc import ambient
 from resolver_svc.caller_auth import CallerAuth
@@ -51,6 +52,9 @@ class ResolverServer:
     watcher: ConfigWatcher
     servicer: ResolverServicer
     upstream: UpstreamClient
+    resolver_metrics: metrics.ResolverMetrics
+    metrics_endpoint: metrics.MetricsEndpoint | None
+    _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def config_calls(self) -> dict[str, int]:
@@ -61,15 +65,19 @@ class ResolverServer:
         await asyncio.wait_for(self.snapshot.ready.wait(), timeout)
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        await self.health.set_serving(False)
-        await self.server.stop(grace)
-        await self.upstream.aclose()
-        for task in self._tasks:
+        """Graceful (see core.shutdown): NOT_SERVING, then in-flight calls and
+        chat streams get `grace` seconds; then the upstream client, caches and
+        the channel to config_svc close."""
+        for task in self._tasks:  # readiness must not flip health back to SERVING
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
+        await self.upstream.aclose()
         for cache in (self.users, self.credentials, self.auth):
             cache.close()
         await self.config.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
 
 async def build_server(settings: Settings, *,
@@ -80,7 +88,8 @@ async def build_server(settings: Settings, *,
     config = ConfigClient(settings.config_svc_address, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
-                          reconnect_max_seconds=settings.reconnect_max_seconds)
+                          reconnect_max_seconds=settings.reconnect_max_seconds,
+                          tls=settings.config_tls)
     snapshot = Snapshot()
     users = UserCache(config.get_user_config, settings.user_cache_size)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
@@ -93,7 +102,13 @@ async def build_server(settings: Settings, *,
                             reconnect_initial_seconds=settings.reconnect_initial_seconds,
                             reconnect_max_seconds=settings.reconnect_max_seconds)
 
-    server = grpc.aio.server(interceptors=rpc.server_interceptors(auth.authenticate))
+    registry = CollectorRegistry()
+    resolver_metrics = metrics.ResolverMetrics(registry)
+    resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
+    # Chat streams end on their own, so only Health/Watch is ended at shutdown.
+    streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
+    server = grpc.aio.server(interceptors=[
+        metrics.RpcMetricsInterceptor(registry), *rpc.server_interceptors(auth.authenticate), streams])
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer: ResolverServicer = ChatServicer(snapshot, users, credentials, upstream=upstream,
@@ -103,8 +118,9 @@ async def build_server(settings: Settings, *,
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
-    port = server.add_insecure_port(settings.listen)
+    port = tls.add_port(server, settings.listen, settings.tls)
     await server.start()
+    endpoint = metrics.serve(settings.metrics_listen, registry)
 
     tasks = [
         asyncio.create_task(watcher.run(), name="config-watch"),
@@ -113,7 +129,7 @@ async def build_server(settings: Settings, *,
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=settings.config_svc_address)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, servicer,
-                          upstream, tasks)
+                          upstream, resolver_metrics, endpoint, streams, tasks)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: rpc.Health, settings: Settings) -> None:

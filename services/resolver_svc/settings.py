@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.env import Env, SettingsError, env_bool, env_float, env_int, env_str
+from core.metrics import metrics_listen_from_env
+from core.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
+
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,12 @@ class Settings:
     log_level: str
     stream_idle_timeout_seconds: float = 60.0
     upstream_max_connections: int = 1000
+    # Defaults below are for code that builds Settings directly (tests): no
+    # TLS, no metrics port. The environment's defaults are in from_env.
+    tls: ServerTLS | None = None
+    config_tls: ClientTLS | None = None
+    metrics_listen: str = ""
+    shutdown_grace_seconds: float = 25.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -74,6 +84,13 @@ class Settings:
                 "A StreamChat whose upstream sends nothing for this long ends with UPSTREAM_TIMEOUT", minimum=0.1),
             upstream_max_connections=env_int(env, "RESOLVER_UPSTREAM_MAX_CONNECTIONS", 1000,
                                              "Pooled HTTP connections per upstream origin", minimum=1),
+            tls=server_tls_from_env(env, "RESOLVER_SVC"),
+            config_tls=client_tls_from_env(env, "RESOLVER_CONFIG_SVC", "config_svc"),
+            metrics_listen=metrics_listen_from_env(env, "RESOLVER_SVC_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
+            shutdown_grace_seconds=env_float(
+                env, "RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS", 25.0,
+                "On SIGTERM, how long in-flight calls and chat streams may take to finish before they are "
+                "cancelled", minimum=0.0),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")
