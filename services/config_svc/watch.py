@@ -146,6 +146,10 @@ async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: i
         current, records = resumed
         for revision, refs in records:
             yield await _change_event(store, revision, refs, provider_pb)
+        if current > (records[-1][0] if records else last):
+            # Later revisions changed no configuration (token writes): say
+            # so, so watchers know they are current.
+            yield cs.ConfigEvent(revision=current)
         last = max(last, current)
     while True:
         await broadcaster.wait_beyond(last)
@@ -158,4 +162,8 @@ async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: i
         current, records = resumed
         for revision, refs in records:
             yield await _change_event(store, revision, refs, provider_pb)
+        if current > (records[-1][0] if records else last):
+            # Later revisions changed no configuration (token writes): say
+            # so, so watchers know they are current.
+            yield cs.ConfigEvent(revision=current)
         last = max(last, current)

@@ -238,6 +238,9 @@ class ResolverMetrics:
         if self._lost_at is None:
             self._lost_at = self._clock()
 
+    def cache_lookup(self, cache: str, hit: bool) -> None:
+        self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
+
     def cache_hit(self, cache: str) -> None:
         self.cache_requests.labels(cache, "hit").inc()
 

@@ -21,7 +21,7 @@ from core.domain import Principal
 from core.errors import Unauthenticated
 from resolver_svc.config_client import ConfigUnreachable
 from resolver_svc.config_state import Invalidations
-from resolver_svc.lru import Clock, LruCache, SingleFlight
+from resolver_svc.lru import LookupObserver, Clock, LruCache, SingleFlight, ignore_lookup
 from resolver_svc.snapshot import Snapshot
 
 Introspect = Callable[[str], Awaitable[Principal]]
@@ -35,8 +35,10 @@ class _Verified:
 
 class CallerAuth:
     def __init__(self, introspect: Introspect, snapshot: Snapshot, *, max_entries: int, ttl_seconds: float,
-                 stale_if_unreachable_seconds: float, clock: Clock | None = None) -> None:
+                 stale_if_unreachable_seconds: float, clock: Clock | None = None,
+                 observe: LookupObserver = ignore_lookup) -> None:
         self._introspect = introspect
+        self._observe = observe
         self._snapshot = snapshot
         self._stale = stale_if_unreachable_seconds
         self._cache: LruCache[bytes, _Verified] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
@@ -52,6 +54,7 @@ class CallerAuth:
         self._snapshot.current()
         key = hashlib.sha256(bearer.encode()).digest()
         found = self._cache.get(key)
+        self._observe("tokens", found is not None)
         if found is not None:
             return found.principal
         token_id, _ = tokens.parse(bearer)  # malformed: UNAUTHENTICATED without a round trip

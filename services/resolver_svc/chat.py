@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
@@ -34,7 +34,8 @@ from core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from core.rpc import current_principal, require, resolve_user
+from core.metrics import ResolverMetrics
+from core.rpc import current_principal, require, resolve_user, status_code_for
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 from resolver_svc import chat_convert, to_pb
@@ -114,6 +115,7 @@ class ChatCall:
     messages: list[ChatMessage]
     tools: list[ToolDefinition]
     deadline: float | None
+    started: float = field(default_factory=time.perf_counter)
 
 
 class ChatServicer(ResolverServicer):
@@ -129,8 +131,9 @@ class ChatServicer(ResolverServicer):
     def __init__(self, snapshot: Snapshot, users: UserCache, credentials: CredentialCache, *,
                  upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                  probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S,
-                 aws_region: str | None = None) -> None:
+                 aws_region: str | None = None, metrics: ResolverMetrics | None = None) -> None:
         super().__init__(snapshot, users, credentials)
+        self.metrics = metrics
         self.upstream = upstream
         self.idle_timeout_seconds = idle_timeout_seconds
         self.probe_timeout_seconds = probe_timeout_seconds
@@ -263,7 +266,11 @@ class ChatServicer(ResolverServicer):
                  model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
                  credential_source=call.credential.value, kind=err.kind, http_status=err.http_status,
                  provider_code=err.provider_code)
-        return upstream_failure(err, call.provider.name)
+        failure = upstream_failure(err, call.provider.name)
+        if self.metrics is not None:
+            self.metrics.upstream_done(call.provider.name, call.model.name, status_code_for(failure).name,
+                                       time.perf_counter() - call.started)
+        return failure
 
     def _done(self, call: ChatCall, usage: Usage | None, cost: float | None, finish_reason: str,
               upstream_request_id: str | None, *, stream: bool) -> None:
@@ -274,6 +281,12 @@ class ChatServicer(ResolverServicer):
                  upstream_request_id=upstream_request_id, input_tokens=u.input_tokens,
                  cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
                  output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
+        if self.metrics is not None:
+            self.metrics.upstream_done(
+                call.provider.name, call.model.name, "OK", time.perf_counter() - call.started,
+                tokens={"input": u.input_tokens, "output": u.output_tokens, "cache_read": u.cache_read_tokens,
+                        "cache_write": u.cache_write_tokens, "reasoning": u.reasoning_tokens},
+                cost_usd=cost)
 
 
 def _ms_since(started: float) -> int:

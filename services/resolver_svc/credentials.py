@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 
 from resolver_svc.config_client import ConfigUnreachable
 from resolver_svc.config_state import Invalidations
-from resolver_svc.lru import Clock, LruCache, SingleFlight
+from resolver_svc.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
 
 FetchCredential = Callable[[str, str], Awaitable[str]]
 CredentialKey = tuple[str, str]  # (provider, user); user "" names the provider's central key
@@ -25,8 +25,10 @@ CredentialKey = tuple[str, str]  # (provider, user); user "" names the provider'
 
 class CredentialCache:
     def __init__(self, fetch: FetchCredential, *, max_entries: int, ttl_seconds: float,
-                 stale_if_unreachable_seconds: float, clock: Clock | None = None) -> None:
+                 stale_if_unreachable_seconds: float, clock: Clock | None = None,
+                 observe: LookupObserver = ignore_lookup) -> None:
         self._fetch = fetch
+        self._observe = observe
         self._stale = stale_if_unreachable_seconds
         self._cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
         self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
@@ -44,6 +46,7 @@ class CredentialCache:
         cannot be reached and nothing usable is cached."""
         key = (provider, user)
         found = self._cache.get(key)
+        self._observe("credentials", found is not None)
         if found is not None:
             return found
         try:

@@ -12,6 +12,15 @@ older) answer goes to the callers already waiting but is not stored.
 
 from __future__ import annotations
 
+from typing import Callable as _Callable
+
+# Told of every lookup a cache answers: (cache name, hit). Metrics count them.
+LookupObserver = _Callable[[str, bool], None]
+
+
+def ignore_lookup(cache: str, hit: bool) -> None:
+    """The default observer: nothing is counted."""
+
 import asyncio
 import time
 from collections import OrderedDict

@@ -91,19 +91,21 @@ async def build_server(settings: Settings, *,
                           reconnect_max_seconds=settings.reconnect_max_seconds,
                           tls=settings.config_tls)
     snapshot = Snapshot()
-    users = UserCache(config.get_user_config, settings.user_cache_size)
+    registry = CollectorRegistry()
+    resolver_metrics = metrics.ResolverMetrics(registry)
+    observe = resolver_metrics.cache_lookup
+    users = UserCache(config.get_user_config, settings.user_cache_size, observe)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
                                   ttl_seconds=settings.credential_ttl_seconds,
-                                  stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds)
+                                  stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds,
+                                  observe=observe)
     auth = CallerAuth(config.introspect_token, snapshot, max_entries=settings.token_cache_size,
                       ttl_seconds=settings.token_ttl_seconds,
-                      stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds)
+                      stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds, observe=observe)
     watcher = ConfigWatcher(config, snapshot, [users.invalidate, credentials.invalidate, auth.invalidate],
                             reconnect_initial_seconds=settings.reconnect_initial_seconds,
                             reconnect_max_seconds=settings.reconnect_max_seconds)
 
-    registry = CollectorRegistry()
-    resolver_metrics = metrics.ResolverMetrics(registry)
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
@@ -112,7 +114,8 @@ async def build_server(settings: Settings, *,
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer: ResolverServicer = ChatServicer(snapshot, users, credentials, upstream=upstream,
-                                                  idle_timeout_seconds=settings.stream_idle_timeout_seconds)
+                                                  idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+                                                  metrics=resolver_metrics)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)

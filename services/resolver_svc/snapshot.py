@@ -10,6 +10,7 @@ path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 from core.domain import ModelOverride
@@ -68,6 +69,15 @@ class Snapshot:
     def apply(self, event: cs.ConfigEvent) -> Invalidations | None:
         """Apply one watch event; None when it was a repeat. Raises ValueError
         when it cannot be applied (the caller resyncs)."""
+        if self._state is not None and not event.HasField("snapshot") and not event.changes:
+            # A revision that changed no configuration (a token write, say):
+            # only the revision moves, the view is kept.
+            if event.revision <= self._state.revision:
+                return None
+            self._state = dataclasses.replace(self._state, revision=event.revision)
+            if self._loaded is not None:
+                self._loaded = Loaded(self._state, self._loaded.view)
+            return Invalidations()
         result = config_state.apply(self._state, event)
         if result is None:
             return None

@@ -15,7 +15,7 @@ from core import convert
 from core.rules import UserView
 from modelplane.v1 import config_service_pb2 as cs
 from resolver_svc.config_state import Invalidations
-from resolver_svc.lru import LruCache, SingleFlight
+from resolver_svc.lru import LookupObserver, LruCache, SingleFlight, ignore_lookup
 
 FetchUserConfig = Callable[[str], Awaitable[cs.UserConfig]]
 
@@ -30,8 +30,10 @@ def user_view(reply: cs.UserConfig) -> UserView:
 
 
 class UserCache:
-    def __init__(self, fetch: FetchUserConfig, max_entries: int) -> None:
+    def __init__(self, fetch: FetchUserConfig, max_entries: int,
+                 observe: LookupObserver = ignore_lookup) -> None:
         self._fetch = fetch
+        self._observe = observe
         self._cache: LruCache[str, UserView] = LruCache(max_entries)
         self._flights: SingleFlight[str, UserView] = SingleFlight()
 
@@ -39,12 +41,16 @@ class UserCache:
         return len(self._cache)
 
     def cached(self, user: str) -> UserView | None:
-        return self._cache.get(user)
-
-    async def get(self, user: str) -> UserView:
         found = self._cache.get(user)
         if found is not None:
+            self._observe("users", True)
+        return found
+
+    async def get(self, user: str) -> UserView:
+        found = self.cached(user)
+        if found is not None:
             return found
+        self._observe("users", False)
         return await self._flights.do(user, lambda: self._load(user), lambda v: self._cache.put(user, v))
 
     async def _load(self, user: str) -> UserView:

@@ -132,3 +132,14 @@ def test_a_snapshot_replaces_everything() -> None:
 def test_changes_before_any_snapshot_are_a_protocol_error() -> None:
     with pytest.raises(ValueError):
         Snapshot().apply(changes(3, cs.ConfigChange(user="alice")))
+
+
+def test_an_event_without_changes_moves_only_the_revision() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    view = snap.current().view
+    invalidations = snap.apply(cs.ConfigEvent(revision=7))
+    assert invalidations == config_state.Invalidations()
+    assert snap.current().state.revision == 7 and snap.revision == 7
+    assert snap.current().view is view  # nothing to rebuild
+    assert snap.apply(cs.ConfigEvent(revision=6)) is None  # older: ignored
+    assert snap.current().state.revision == 7
