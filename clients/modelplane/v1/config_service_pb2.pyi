@@ -992,16 +992,23 @@ class WatchConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     after_revision: _builtins.int
     """after_revision: Optional. The last revision the watcher applied; 0 asks for a snapshot."""
+    epoch: _builtins.str
+    """epoch: Optional. The epoch of the events the watcher applied; when it is
+    not the database's current epoch (e.g. the database was restored from a
+    backup) the stream starts with a fresh snapshot.
+    """
     def __init__(
         self,
         *,
         after_revision: _builtins.int = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "epoch", b"epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1140,10 +1147,15 @@ class ConfigEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REVISION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision: The config revision this event brings the watcher to."""
+    epoch: _builtins.str
+    """epoch: Identifies the database history revisions count in; a watcher
+    resumes only within one epoch.
+    """
     @_builtins.property
     def snapshot(self) -> Global___ConfigSnapshot:
         """snapshot: Set on the first event (and after a gap): replaces all state."""
@@ -1156,12 +1168,13 @@ class ConfigEvent(_message.Message):
         self,
         *,
         revision: _builtins.int = ...,
+        epoch: _builtins.str = ...,
         snapshot: Global___ConfigSnapshot | None = ...,
         changes: _abc.Iterable[Global___ConfigChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "revision", b"revision", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
