@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from core.errors import InvalidArgument
-from core.validation import validate_page_size
+from core.validation import has_control_chars, validate_page_size
 
 # page_size is validated by core.validation.validate_page_size.
 page_size = validate_page_size
@@ -33,12 +33,25 @@ def decode(token: str, default: Any, field: str = "page_token") -> Any:
 
 
 def _same_shape(value: Any, default: Any) -> bool:
-    """Same JSON type as the default, element by element for lists, and ints
-    within bigint range, so a forged token cannot reach the SQL as a bad parameter."""
+    """Same JSON type as the default, element by element for lists, ints
+    within bigint range, and strings Postgres can store (no NUL, which text
+    refuses, no lone surrogates, which UTF-8 cannot encode; no other control
+    characters, which no name has), so a forged token cannot reach the SQL as
+    a bad parameter."""
     if type(value) is not type(default):
         return False
     if isinstance(value, list):
         return len(value) == len(default) and all(_same_shape(v, d) for v, d in zip(value, default))
     if isinstance(value, int):
         return 0 <= value < 2**63
+    if isinstance(value, str):
+        return not has_control_chars(value) and _encodable(value)
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True

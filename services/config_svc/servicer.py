@@ -360,7 +360,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         require(current_principal(), SERVICE, ADMIN)
         if request.after_revision < 0:
             raise InvalidArgument.one("after_revision", "must not be negative")
-        async for event in watch_events(self.store, self.broadcaster, request.after_revision,
+        async for event in watch_events(self.store, self.broadcaster, request.after_revision, request.epoch,
                                         lambda p: self._provider_pb(p)):
             yield event
 

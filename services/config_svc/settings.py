@@ -56,7 +56,7 @@ class Settings:
             own_addresses=addresses,
             allow_metadata_addresses=env_bool(env, "MODELPLANE_ALLOW_METADATA_ADDRESSES", False,
                                               "Allow provider base URLs on cloud metadata addresses"),
-            aws_region=env_str(env, "AWS_REGION", "", "Default AWS region for bedrock providers") or None,
+            aws_region=_aws_region(env),
             db_pool_size=env_int(env, "CONFIG_SVC_DB_POOL_SIZE", 10, "Postgres connections per process",
                                  minimum=1, maximum=200),
             log_level=_log_level(env),
@@ -67,6 +67,14 @@ class Settings:
                 "On SIGTERM, how long in-flight calls may take to finish before they are cancelled "
                 "(WatchConfig streams are ended at once; resolvers reconnect)", minimum=0.0),
         )
+
+
+def _aws_region(env: Env) -> str | None:
+    """botocore's order, so config_svc shows the region resolver_svc calls."""
+    region = env_str(env, "AWS_REGION", "", "Default AWS region for bedrock providers without their own")
+    fallback = env_str(env, "AWS_DEFAULT_REGION", "",
+                       "Default AWS region when AWS_REGION is unset (the AWS SDKs' order)")
+    return region or fallback or None
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -41,6 +41,15 @@ NOTIFY_CHANNEL = "modelplane_config"
 # How many revisions of change records WatchConfig can resume from.
 CHANGES_RETAINED = 10_000
 
+# The revision and the epoch it counts in: the database's OID (new after a
+# restore into a new database) joined with the history's random id (0002).
+# Read together, in one statement, so an event never pairs one database's
+# revision with another's epoch.
+REVISION_AND_EPOCH = (
+    "SELECT r.revision, d.oid::text || '.' || r.epoch_id AS epoch "
+    "FROM config_revision r JOIN pg_database d ON d.datname = current_database()"
+)
+
 
 class _Unset:
     """Marks "leave as is" where None means "remove"."""
@@ -72,6 +81,7 @@ class Snapshot:
     models: list[Model]
     settings: Settings
     model_overrides: list[ModelOverride]
+    epoch: str
 
 
 # ---------------------------------------------------------------- row mapping
@@ -617,25 +627,32 @@ class Store:
         return int(await self.pool.fetchval("SELECT revision FROM config_revision"))
 
     @wrap_driver_errors
+    async def epoch(self) -> str:
+        """The history revisions count in. Not cached: a process that outlives
+        a restore (against the runbook) must not keep the old database's."""
+        return str((await self.pool.fetchrow(REVISION_AND_EPOCH))["epoch"])
+
+    @wrap_driver_errors
     async def snapshot(self) -> Snapshot:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            revision = await conn.fetchval("SELECT revision FROM config_revision")
+            revision, epoch = await conn.fetchrow(REVISION_AND_EPOCH)
             providers = [_provider(r) for r in await conn.fetch(PROVIDER_SELECT + " ORDER BY name")]
             models = [_model(r) for r in await conn.fetch(MODEL_SELECT + " ORDER BY provider, name")]
             settings = _settings(await conn.fetchrow("SELECT * FROM settings"))
             overrides = [_override(r) for r in await conn.fetch("SELECT * FROM model_overrides ORDER BY context")]
-        return Snapshot(revision, providers, models, settings, overrides)
+        return Snapshot(revision, providers, models, settings, overrides, epoch)
 
     @wrap_driver_errors
-    async def changes_after(self, revision: int) -> tuple[int, list[tuple[int, list[dict[str, str]]]]] | None:
-        """The current revision and the change records after `revision`, oldest
-        first; None when the watcher
-        cannot resume (records pruned, or it is ahead of this database, as after
-        a restore from backup) and must take a fresh snapshot. Revisions that
+    async def changes_after(self, revision: int, epoch: str
+                            ) -> tuple[int, list[tuple[int, list[dict[str, str]]]]] | None:
+        """The current revision and the change records after `revision` of
+        `epoch`, oldest first; None when the watcher cannot resume (another
+        epoch, records pruned, or it is ahead of this database, as after a
+        restore from backup) and must take a fresh snapshot. Revisions that
         changed no configuration (tokens, audit-only writes) have no record."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            current = await conn.fetchval("SELECT revision FROM config_revision")
-            if revision > current or revision < current - CHANGES_RETAINED:
+            current, current_epoch = await conn.fetchrow(REVISION_AND_EPOCH)
+            if current_epoch != epoch or revision > current or revision < current - CHANGES_RETAINED:
                 return None
             rows = await conn.fetch("SELECT revision, changes FROM config_changes WHERE revision > $1 "
                                     "ORDER BY revision", revision)

@@ -89,6 +89,7 @@ class Broadcaster:
 def _snapshot_event(snap: Snapshot, provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigEvent:
     return cs.ConfigEvent(
         revision=snap.revision,
+        epoch=snap.epoch,
         snapshot=cs.ConfigSnapshot(
             providers=[provider_pb(p) for p in snap.providers],
             models=[convert.model_to_pb(m) for m in snap.models],
@@ -98,7 +99,7 @@ def _snapshot_event(snap: Snapshot, provider_pb: Callable[[Provider], pb.Provide
     )
 
 
-async def _change_event(store: Store, revision: int, refs: list[dict[str, str]],
+async def _change_event(store: Store, revision: int, epoch: str, refs: list[dict[str, str]],
                         provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigEvent:
     state = await store.load_changed(refs)
     changes: list[cs.ConfigChange] = []
@@ -130,40 +131,33 @@ async def _change_event(store: Store, revision: int, refs: list[dict[str, str]],
             changes.append(cs.ConfigChange(credential=convert.credential_ref(ref["provider"], ref["user"])))
         elif kind == "token":
             changes.append(cs.ConfigChange(revoked_token=ref["id"]))
-    return cs.ConfigEvent(revision=revision, changes=changes)
+    return cs.ConfigEvent(revision=revision, epoch=epoch, changes=changes)
 
 
-async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: int,
+async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: int, after_epoch: str,
                        provider_pb: Callable[[Provider], pb.Provider]) -> AsyncIterator[cs.ConfigEvent]:
-    """Snapshot (or resumed changes), then one event per changed revision, forever."""
+    """Snapshot (or resumed changes), then one event per changed revision,
+    forever; every event carries the epoch its revision counts in.
+
+    A watcher resumes from after_revision only within the current epoch; an
+    empty after_epoch (a watcher older than epochs) resumes as before."""
+    epoch = await store.epoch()
     last = after_revision
-    resumed = await store.changes_after(last) if last > 0 else None
-    if resumed is None:
-        snap = await store.snapshot()
-        yield _snapshot_event(snap, provider_pb)
-        last = snap.revision
-    else:
-        current, records = resumed
-        for revision, refs in records:
-            yield await _change_event(store, revision, refs, provider_pb)
-        if current > (records[-1][0] if records else last):
-            # Later revisions changed no configuration (token writes): say
-            # so, so watchers know they are current.
-            yield cs.ConfigEvent(revision=current)
-        last = max(last, current)
+    resume = last > 0 and after_epoch in ("", epoch)
     while True:
-        await broadcaster.wait_beyond(last)
-        resumed = await store.changes_after(last)
-        if resumed is None:  # fell behind the retained records
+        resumed = await store.changes_after(last, epoch) if resume else None
+        resume = True
+        if resumed is None:  # first event, another epoch, or fell behind the retained records
             snap = await store.snapshot()
             yield _snapshot_event(snap, provider_pb)
-            last = snap.revision
-            continue
-        current, records = resumed
-        for revision, refs in records:
-            yield await _change_event(store, revision, refs, provider_pb)
-        if current > (records[-1][0] if records else last):
-            # Later revisions changed no configuration (token writes): say
-            # so, so watchers know they are current.
-            yield cs.ConfigEvent(revision=current)
-        last = max(last, current)
+            last, epoch = snap.revision, snap.epoch
+        else:
+            current, records = resumed
+            for revision, refs in records:
+                yield await _change_event(store, revision, epoch, refs, provider_pb)
+            if current > (records[-1][0] if records else last):
+                # Later revisions changed no configuration (token writes): say
+                # so, so watchers know they are current.
+                yield cs.ConfigEvent(revision=current, epoch=epoch)
+            last = max(last, current)
+        await broadcaster.wait_beyond(last)

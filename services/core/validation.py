@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import math
 import re
+import socket
 import unicodedata
 from dataclasses import dataclass
 from typing import Collection, Sequence
@@ -73,8 +74,16 @@ _METADATA_ADDRESSES = frozenset(
         "fd00:ec2::23",  # AWS EKS Pod Identity agent over IPv6
     )
 )
-# "metadata" is the short name GCE resolves through its search domain.
-_METADATA_HOSTNAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
+# "metadata" is the short name GCE resolves through its search domain;
+# "instance-data" likewise on EC2 (instance-data.ec2.internal).
+_METADATA_HOSTNAMES = frozenset({
+    "metadata.google.internal", "metadata.goog", "metadata", "instance-data.ec2.internal", "instance-data",
+})
+
+# A listen address on these hosts accepts connections on every local address.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+# Names the usual /etc/hosts maps to loopback; RFC 6761 reserves *.localhost.
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -90,8 +99,8 @@ def raise_if_any(violations: Sequence[FieldViolation]) -> None:
 # ---------------------------------------------------------------- text rules
 
 
-def _has_control_chars(text: str) -> bool:
-    # Cc covers C0, DEL and C1; U+2028/2029 are line breaks in disguise.
+def has_control_chars(text: str) -> bool:
+    # Cc covers C0 (NUL included), DEL and C1; U+2028/2029 are line breaks in disguise.
     return any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in text)
 
 
@@ -115,7 +124,7 @@ def _label_violations(value: str, field: str, *, required: bool, max_length: int
     found = []
     if len(value) > max_length:
         found.append(FieldViolation(field, f"must be at most {max_length} characters, got {len(value)}"))
-    if _has_control_chars(value):
+    if has_control_chars(value):
         found.append(FieldViolation(field, "must not contain control characters or line breaks"))
     return found
 
@@ -131,7 +140,7 @@ def api_key_violations(value: str, field: str) -> list[FieldViolation]:
             field, "must not start or end with whitespace; it is refused, not trimmed, "
                    "so check what was pasted"))
     inner = value.strip()
-    if _has_control_chars(inner):
+    if has_control_chars(inner):
         found.append(FieldViolation(field, "must not contain control characters or line breaks"))
     if not inner.isascii():
         found.append(FieldViolation(field, "must be ASCII: it is sent in an HTTP header"))
@@ -150,7 +159,7 @@ def user_violations(user: str, field: str) -> list[FieldViolation]:
         found.append(FieldViolation(field, f"must be at most {MAX_USER_LENGTH} characters, got {len(user)}"))
     if user != user.strip():
         found.append(FieldViolation(field, "must not start or end with whitespace"))
-    if _has_control_chars(user.strip()):
+    if has_control_chars(user.strip()):
         found.append(FieldViolation(field, "must not contain control characters or line breaks"))
     return found
 
@@ -231,10 +240,25 @@ def _canonical_host(host: str) -> str:
 
 
 def _is_loopback(canonical_host: str) -> bool:
-    if canonical_host == "localhost":
+    """Whether a connection to the host stays on this machine. 0.0.0.0 and ::
+    count: on Linux connecting to them reaches the loopback interface."""
+    if canonical_host in _LOOPBACK_NAMES or canonical_host.endswith(".localhost"):
         return True
     ip = _parse_ip(canonical_host)
-    return ip is not None and ip.is_loopback
+    return ip is not None and (ip.is_loopback or ip.is_unspecified)
+
+
+def _machine_hostnames() -> frozenset[str]:
+    """This machine's own name (and its first label), which reaches a
+    wildcard listener too. No DNS: gethostname only reads the kernel's."""
+    name = _normalize_host(socket.gethostname())
+    return frozenset(n for n in (name, name.split(".", 1)[0]) if n)
+
+
+def _is_local(canonical_host: str) -> bool:
+    """Whether the host is one of this machine's addresses a wildcard
+    listener answers on."""
+    return _is_loopback(canonical_host) or canonical_host in _machine_hostnames()
 
 
 def metadata_address(host: str) -> str | None:
@@ -285,8 +309,13 @@ def _points_at(own: OwnAddress, host: str, port: int | None, path: str) -> bool:
     if own.port is None:
         same_place = host == own.host
     else:
-        # localhost, 127.0.0.1 and ::1 are one machine, but only the same port is the same service.
-        same_host = host == own.host or (_is_loopback(host) and _is_loopback(own.host))
+        # localhost, 127.0.0.1 and ::1 are one machine, but only the same port
+        # is the same service. A wildcard listener (0.0.0.0, ::) answers on
+        # every local address, the machine's own name included.
+        if own.host in _WILDCARD_HOSTS:
+            same_host = host == own.host or _is_local(host)
+        else:
+            same_host = host == own.host or (_is_loopback(host) and _is_loopback(own.host))
         same_place = same_host and port == own.port
     return same_place and (not own.path or path == own.path or path.startswith(own.path + "/"))
 
@@ -321,7 +350,7 @@ def base_url_violations(
         return []
     if len(url) > MAX_BASE_URL_LENGTH:
         return [FieldViolation(field, f"must be at most {MAX_BASE_URL_LENGTH} characters")]
-    if any(c.isspace() for c in url) or _has_control_chars(url):
+    if any(c.isspace() for c in url) or has_control_chars(url):
         return [FieldViolation(field, "must not contain whitespace or control characters")]
     try:
         parts = urlsplit(url)
@@ -473,7 +502,7 @@ def _model_identifier_violations(value: str, field: str) -> list[FieldViolation]
     if len(value) > MAX_MODEL_IDENTIFIER_LENGTH:
         found.append(FieldViolation(
             field, f"must be at most {MAX_MODEL_IDENTIFIER_LENGTH} characters, got {len(value)}"))
-    if any(c.isspace() for c in value) or _has_control_chars(value):
+    if any(c.isspace() for c in value) or has_control_chars(value):
         found.append(FieldViolation(field, "must not contain whitespace or control characters"))
     return found
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
 import pytest
 
 from core.domain import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from tests.harness import ConfigHarness
+from tests.conftest import _admin_dsn
+from tests.harness import ConfigHarness, config_settings, start_config
 from tests.integration.helpers import fails, revision
 
 pytestmark = pytest.mark.integration
@@ -243,3 +248,109 @@ async def test_watch_reports_revisions_that_changed_no_configuration(cfg: Config
     assert ev.revision == first.revision + 1
     assert not ev.changes and not ev.HasField("snapshot")
     stream.cancel()
+
+
+async def test_watch_events_carry_the_epoch_and_resume_only_within_it(cfg: ConfigHarness) -> None:
+    stub, admin = cfg.stub, cfg.admin
+    service = await cfg.md(Role.SERVICE, "resolver")
+    stream = stub.WatchConfig(cs.WatchConfigRequest(), metadata=service)
+    try:
+        snap = await _next(stream)
+        epoch = snap.epoch
+        assert epoch and snap.HasField("snapshot")
+        oid = await cfg.server.store.pool.fetchval(
+            "SELECT oid::text FROM pg_database WHERE datname = current_database()")
+        assert epoch.startswith(oid + ".") and len(epoch) > len(oid) + 30  # OID . uuid
+        await stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
+            name="anthropic", type=pb.PROVIDER_TYPE_ANTHROPIC)), metadata=admin)
+        ev = await _next(stream)
+        assert ev.changes and ev.epoch == epoch
+        mark = ev.revision
+        await stub.CreateApiToken(cs.CreateApiTokenRequest(token=pb.ApiToken(
+            role=pb.ROLE_MEMBER, subject="zed")), metadata=admin)
+        ev = await _next(stream)  # a revision without a config change carries it too
+        assert not ev.changes and ev.epoch == epoch
+        await stub.DeleteProvider(cs.DeleteProviderRequest(name="anthropic"), metadata=admin)
+        ev = await _next(stream)
+        assert ev.changes and ev.epoch == epoch
+    finally:
+        stream.cancel()
+
+    # The same epoch, or none (a watcher older than epochs): changes only.
+    for sent in (epoch, ""):
+        resumed = stub.WatchConfig(cs.WatchConfigRequest(after_revision=mark, epoch=sent), metadata=service)
+        try:
+            ev = await _next(resumed)
+            assert not ev.HasField("snapshot") and ev.epoch == epoch
+            assert ev.revision > mark
+        finally:
+            resumed.cancel()
+    # Another epoch: its revisions mean nothing here, so a snapshot first.
+    other = stub.WatchConfig(cs.WatchConfigRequest(after_revision=mark, epoch="1.not-this-history"),
+                             metadata=service)
+    try:
+        ev = await _next(other)
+        assert ev.HasField("snapshot") and ev.epoch == epoch and ev.revision == await revision(cfg)
+        assert not ev.snapshot.providers
+    finally:
+        other.cancel()
+
+
+async def test_a_database_restored_into_a_new_database_is_never_resumed_into(
+        database_url: str, pg_server_dsn: str) -> None:
+    """The runbook's restore: the backup goes into a new database. Its
+    revisions diverge from what a resolver applied, and may pass it; the
+    epoch changes, so the resolver takes a snapshot instead of resuming."""
+    async def create(cfg: ConfigHarness, name: str) -> None:
+        await cfg.stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
+            name=name, type=pb.PROVIDER_TYPE_ANTHROPIC)), metadata=cfg.admin)
+
+    async with _serving(database_url) as cfg:
+        await create(cfg, "before-backup")
+        old_epoch = await cfg.server.store.epoch()
+    # "pg_dump | createdb + pg_restore": a byte-for-byte copy in a new database.
+    restored = "r_" + uuid.uuid4().hex[:16]
+    source = urlsplit(database_url).path.lstrip("/")
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {restored} TEMPLATE {source}")
+    finally:
+        await conn.close()
+    restored_url = _admin_dsn(pg_server_dsn, restored)
+    try:
+        async with _serving(database_url) as cfg:
+            service = await cfg.md(Role.SERVICE, "resolver")
+            await create(cfg, "after-backup")  # what the resolver applied and the backup lacks
+            applied = await revision(cfg)
+        async with _serving(restored_url) as cfg:
+            for name in ("other-1", "other-2", "other-3", "other-4"):
+                await create(cfg, name)
+            assert await revision(cfg) > applied  # the revision check alone would resume
+            new_epoch = await cfg.server.store.epoch()
+            assert new_epoch != old_epoch
+            service = await cfg.md(Role.SERVICE, "resolver")
+            stream = cfg.stub.WatchConfig(cs.WatchConfigRequest(after_revision=applied, epoch=old_epoch),
+                                          metadata=service)
+            try:
+                ev = await _next(stream)
+                assert ev.HasField("snapshot") and ev.epoch == new_epoch
+                assert sorted(p.name for p in ev.snapshot.providers) == [
+                    "before-backup", "other-1", "other-2", "other-3", "other-4"]
+            finally:
+                stream.cancel()
+    finally:
+        conn = await asyncpg.connect(pg_server_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def _serving(url: str) -> AsyncIterator[ConfigHarness]:
+    gen = start_config(config_settings(url))
+    harness = await gen.__anext__()
+    try:
+        yield harness
+    finally:
+        await gen.aclose()

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import grpc
 import pytest
 
+from config_svc import paging
 from core.domain import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
@@ -18,6 +19,25 @@ from tests.integration.helpers import audit_count, fails, model, provider, raw, 
 pytestmark = pytest.mark.integration
 
 Code = grpc.StatusCode
+
+
+@pytest.mark.parametrize("text", ["a\x00", "\x00", "a\x01b", "a\nb", "\ud800"])
+async def test_forged_page_tokens_with_unstorable_strings_are_invalid_arguments(
+        cfg: ConfigHarness, text: str) -> None:
+    """A token of the right shape whose strings Postgres cannot take (NUL,
+    a lone surrogate) is the caller's mistake, not INTERNAL."""
+    await provider(cfg, "p", pb.PROVIDER_TYPE_OPENAI, api_key="sk-central-0123456789")
+    await model(cfg, "p", "gpt", name="m")
+    admin, stub = cfg.admin, cfg.stub
+    one, pair, mixed = paging.encode(text), paging.encode([text, "b"]), paging.encode(["p", text])
+    calls: list[Callable[[], Any]] = [
+        lambda: stub.ListProviders(cs.ListProvidersRequest(page_token=one), metadata=admin),
+        lambda: stub.ListModels(cs.ListModelsRequest(page_token=pair), metadata=admin),
+        lambda: stub.ListModels(cs.ListModelsRequest(page_token=mixed), metadata=admin),
+        lambda: stub.ListApiTokens(cs.ListApiTokensRequest(page_token=one), metadata=admin),
+    ]
+    for call in calls:
+        await fails(call(), Code.INVALID_ARGUMENT, field="page_token")
 
 
 async def test_control_characters_and_bad_user_names_are_invalid_arguments(cfg: ConfigHarness) -> None:

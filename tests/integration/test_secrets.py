@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
+import string
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -173,21 +175,34 @@ async def test_rotation_and_keyring_refusal(database_url: str) -> None:
         assert got.api_key == user_keys["user-3"]
 
 
-CANARY_PROVIDER = "sk-canary-7f3a9c1e5b2d4a6f8e0c"
-CANARY_PROVIDER_2 = "sk-canary-2b8d6f4a0c9e7b5d3f1a"
-CANARY_USER = "sk-canary-user-91c3e5a7b9d1f3e5"
-CANARIES = (CANARY_PROVIDER, CANARY_PROVIDER_2, CANARY_USER)
+# Keys the log redactor knows by shape (sk-...): a leak would be masked there.
+SK_CANARIES = ("sk-canary-7f3a9c1e5b2d4a6f8e0c", "sk-canary-2b8d6f4a0c9e7b5d3f1a", "sk-canary-user-91c3e5a7b9d1f3e5")
+_BASE62 = string.ascii_letters + string.digits
+# Keys of shapes the redactor does not know, fresh each run: only not
+# writing them at all keeps them out of the logs.
+RAW_CANARIES = (
+    secrets.token_hex(20),
+    "AZ" + "".join(secrets.choice(_BASE62) for _ in range(38)),
+    secrets.token_hex(20),
+)
+
+
+def test_raw_canaries_are_shapes_the_redactor_does_not_mask() -> None:
+    for canary in RAW_CANARIES:
+        assert logs.redact_text(f"key {canary}") == f"key {canary}"
 
 
 def _message_text(message: Message) -> tuple[bytes, str]:
     return message.SerializeToString(), text_format.MessageToString(message)
 
 
-async def test_canary_never_leaks(cfg: ConfigHarness, capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("canaries", [SK_CANARIES, RAW_CANARIES], ids=["sk-shaped", "unknown-shape"])
+async def test_canary_never_leaks(cfg: ConfigHarness, capfd: pytest.CaptureFixture[str],
+                                  canaries: tuple[str, str, str]) -> None:
     log_stream = io.StringIO()
     logs.configure_logging("DEBUG", json=True, stream=log_stream)
     try:
-        await _exercise_canary(cfg, log_stream, capfd)
+        await _exercise_canary(cfg, log_stream, capfd, canaries)
     finally:
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -198,7 +213,8 @@ async def test_canary_never_leaks(cfg: ConfigHarness, capfd: pytest.CaptureFixtu
 
 
 async def _exercise_canary(cfg: ConfigHarness, log_stream: io.StringIO,
-                           capfd: pytest.CaptureFixture[str]) -> None:
+                           capfd: pytest.CaptureFixture[str], canaries: tuple[str, str, str]) -> None:
+    provider_key, provider_key_2, user_key = canaries
     responses: list[Message] = []
     errors: list[str] = []
     service = await cfg.md(Role.SERVICE, "resolver")
@@ -223,39 +239,39 @@ async def _exercise_canary(cfg: ConfigHarness, log_stream: io.StringIO,
                                                           update_mask={"paths": ["byok_enabled"]}),
                                  metadata=cfg.admin))
     # Refused, not trimmed, not echoed.
-    for bad in (f" {CANARY_PROVIDER}", f"{CANARY_PROVIDER}\n", f"{CANARY_PROVIDER}\u00e9"):
+    for bad in (f" {provider_key}", f"{provider_key}\n", f"{provider_key}\u00e9"):
         await refused(stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
             name="canary", type=pb.PROVIDER_TYPE_OPENAI, api_key=bad)), metadata=cfg.admin), Code.INVALID_ARGUMENT)
     await refused(stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
-        name="Bad Name", type=pb.PROVIDER_TYPE_OPENAI, api_key=CANARY_PROVIDER)), metadata=cfg.admin),
+        name="Bad Name", type=pb.PROVIDER_TYPE_OPENAI, api_key=provider_key)), metadata=cfg.admin),
         Code.INVALID_ARGUMENT)
     await ok(stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
-        name="canary", type=pb.PROVIDER_TYPE_OPENAI, api_key=CANARY_PROVIDER)), metadata=cfg.admin))
+        name="canary", type=pb.PROVIDER_TYPE_OPENAI, api_key=provider_key)), metadata=cfg.admin))
     await refused(stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
-        name="canary", type=pb.PROVIDER_TYPE_OPENAI, api_key=CANARY_PROVIDER)), metadata=cfg.admin),
+        name="canary", type=pb.PROVIDER_TYPE_OPENAI, api_key=provider_key)), metadata=cfg.admin),
         Code.ALREADY_EXISTS)
     await refused(stub.UpdateProvider(cs.UpdateProviderRequest(
-        provider=pb.Provider(name="canary", api_key=f"{CANARY_PROVIDER_2} "), update_mask={"paths": ["api_key"]}),
+        provider=pb.Provider(name="canary", api_key=f"{provider_key_2} "), update_mask={"paths": ["api_key"]}),
         metadata=cfg.admin), Code.INVALID_ARGUMENT)
     await refused(stub.UpdateProvider(cs.UpdateProviderRequest(
-        provider=pb.Provider(name="canary", api_key=CANARY_PROVIDER_2, etag="999"),
+        provider=pb.Provider(name="canary", api_key=provider_key_2, etag="999"),
         update_mask={"paths": ["api_key"]}), metadata=cfg.admin), Code.ABORTED)
     await ok(stub.UpdateProvider(cs.UpdateProviderRequest(
-        provider=pb.Provider(name="canary", api_key=CANARY_PROVIDER_2), update_mask={"paths": ["api_key"]}),
+        provider=pb.Provider(name="canary", api_key=provider_key_2), update_mask={"paths": ["api_key"]}),
         metadata=cfg.admin))
-    await refused(stub.SetUserKey(cs.SetUserKeyRequest(provider="canary", api_key=f"\t{CANARY_USER}"),
+    await refused(stub.SetUserKey(cs.SetUserKeyRequest(provider="canary", api_key=f"\t{user_key}"),
                                   metadata=alice), Code.INVALID_ARGUMENT)
-    await refused(stub.SetUserKey(cs.SetUserKeyRequest(provider="ghost", api_key=CANARY_USER), metadata=alice),
+    await refused(stub.SetUserKey(cs.SetUserKeyRequest(provider="ghost", api_key=user_key), metadata=alice),
                   Code.NOT_FOUND)
-    await refused(stub.SetUserKey(cs.SetUserKeyRequest(user="bob", provider="canary", api_key=CANARY_USER),
+    await refused(stub.SetUserKey(cs.SetUserKeyRequest(user="bob", provider="canary", api_key=user_key),
                                   metadata=alice), Code.PERMISSION_DENIED)
-    await refused(stub.SetUserKey(cs.SetUserKeyRequest(user="alice", provider="canary", api_key=CANARY_USER),
+    await refused(stub.SetUserKey(cs.SetUserKeyRequest(user="alice", provider="canary", api_key=user_key),
                                   metadata=cfg.admin), Code.PERMISSION_DENIED)
-    await ok(stub.SetUserKey(cs.SetUserKeyRequest(provider="canary", api_key=CANARY_USER), metadata=alice))
+    await ok(stub.SetUserKey(cs.SetUserKeyRequest(provider="canary", api_key=user_key), metadata=alice))
     # A caller presenting a canary as a bearer token.
     await refused(stub.GetSettings(cs.GetSettingsRequest(),
-                                   metadata=(("authorization", f"Bearer {CANARY_USER}"),)), Code.UNAUTHENTICATED)
-    await refused(stub.IntrospectToken(cs.IntrospectTokenRequest(token=CANARY_USER), metadata=service),
+                                   metadata=(("authorization", f"Bearer {user_key}"),)), Code.UNAUTHENTICATED)
+    await refused(stub.IntrospectToken(cs.IntrospectTokenRequest(token=user_key), metadata=service),
                   Code.UNAUTHENTICATED)
 
     # Every read.
@@ -278,30 +294,30 @@ async def _exercise_canary(cfg: ConfigHarness, log_stream: io.StringIO,
     # The one narrow way out, for the service: it does return the key.
     central = await stub.AccessCredential(cs.AccessCredentialRequest(provider="canary"), metadata=service)
     own = await stub.AccessCredential(cs.AccessCredentialRequest(provider="canary", user="alice"), metadata=service)
-    assert (central.api_key, own.api_key) == (CANARY_PROVIDER_2, CANARY_USER)
+    assert (central.api_key, own.api_key) == (provider_key_2, user_key)
 
     assert len(responses) > 15 and len(errors) > 10
     for message in responses:
         wire, text = _message_text(message)
-        for canary in CANARIES:
+        for canary in canaries:
             _assert_absent(canary, wire, f"a {type(message).__name__} response")
             _assert_absent(canary, text, f"a {type(message).__name__} response")
     for text in errors:
-        for canary in CANARIES:
+        for canary in canaries:
             _assert_absent(canary, text, "an error")
 
     pool = cfg.server.store.pool
     audit = "\n".join(await _rows(pool, "audit_events"))
     assert "<set>" in audit
     dump = await _all_rows_text(pool)
-    for canary in CANARIES:
+    for canary in canaries:
         _assert_absent(canary, audit, "audit_events")
         _assert_absent(canary, dump, "the database")
 
     captured = capfd.readouterr()
     log_text = log_stream.getvalue()
     assert log_text.count('"event": "rpc"') >= 25, log_text[-2000:]
-    for canary in CANARIES:
+    for canary in canaries:
         for stream_text, where in [(log_text, "the log"), (captured.out, "stdout"), (captured.err, "stderr")]:
             _assert_absent(canary, stream_text, where)
             # Nor a recognisable part of it.

@@ -113,6 +113,22 @@ def test_the_new_operational_settings_are_read() -> None:
     assert "postgresql://" not in repr(settings)
 
 
+@pytest.mark.parametrize(("env", "region"), [
+    ({}, None),
+    ({"AWS_REGION": "eu-west-1"}, "eu-west-1"),
+    ({"AWS_DEFAULT_REGION": "ap-south-1"}, "ap-south-1"),
+    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "ap-south-1"}, "eu-west-1"),
+    ({"AWS_REGION": "", "AWS_DEFAULT_REGION": "ap-south-1"}, "ap-south-1"),
+])
+def test_aws_region_falls_back_to_aws_default_region_like_the_resolver(
+        env: dict[str, str], region: str | None) -> None:
+    """botocore's order, which resolver_svc follows: both services show one bedrock URL."""
+    assert ConfigSettings.from_env(Env(environ={**CONFIG_BASE, **env})).aws_region == region
+    assert {"AWS_REGION", "AWS_DEFAULT_REGION"} <= _names(CONFIG_VARS)
+    result = _run("config_svc", "--help", env={})
+    assert "AWS_DEFAULT_REGION" in result.stdout
+
+
 def test_operations_guide_documents_every_variable() -> None:
     guide = OPERATIONS.read_text()
     for var in CONFIG_VARS + RESOLVER_VARS:

@@ -289,6 +289,47 @@ def test_own_addresses(own: tuple[str, ...], url: str, refused: bool) -> None:
         assert "upstream provider or proxy endpoint" in found[0].description
 
 
+@pytest.mark.parametrize(
+    ("own", "url", "refused"),
+    [
+        # A wildcard listener answers on every local address of its port.
+        (("0.0.0.0:50052",), "http://127.0.0.1:50052/v1", True),
+        (("0.0.0.0:50052",), "http://localhost:50052/v1", True),
+        (("0.0.0.0:50052",), "http://LOCALHOST.:50052/v1", True),
+        (("0.0.0.0:50052",), "http://[::1]:50052/v1", True),
+        (("0.0.0.0:50052",), "http://127.0.0.2:50052/v1", True),
+        (("0.0.0.0:50052",), "http://0.0.0.0:50052/v1", True),
+        (("0.0.0.0:50052",), "http://0:50052/v1", True),
+        (("0.0.0.0:50052",), "http://[::]:50052/v1", True),
+        (("0.0.0.0:50052",), "http://api.localhost:50052/v1", True),
+        (("0.0.0.0:50052",), "http://mp-test-host:50052/v1", True),  # the machine's own name
+        (("0.0.0.0:50052",), "http://MP-Test-Host.example.internal:50052/v1", True),
+        (("[::]:50052",), "http://127.0.0.1:50052/v1", True),
+        (("[::]:50052",), "http://localhost:50052/v1", True),
+        (("[::]:50052",), "http://mp-test-host:50052/v1", True),
+        (("0.0.0.0:50052",), "http://localhost:50053/v1", False),  # same machine, other service
+        (("0.0.0.0:50052",), "http://upstream.example.com:50052/v1", False),
+        (("0.0.0.0:50052",), "http://10.1.2.3:50052/v1", False),
+        # A connection to 0.0.0.0 or :: reaches loopback, so a loopback listener.
+        (("127.0.0.1:51052",), "http://0.0.0.0:51052/v1", True),
+        (("127.0.0.1:51052",), "http://[::]:51052/v1", True),
+        (("127.0.0.1:51052",), "http://0:51052/v1", True),
+        (("127.0.0.1:51052",), "http://[::ffff:0.0.0.0]:51052/v1", True),
+        (("localhost:51052",), "http://0.0.0.0:51052/v1", True),
+        (("127.0.0.1:51052",), "http://0.0.0.0:11434/v1", False),
+        # A loopback listener is not reachable on the machine's name.
+        (("127.0.0.1:51052",), "http://mp-test-host:51052/v1", False),
+    ],
+)
+def test_own_wildcard_and_unspecified_addresses(own: tuple[str, ...], url: str, refused: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "mp-test-host.example.internal")
+    found = check_url(url, own=own)
+    assert fields(found) == (["provider.base_url"] if refused else [])
+    if refused:
+        assert f"points back at modelplane itself ({own[0]})" in found[0].description
+
+
 @pytest.mark.parametrize("entry", ["", ":8080", "host:port", "https://:443"])
 def test_malformed_own_address_fails_fast(entry: str) -> None:
     with pytest.raises(ValueError):
@@ -323,6 +364,9 @@ def test_malformed_own_address_fails_fast(entry: str) -> None:
         ("Metadata.Google.Internal.", "metadata.google.internal"),
         ("metadata.goog", "metadata.goog"),
         ("metadata", "metadata"),
+        ("instance-data.ec2.internal", "instance-data.ec2.internal"),
+        ("Instance-Data.EC2.Internal.", "instance-data.ec2.internal"),
+        ("instance-data", "instance-data"),
     ],
 )
 def test_metadata_addresses(host: str, canonical: str) -> None:
