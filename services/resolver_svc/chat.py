@@ -15,7 +15,6 @@ change of state, a new key, not a different caller.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Final
 
 import structlog
 
-from core import convert
+from core import convert, rules
 from core.domain import CredentialSource, Model, Provider, ProviderType, Role
 from core.errors import (
     DeadlineExceeded,
@@ -31,16 +30,17 @@ from core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
 from core.metrics import ResolverMetrics
-from core.rpc import current_principal, require, resolve_user, status_code_for
+from core.rpc import current_principal, require, status_code_for
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 from resolver_svc import chat_convert, to_pb
 from resolver_svc.credentials import CredentialCache
-from resolver_svc.servicer import Context, ResolverServicer
+from resolver_svc.servicer import Context, ResolverServicer, user_for
 from resolver_svc.snapshot import Snapshot
 from resolver_svc.upstream import (
     ChatMessage,
@@ -96,11 +96,6 @@ def upstream_failure(err: UpstreamError, provider: str) -> DomainError:
     return cls(f"{provider}: {err.message}", reason=reason)
 
 
-def env_aws_region() -> str | None:
-    """AWS_REGION, else AWS_DEFAULT_REGION (botocore's own variable)."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-
-
 @dataclass(frozen=True, slots=True)
 class ChatCall:
     """Everything one chat needs once resolution and the key are done."""
@@ -124,8 +119,9 @@ class ChatServicer(ResolverServicer):
     upstream: the process's one UpstreamClient (the caller owns and closes it).
     idle_timeout_seconds: a stream that sends no bytes this long ends with
     DEADLINE_EXCEEDED UPSTREAM_TIMEOUT.
-    aws_region: the environment's region for bedrock providers without their
-    own (default: AWS_REGION / AWS_DEFAULT_REGION, read once here).
+    aws_region: a fixed region for bedrock providers without their own;
+    by default the one the ambient AWS check found (Snapshot.aws_region), so
+    the region requests use is the one the check reported usable.
     """
 
     def __init__(self, snapshot: Snapshot, users: UserCache, credentials: CredentialCache, *,
@@ -137,7 +133,11 @@ class ChatServicer(ResolverServicer):
         self.upstream = upstream
         self.idle_timeout_seconds = idle_timeout_seconds
         self.probe_timeout_seconds = probe_timeout_seconds
-        self.aws_region = aws_region if aws_region is not None else env_aws_region()
+        self._fixed_aws_region = aws_region
+
+    @property
+    def aws_region(self) -> str | None:
+        return self._fixed_aws_region or self.snapshot.aws_region
 
     # --- RPCs ----------------------------------------------------------------
 
@@ -183,7 +183,12 @@ class ChatServicer(ResolverServicer):
             raise InvalidArgument.one("provider", "is required")
         principal = current_principal()
         if request.use_own_key:
-            user = resolve_user(principal, request.user)
+            # The caller's own key: a member's, or that of the user a service
+            # acts for. An admin holds nobody's key; they probe the central one.
+            if principal.role is Role.ADMIN:
+                raise PermissionDenied("use_own_key probes with the caller's own key, and an admin's calls use "
+                                       "the provider's central key; omit use_own_key")
+            user = user_for(principal, request.user)
         else:
             require(principal, Role.ADMIN)  # the central key is an admin's to test
             user = ""
@@ -193,7 +198,7 @@ class ChatServicer(ResolverServicer):
             raise NotFound(f"provider {request.provider} does not exist", reason="PROVIDER_NOT_FOUND")
         api_key: str | None = None
         if user:
-            api_key = await self.credentials.get(provider.name, user)
+            api_key = await self._own_key(loaded.view, provider, user)
         elif provider.api_key_set:
             api_key = await self.credentials.get(provider.name, "")
         else:
@@ -253,6 +258,28 @@ class ChatServicer(ResolverServicer):
         # A resolved model always has a credential; a snapshot swap between
         # resolving and here is the only way to arrive, and retrying fixes it.
         raise FailedPrecondition(f"no credential for provider {provider.name}", reason="NO_CREDENTIAL")
+
+    async def _own_key(self, view: rules.ConfigView, provider: Provider, user: str) -> str:
+        """The user's own key for a probe, only where core.rules would give
+        them their own key for a chat: a saved key the key policy ignores
+        (BYOK off, or the provider refuses user keys) is not used here either.
+        FAILED_PRECONDITION BYOK_DISABLED, USER_KEYS_NOT_ALLOWED,
+        PROVIDER_UNAVAILABLE, or USER_KEY_REQUIRED when none is saved."""
+        label = provider.display_name or provider.name
+        if not view.settings.byok_enabled:
+            raise FailedPrecondition("personal API keys are turned off for this deployment, so there is no own "
+                                     "key to probe with", reason="BYOK_DISABLED")
+        if not provider.key_policy.allow_user_keys:
+            raise FailedPrecondition(f"{label} does not accept personal API keys, so there is no own key to "
+                                     "probe with", reason="USER_KEYS_NOT_ALLOWED")
+        user_view = self.users.cached(user) or await self.users.get(user)
+        decision = rules.resolve_credential(view, user_view, provider.name)
+        if decision.source is not CredentialSource.USER_KEY:
+            if not provider.enabled:
+                raise FailedPrecondition(f"provider {provider.name} is disabled", reason="PROVIDER_UNAVAILABLE")
+            raise FailedPrecondition(f"no personal API key is saved for {label}; save one to probe with it",
+                                     reason="USER_KEY_REQUIRED")
+        return await self.credentials.get(provider.name, user)
 
     def _check_keyless_probe(self, provider: Provider) -> None:
         """No central key stored: bedrock probes with ambient SigV4, an

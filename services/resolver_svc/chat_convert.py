@@ -23,7 +23,12 @@ from modelplane.v1 import resolver_service_pb2 as rs
 from resolver_svc import upstream as up
 from resolver_svc.upstream.types import Role
 
-TOOL_NAME: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Matched with fullmatch: "$" would also accept a trailing newline.
+TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# A tool call's arguments are a model's output echoed back, not a document;
+# the bound keeps json.loads cheap, and its nesting limit (RecursionError)
+# is answered as bad input, not a crash.
+MAX_ARGUMENTS_JSON_CHARS: Final = 1_000_000
 
 ROLES: Final[Mapping[int, Role]] = {
     rs.CHAT_ROLE_SYSTEM: "system",
@@ -97,21 +102,24 @@ def _message(m: rs.ChatMessage, field: str, problems: list[FieldViolation]) -> u
             problems.append(FieldViolation(f"{where}.id", "is required"))
         _check_tool_name(c.name, f"{where}.name", problems)
         arguments = c.arguments_json or "{}"
-        if not _is_json_object(arguments):
+        if len(arguments) > MAX_ARGUMENTS_JSON_CHARS:
+            problems.append(FieldViolation(f"{where}.arguments_json",
+                                           f"must be at most {MAX_ARGUMENTS_JSON_CHARS} characters"))
+        elif not _is_json_object(arguments):
             problems.append(FieldViolation(f"{where}.arguments_json", "must be a JSON object"))
         calls.append(up.ToolCall(c.id, c.name, arguments))
     return up.ChatMessage(role, m.text, tuple(calls), m.tool_call_id or None)
 
 
 def _check_tool_name(name: str, field: str, problems: list[FieldViolation]) -> None:
-    if not TOOL_NAME.match(name):
+    if not TOOL_NAME.fullmatch(name):
         problems.append(FieldViolation(field, "must match [a-zA-Z0-9_-]{1,64}"))
 
 
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return False
 
 

@@ -4,6 +4,15 @@ One channel, the service token on every call, a deadline on every unary
 call, config_svc's errors turned back into domain errors, and a counter per
 call so anyone (the benchmark, a metrics endpoint) can see that resolving
 does no I/O.
+
+Whose fault an error is decides its code. UNAUTHENTICATED or
+PERMISSION_DENIED on the resolver's own calls means config_svc refused the
+resolver's service token: a server-side fault an operator must fix, which a
+caller sees as UNAVAILABLE (CONFIG_UNAVAILABLE), never as a verdict on their
+own token. Only IntrospectToken's verdict about the caller's token becomes
+UNAUTHENTICATED; since config_svc answers UNAUTHENTICATED both for that and
+for a refused service token, the resolver tells them apart by asking about
+its own token (see ConfigClient.introspect_token).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import grpc
 import grpc.aio
+import structlog
 from google.rpc import error_details_pb2, status_pb2
 
 from core import errors
@@ -23,12 +33,19 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
 from resolver_svc import from_config
 
+log = structlog.get_logger(__name__)
+
 # ErrorReason has no "config_svc unreachable"; from a caller's point of view
 # the resolver's source of truth (config_svc and its database) is down.
 CONFIG_UNREACHABLE = "CONFIG_UNAVAILABLE"
 # CANCELLED: what a watcher sees when config_svc shuts down under it.
 _UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                 grpc.StatusCode.CANCELLED})
+# config_svc's AuthInterceptor refusing the resolver itself.
+_REFUSED_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+SERVICE_CREDENTIALS_REFUSED = ("the resolver's service credentials were refused by config_svc; "
+                               "an operator must fix RESOLVER_SERVICE_TOKEN")
+UNKNOWN_TOKEN = "the bearer token is unknown or revoked"
 _ERROR_BY_CODE: Mapping[grpc.StatusCode, type[errors.DomainError]] = {
     code: cls for cls, code in STATUS_CODES.items() if cls is not errors.DomainError
 }
@@ -38,6 +55,18 @@ class ConfigUnreachable(errors.Unavailable):
     """config_svc (or its database) cannot answer now; cached data may stand in."""
 
     reason = CONFIG_UNREACHABLE
+
+
+class ServiceCredentialsRefused(errors.Unavailable):
+    """config_svc refused the resolver's own service token (revoked, unknown,
+    or not of the service role). Not ConfigUnreachable: no cached data
+    stands in for it by design of the caches, and the watcher logs it as
+    needing an operator."""
+
+    reason = CONFIG_UNREACHABLE
+
+    def __init__(self) -> None:
+        super().__init__(SERVICE_CREDENTIALS_REFUSED)
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str | None:
@@ -53,10 +82,15 @@ def _reason(exc: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
-def domain_error(exc: grpc.aio.AioRpcError) -> errors.DomainError:
-    """config_svc's status as a domain error, keeping its reason."""
+def domain_error(exc: grpc.aio.AioRpcError, method: str) -> errors.DomainError:
+    """config_svc's status for one of the resolver's own calls as a domain
+    error, keeping its reason."""
     code, reason = exc.code(), _reason(exc)
     message = exc.details() or code.name
+    if code in _REFUSED_CODES:
+        log.error("config_svc refused the resolver's service token; set a valid service-role "
+                  "RESOLVER_SERVICE_TOKEN", method=method, code=code.name, reason=reason, error=message)
+        return ServiceCredentialsRefused()
     if code in _UNREACHABLE_CODES:
         return ConfigUnreachable(f"the configuration service is unreachable: {message}", reason=reason)
     if code is grpc.StatusCode.INVALID_ARGUMENT:
@@ -85,6 +119,7 @@ class ConfigClient:
         self._channel = client_channel(
             address, tls, options=channel_options(reconnect_initial_seconds, reconnect_max_seconds))
         self._stub = cs_grpc.ConfigServiceStub(self._channel)
+        self._service_token = service_token
         self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
@@ -100,16 +135,18 @@ class ConfigClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def watch(self, after_revision: int) -> AsyncIterator[cs.ConfigEvent]:
+    async def watch(self, after_revision: int, epoch: str = "") -> AsyncIterator[cs.ConfigEvent]:
+        """Events after `after_revision` of `epoch` (config_svc starts with a
+        snapshot when it cannot resume there, or the epoch is not its own)."""
         self.calls["WatchConfig"] += 1
-        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision),
+        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch),
                                       metadata=self._metadata)
         try:
             async for event in call:
                 self.calls["WatchConfig.events"] += 1
                 yield event
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc) from None
+            raise domain_error(exc, "WatchConfig") from None
         finally:
             call.cancel()
 
@@ -119,17 +156,40 @@ class ConfigClient:
             reply: cs.UserConfig = await self._stub.GetUserConfig(
                 cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc) from None
+            raise domain_error(exc, "GetUserConfig") from None
         return reply
 
     async def introspect_token(self, token: str) -> Principal:
-        self.calls["IntrospectToken"] += 1
+        """The caller's Principal; Unauthenticated only when config_svc's
+        verdict is about `token` itself (NOT_FOUND, or UNAUTHENTICATED while
+        the resolver's own token is accepted)."""
         try:
-            reply = await self._stub.IntrospectToken(
-                cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
+            reply = await self._introspect(token)
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc) from None
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                raise errors.Unauthenticated(UNKNOWN_TOKEN) from None
+            if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+                raise await self._whose_token(exc) from None
+            raise domain_error(exc, "IntrospectToken") from None
         return from_config.principal(reply)
+
+    async def _introspect(self, token: str) -> Any:
+        self.calls["IntrospectToken"] += 1
+        return await self._stub.IntrospectToken(
+            cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
+
+    async def _whose_token(self, refusal: grpc.aio.AioRpcError) -> errors.DomainError:
+        """config_svc answers UNAUTHENTICATED (TOKEN_INVALID) both when its
+        AuthInterceptor refuses the resolver's service token and when
+        IntrospectToken finds the caller's token unknown. Asking about the
+        resolver's own token tells them apart: it only succeeds when the
+        service token is accepted, so the refusal was about the caller's.
+        Costs a second call, on failures only."""
+        try:
+            await self._introspect(self._service_token)
+        except grpc.aio.AioRpcError as exc:
+            return domain_error(exc, "IntrospectToken")
+        return errors.Unauthenticated(refusal.details() or UNKNOWN_TOKEN)
 
     async def access_credential(self, provider: str, user: str) -> str:
         """The plaintext key. Callers must not log it or keep it beyond the cache."""
@@ -139,5 +199,5 @@ class ConfigClient:
                 cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
                 timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc) from None
+            raise domain_error(exc, "AccessCredential") from None
         return reply.api_key

@@ -49,11 +49,15 @@ class ConfigState:
     settings: Settings
     settings_msg: pb.Settings
     admin_overrides: Mapping[OverrideContext, str] = field(default_factory=dict)
+    # The database history the revision counts in (ConfigEvent.epoch); ""
+    # from a config_svc that sends none.
+    epoch: str = ""
 
     @classmethod
-    def from_snapshot(cls, revision: int, snap: cs.ConfigSnapshot) -> ConfigState:
+    def from_snapshot(cls, revision: int, snap: cs.ConfigSnapshot, epoch: str = "") -> ConfigState:
         return cls(
             revision=revision,
+            epoch=epoch,
             provider_msgs=MappingProxyType({p.name: p for p in snap.providers}),
             model_msgs=MappingProxyType({m.name: m for m in snap.models}),
             providers=MappingProxyType({p.name: from_config.provider(p) for p in snap.providers}),
@@ -65,17 +69,33 @@ class ConfigState:
         )
 
 
+class EpochChanged(ValueError):
+    """A change event from another database history than the state's (the
+    database was restored, say): its revisions say nothing about ours, so
+    only a fresh snapshot can bring the watcher back."""
+
+
+def check_epoch(state: ConfigState, event: cs.ConfigEvent) -> None:
+    """EpochChanged unless ``event`` counts revisions in the state's history."""
+    if event.epoch != state.epoch:
+        raise EpochChanged(f"change event at revision {event.revision} is from epoch {event.epoch!r}, "
+                           f"the applied state from {state.epoch!r}")
+
+
 def apply(state: ConfigState | None, event: cs.ConfigEvent) -> tuple[ConfigState, Invalidations] | None:
     """The state after ``event``, and what it invalidates.
 
     None when the event changes nothing: a repeat of a revision already
     applied (resuming may overlap). A change event without a state to apply
-    it to is a protocol error (ValueError): the watcher must resync.
+    it to is a protocol error (ValueError), and one from another epoch is
+    EpochChanged: either way the watcher must resync from a snapshot.
     """
     if event.HasField("snapshot"):
-        return ConfigState.from_snapshot(event.revision, event.snapshot), Invalidations(everything=True)
+        return (ConfigState.from_snapshot(event.revision, event.snapshot, event.epoch),
+                Invalidations(everything=True))
     if state is None:
         raise ValueError(f"change event at revision {event.revision} before any snapshot")
+    check_epoch(state, event)
     if event.revision <= state.revision:
         return None
     return _apply_changes(state, event.revision, event.changes)
@@ -126,6 +146,7 @@ def _apply_changes(state: ConfigState, revision: int,
 
     new_state = ConfigState(
         revision=revision,
+        epoch=state.epoch,
         provider_msgs=MappingProxyType(provider_msgs),
         model_msgs=MappingProxyType(model_msgs),
         providers=MappingProxyType(providers),

@@ -24,7 +24,7 @@ def ignore_lookup(cache: str, hit: bool) -> None:
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, Hashable, Iterator, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -35,7 +35,7 @@ Clock = Callable[[], float]
 
 @dataclass
 class _Entry(Generic[V]):
-    value: V
+    value: V = field(repr=False)  # may be a plaintext key (CredentialCache)
     stored_at: float
 
 

@@ -136,9 +136,14 @@ async def build_server(settings: Settings, *,
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: rpc.Health, settings: Settings) -> None:
-    snapshot.set_ambient_aws(await ambient.check_once() if settings.ambient_aws else False)
+    def record(found: ambient.AmbientAws) -> None:
+        snapshot.set_ambient_aws(found.available, found.region)
+
+    # Without the check, bearer tokens still take the environment's region.
+    record(await ambient.check_once() if settings.ambient_aws
+           else ambient.AmbientAws(credentials=False, region=ambient.env_region()))
     await snapshot.ready.wait()
     await health.set_serving(True)
     log.info("resolver_svc serving", revision=snapshot.revision)
     if settings.ambient_aws:
-        await ambient.keep_checking(snapshot.set_ambient_aws, settings.ambient_aws_refresh_seconds)
+        await ambient.keep_checking(record, settings.ambient_aws_refresh_seconds)

@@ -21,7 +21,9 @@ from google.protobuf.message import Message
 from core import convert, rules
 from core.errors import InvalidArgument
 from core.rpc import current_principal, resolve_user
+from core.domain import Principal
 from core.rules import ConfigView, UserView
+from core.validation import validate_user
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from resolver_svc import to_pb
@@ -64,6 +66,16 @@ class AnswerMemo:
         return answer
 
 
+def user_for(principal: Principal, requested_user: str) -> str:
+    """core.rpc.resolve_user, then the name checked as config_svc checks it
+    (INVALID_ARGUMENT on `user`): a name config_svc would refuse must fail
+    here as the caller's mistake, before any fetch, not come back from
+    config_svc as the resolver's own (INTERNAL)."""
+    user = resolve_user(principal, requested_user)
+    validate_user(user, "user")
+    return user
+
+
 class ResolverServicer(rs_grpc.ResolverServiceServicer):
     def __init__(self, snapshot: Snapshot, users: UserCache, credentials: CredentialCache) -> None:
         self.snapshot = snapshot
@@ -76,7 +88,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         the call is about: a member's own, or the one a service or admin
         names (PERMISSION_DENIED OTHER_USER for a member naming someone else)."""
         loaded = self.snapshot.current()
-        user = resolve_user(current_principal(), requested_user)
+        user = user_for(current_principal(), requested_user)
         user_view = self.users.cached(user) or await self.users.get(user)
         return loaded, user_view
 

@@ -46,6 +46,7 @@ class Snapshot:
     def __init__(self) -> None:
         self._state: ConfigState | None = None
         self._ambient_aws: bool | None = None  # None: not checked yet
+        self._aws_region: str | None = None
         self._loaded: Loaded | None = None
         self.ready = asyncio.Event()
 
@@ -53,6 +54,11 @@ class Snapshot:
     def revision(self) -> int:
         """The last applied revision; 0 before the first snapshot."""
         return self._state.revision if self._state is not None else 0
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the last applied snapshot or event; "" before the first."""
+        return self._state.epoch if self._state is not None else ""
 
     @property
     def loaded(self) -> Loaded | None:
@@ -68,10 +74,12 @@ class Snapshot:
 
     def apply(self, event: cs.ConfigEvent) -> Invalidations | None:
         """Apply one watch event; None when it was a repeat. Raises ValueError
-        when it cannot be applied (the caller resyncs)."""
+        when it cannot be applied, config_state.EpochChanged when it is from
+        another epoch (either way the caller resyncs from a snapshot)."""
         if self._state is not None and not event.HasField("snapshot") and not event.changes:
             # A revision that changed no configuration (a token write, say):
             # only the revision moves, the view is kept.
+            config_state.check_epoch(self._state, event)
             if event.revision <= self._state.revision:
                 return None
             self._state = dataclasses.replace(self._state, revision=event.revision)
@@ -85,8 +93,17 @@ class Snapshot:
         self._publish()
         return invalidations
 
-    def set_ambient_aws(self, available: bool) -> None:
-        """Record the latest ambient AWS check; rebuilds the view when it changed."""
+    @property
+    def aws_region(self) -> str | None:
+        """The region the last ambient AWS check found (see resolver_svc.ambient):
+        bedrock requests without a region of their own use this one, so what
+        the check reported usable is what the call uses."""
+        return self._aws_region
+
+    def set_ambient_aws(self, available: bool, region: str | None = None) -> None:
+        """Record the latest ambient AWS check; rebuilds the view when
+        availability changed."""
+        self._aws_region = region
         if available == self._ambient_aws:
             return
         self._ambient_aws = available

@@ -1,7 +1,9 @@
 """Keeps the snapshot current: one WatchConfig stream at a time, reopened
 with exponential backoff and jitter whenever it ends, resuming after the last
-applied revision (config_svc answers with a fresh snapshot when it cannot
-resume).
+applied revision of the last applied epoch (config_svc answers with a fresh
+snapshot when it cannot resume, or its database has another epoch, e.g.
+after a restore). A change event from another epoch than the applied state's
+is never applied: the watcher reopens the stream asking for a snapshot.
 
 Between streams nothing changes: resolution keeps answering from the last
 snapshot (static stability).
@@ -19,7 +21,7 @@ import structlog
 from core.errors import DomainError
 from modelplane.v1 import config_service_pb2 as cs
 from resolver_svc.config_client import ConfigClient, ConfigUnreachable
-from resolver_svc.config_state import Invalidations
+from resolver_svc.config_state import EpochChanged, Invalidations
 from resolver_svc.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
@@ -51,11 +53,12 @@ class ConfigWatcher:
         need_snapshot = False
         while True:
             after = 0 if need_snapshot else self._snapshot.revision
+            epoch = self._snapshot.epoch
             need_snapshot = False
             opened = time.monotonic()
             self.streams_opened += 1
             try:
-                async for event in self._client.watch(after):
+                async for event in self._client.watch(after, epoch):
                     self._apply(event)
                     if not self.connected:
                         self.connected = True
@@ -72,6 +75,9 @@ class ConfigWatcher:
                     log.warning("config_svc unreachable; no snapshot yet, not serving", error=exc.message)
             except DomainError as exc:  # e.g. the service token was revoked: needs an operator
                 log.error("config watch refused", reason=exc.reason, error=exc.message)
+            except EpochChanged as exc:
+                log.warning("config history changed (new epoch); resyncing from a snapshot", error=str(exc))
+                need_snapshot = True
             except Exception:
                 # An event we could not apply: start over from a full snapshot
                 # rather than run on state that may have skipped a change.

@@ -12,6 +12,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -572,3 +573,69 @@ async def test_bad_requests_name_the_field(cfg: ConfigHarness, chat: ChatStack) 
             pass
     assert error_reason(info.value) == "INVALID_FIELD"
 
+
+
+async def test_caller_mistakes_are_invalid_argument_not_internal(cfg: ConfigHarness, chat: ChatStack) -> None:
+    """Input config_svc would refuse, or that would crash a parser, is the
+    caller's mistake (INVALID_ARGUMENT naming the field), never INTERNAL."""
+    service = await cfg.md(Role.SERVICE, "agent-runner")
+    for bad in (" bob", "b" * 300, "bo\x07b", "bob\n"):
+        err = await rpc_error(chat.stub.Chat(ask(user=bad), metadata=service))
+        assert (err.code(), violations(err)) == (grpc.StatusCode.INVALID_ARGUMENT, ["user"]), repr(bad)
+        err = await rpc_error(chat.stub.ResolveModel(
+            rs.ResolveModelRequest(user=bad, context=pb.OVERRIDE_CONTEXT_ROOT), metadata=cfg.admin))
+        assert (err.code(), violations(err)) == (grpc.StatusCode.INVALID_ARGUMENT, ["user"]), repr(bad)
+        err = await rpc_error(chat.stub.ListAvailableModels(rs.ListAvailableModelsRequest(user=bad),
+                                                            metadata=service))
+        assert (err.code(), violations(err)) == (grpc.StatusCode.INVALID_ARGUMENT, ["user"]), repr(bad)
+
+    alice = await cfg.md(Role.MEMBER, "alice")
+    deep = "[" * 200_000  # json.loads: RecursionError
+    huge = json.dumps({"text": "x" * 1_000_001})
+    request = ask(
+        rs.ChatMessage(role=rs.CHAT_ROLE_USER, text="hi"),
+        rs.ChatMessage(role=rs.CHAT_ROLE_ASSISTANT, tool_calls=[
+            rs.ToolCall(id="c1", name="get_weather", arguments_json=deep),
+            rs.ToolCall(id="c2", name="get_weather", arguments_json=huge),
+            rs.ToolCall(id="c3", name="get_weather\n", arguments_json="{}")]),
+        tools=(rs.ToolDefinition(name="get_weather\n"),))
+    err = await rpc_error(chat.stub.Chat(request, metadata=alice))
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert violations(err) == ["messages[1].tool_calls[0].arguments_json",
+                               "messages[1].tool_calls[1].arguments_json",
+                               "messages[1].tool_calls[2].name", "tools[0].name"]
+
+
+async def test_ambient_bedrock_uses_the_region_the_check_found(
+        cfg: ConfigHarness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The region only in the AWS profile: the ambient check counts it, so
+    the call must sign with it too (not fail as the caller's bad request).
+    No region anywhere: bedrock without a key is unusable, never AMBIENT_AWS."""
+    region = "eu-west-3"
+    ambient_aws_env(monkeypatch)
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    profile = tmp_path / "aws-config"
+    profile.write_text(f"[default]\nregion = {region}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(profile))
+    async with (FakeUpstream.start("bedrock", api_key=None, region=region) as fake,
+                start_chat_stack(cfg, ambient_aws=True) as stack):
+        await add_provider(cfg, fake, "up", api_key="")
+        await add_model(cfg, "up", "m1", IDENTIFIERS["bedrock"])
+        alice = await cfg.md(Role.MEMBER, "alice")
+        resolved = await wait_for_model(stack, alice, "m1")
+        assert resolved.credential == cs.CREDENTIAL_SOURCE_AMBIENT_AWS
+        fake.script(Canned(text="Bonjour."))
+        assert (await stack.stub.Chat(ask(), metadata=alice)).text == "Bonjour."
+        assert f"/{region}/bedrock/aws4_request" in fake.requests[-1].headers["authorization"]
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-such-config"))
+    async with (FakeUpstream.start("bedrock", api_key=None) as fake,
+                start_chat_stack(cfg, ambient_aws=True) as stack):
+        await add_provider(cfg, fake, "up2", api_key="")
+        credential = await eventually(lambda: stack.stub.ResolveCredential(
+            rs.ResolveCredentialRequest(provider="up2"), metadata=alice))
+        assert (credential.source, credential.fixable_by) == (cs.CREDENTIAL_SOURCE_UNAVAILABLE, rs.FIXABLE_BY_ADMIN)
+        err = await rpc_error(stack.stub.Chat(ask(), metadata=alice))
+        assert (err.code(), error_reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_USABLE_MODEL")
+        assert not fake.requests

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 
 import grpc
+import grpc.aio
 import pytest
+from google.protobuf import field_mask_pb2
 
 from core.domain import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
-from tests.e2e.test_chat import ChatStack, add_model, add_provider, chat, rpc_error, set_settings
+from tests.e2e.test_chat import ChatStack, add_model, add_provider, chat, rpc_error, set_settings, violations
 from tests.fakes import KINDS, FakeUpstream
 from tests.harness import ConfigHarness, Metadata
 from tests.resolver_harness import error_reason, eventually, free_port
@@ -66,6 +68,18 @@ async def test_failures_are_reported_not_raised(cfg: ConfigHarness, chat: ChatSt
     assert got.error.startswith("gone: upstream connection failed")
 
 
+async def refused(chat: ChatStack, md: Metadata, code: grpc.StatusCode, reason: str,
+                  **kw: object) -> grpc.aio.AioRpcError:
+    """The probe's error once the resolver's snapshot has caught up with the
+    configuration the test just wrote."""
+    async def check() -> grpc.aio.AioRpcError:
+        err = await rpc_error(chat.stub.ProbeProvider(rs.ProbeProviderRequest(**kw),  # type: ignore[arg-type]
+                                                      metadata=md))
+        assert (err.code(), error_reason(err)) == (code, reason), err.details()
+        return err
+    return await eventually(check)
+
+
 async def test_who_may_probe_with_which_key(cfg: ConfigHarness, chat: ChatStack) -> None:
     async with FakeUpstream.start("anthropic", api_key="sk-ant-alice-own-0123456789") as fake:
         await add_provider(cfg, fake, "claude", api_key="sk-ant-central-0123456789")
@@ -83,11 +97,13 @@ async def test_who_may_probe_with_which_key(cfg: ConfigHarness, chat: ChatStack)
 
         # The central key is not the one this upstream accepts; alice's own is.
         assert not (await probe(chat, cfg.admin, "claude")).authenticated
-        err = await rpc_error(chat.stub.ProbeProvider(
-            rs.ProbeProviderRequest(provider="claude", use_own_key=True), metadata=alice))
-        assert (err.code(), error_reason(err)) == (grpc.StatusCode.NOT_FOUND, "USER_KEY_NOT_FOUND")
+        # BYOK is off: there is no own key to probe with.
+        await refused(chat, alice, grpc.StatusCode.FAILED_PRECONDITION, "BYOK_DISABLED",
+                      provider="claude", use_own_key=True)
 
         await set_settings(cfg, byok_enabled=True)
+        await refused(chat, alice, grpc.StatusCode.FAILED_PRECONDITION, "USER_KEY_REQUIRED",
+                      provider="claude", use_own_key=True)
         await cfg.stub.SetUserKey(cs.SetUserKeyRequest(provider="claude", api_key=fake.api_key or ""),
                                   metadata=alice)
         got = await probe(chat, alice, "claude", use_own_key=True)
@@ -95,3 +111,54 @@ async def test_who_may_probe_with_which_key(cfg: ConfigHarness, chat: ChatStack)
         assert fake.requests[-1].headers["x-api-key"] == fake.api_key
         got = await probe(chat, service, "claude", use_own_key=True, user="alice")
         assert got.authenticated
+        # A service names the user; a name config_svc would refuse is the caller's mistake.
+        for bad in (" alice", "a" * 300, "al\x00ice"):
+            err = await rpc_error(chat.stub.ProbeProvider(
+                rs.ProbeProviderRequest(provider="claude", use_own_key=True, user=bad), metadata=service))
+            assert (err.code(), violations(err)) == (grpc.StatusCode.INVALID_ARGUMENT, ["user"]), bad
+
+
+async def test_own_key_follows_the_key_policy_and_is_never_an_admins(cfg: ConfigHarness, chat: ChatStack) -> None:
+    """A saved personal key is only probed with where a chat would use it,
+    and only by its owner (or a service acting for them): never by an admin."""
+    async with FakeUpstream.start("anthropic", api_key="sk-ant-alice-own-0123456789") as fake:
+        await add_provider(cfg, fake, "claude", api_key="sk-ant-central-0123456789")
+        alice = await cfg.md(Role.MEMBER, "alice")
+        service = await cfg.md(Role.SERVICE, "agent-runner")
+        await set_settings(cfg, byok_enabled=True)
+        await cfg.stub.SetUserKey(cs.SetUserKeyRequest(provider="claude", api_key=fake.api_key or ""),
+                                  metadata=alice)
+        assert (await probe(chat, alice, "claude", use_own_key=True)).authenticated
+        sent = len(fake.requests)
+
+        # An admin does not hold alice's key, whatever user they name.
+        for user in ("alice", ""):
+            err = await rpc_error(chat.stub.ProbeProvider(
+                rs.ProbeProviderRequest(provider="claude", use_own_key=True, user=user), metadata=cfg.admin))
+            assert (err.code(), error_reason(err)) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_FORBIDDEN")
+        assert len(fake.requests) == sent
+
+        # The provider stops accepting personal keys: the saved one is ignored.
+        await cfg.stub.UpdateProvider(cs.UpdateProviderRequest(
+            provider=pb.Provider(name="claude", key_policy=pb.KeyPolicy(
+                central_key_enabled=True, allow_user_keys=False, central_key_fallback=False)),
+            update_mask=field_mask_pb2.FieldMask(paths=["key_policy"])), metadata=cfg.admin)
+        await refused(chat, alice, grpc.StatusCode.FAILED_PRECONDITION, "USER_KEYS_NOT_ALLOWED",
+                      provider="claude", use_own_key=True)
+        sent = len(fake.requests)  # (earlier attempts may predate the resolver seeing the change)
+        await refused(chat, service, grpc.StatusCode.FAILED_PRECONDITION, "USER_KEYS_NOT_ALLOWED",
+                      provider="claude", use_own_key=True, user="alice")
+        assert len(fake.requests) == sent
+
+        # BYOK switched off: saved keys are ignored, so not probed with either.
+        await cfg.stub.UpdateProvider(cs.UpdateProviderRequest(
+            provider=pb.Provider(name="claude", key_policy=pb.KeyPolicy(
+                central_key_enabled=True, allow_user_keys=True, central_key_fallback=True)),
+            update_mask=field_mask_pb2.FieldMask(paths=["key_policy"])), metadata=cfg.admin)
+        await set_settings(cfg, byok_enabled=False)
+        await refused(chat, alice, grpc.StatusCode.FAILED_PRECONDITION, "BYOK_DISABLED",
+                      provider="claude", use_own_key=True)
+        sent = len(fake.requests)
+        await refused(chat, service, grpc.StatusCode.FAILED_PRECONDITION, "BYOK_DISABLED",
+                      provider="claude", use_own_key=True, user="alice")
+        assert len(fake.requests) == sent

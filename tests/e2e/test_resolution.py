@@ -232,3 +232,23 @@ async def test_hot_path_makes_no_config_calls(stack: Stack) -> None:
         await stack.resolver.key_status(alice)
         await stack.resolver.credential(alice, "anthropic")
     assert stack.resolver.server.config_calls() == before
+
+
+async def test_a_refused_service_token_is_the_resolvers_fault_not_the_callers(stack: Stack) -> None:
+    """config_svc refusing the resolver's own token is UNAVAILABLE for
+    callers (an operator must fix it), never UNAUTHENTICATED, which would
+    make a client throw away a good token. Only config_svc's verdict about
+    the caller's token is UNAUTHENTICATED."""
+    cfg = stack.cfg
+    await seed(cfg)
+    unknown = (("authorization", f"Bearer {tokens.mint().token}"),)  # well-formed, never stored
+    err = await failure(stack.resolver.resolve_model(unknown))
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+    await cfg.stub.RevokeApiToken(cs.RevokeApiTokenRequest(id=tokens.parse(stack.service_token)[0]),
+                                  metadata=cfg.admin)
+    alice = await cfg.md(Role.MEMBER, "alice")  # a good token the resolver has not verified yet
+    for md in (alice, unknown):
+        err = await failure(stack.resolver.resolve_model(md))
+        assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAVAILABLE, "CONFIG_UNAVAILABLE")
+        assert "RESOLVER_SERVICE_TOKEN" in (err.details() or "")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 
 from core import rules
@@ -11,6 +15,7 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from resolver_svc import config_state
 from resolver_svc.snapshot import Snapshot
+from resolver_svc.watcher import ConfigWatcher
 
 
 def provider(name: str, *, key: bool = True, enabled: bool = True, type: int = pb.PROVIDER_TYPE_ANTHROPIC,
@@ -143,3 +148,77 @@ def test_an_event_without_changes_moves_only_the_revision() -> None:
     assert snap.current().view is view  # nothing to rebuild
     assert snap.apply(cs.ConfigEvent(revision=6)) is None  # older: ignored
     assert snap.current().state.revision == 7
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def test_the_epoch_is_remembered_and_a_change_from_another_epoch_is_refused() -> None:
+    first = snapshot_event(5)
+    first.epoch = "epoch-a"
+    snap = loaded(first)
+    assert (snap.revision, snap.epoch) == (5, "epoch-a")
+
+    same = changes(6, cs.ConfigChange(deleted_model="haiku"))
+    same.epoch = "epoch-a"
+    snap.apply(same)
+    assert (snap.revision, snap.epoch) == (6, "epoch-a") and "haiku" not in snap.current().state.models
+
+    # A restored database counts revisions in another history: neither a
+    # change nor a config-less revision from it may be applied, even one
+    # that looks like a repeat.
+    for revision, items in ((7, (cs.ConfigChange(deleted_model="opus"),)), (9, ()), (3, ())):
+        other = changes(revision, *items)
+        other.epoch = "epoch-b"
+        with pytest.raises(config_state.EpochChanged):
+            snap.apply(other)
+        assert (snap.revision, snap.epoch) == (6, "epoch-a") and "opus" in snap.current().state.models
+
+    # The fresh snapshot of the new epoch replaces everything, even at a lower revision.
+    restored = snapshot_event(4)
+    restored.epoch = "epoch-b"
+    assert snap.apply(restored) == config_state.Invalidations(everything=True)
+    assert (snap.revision, snap.epoch) == (4, "epoch-b") and "haiku" in snap.current().state.models
+
+
+class FakeConfigClient:
+    """Streams scripted events per WatchConfig call and records each call's
+    (after_revision, epoch)."""
+
+    address = "fake"
+
+    def __init__(self, *streams: list[cs.ConfigEvent]) -> None:
+        self.streams = list(streams)
+        self.calls: list[tuple[int, str]] = []
+        self.done = asyncio.Event()
+
+    async def watch(self, after_revision: int, epoch: str = "") -> AsyncIterator[cs.ConfigEvent]:
+        self.calls.append((after_revision, epoch))
+        if not self.streams:
+            self.done.set()
+            await asyncio.Event().wait()  # stay open
+        for event in self.streams.pop(0):
+            yield event
+
+
+async def test_the_watcher_resumes_within_its_epoch_and_resyncs_on_another() -> None:
+    first = snapshot_event(5)
+    first.epoch = "epoch-a"
+    foreign = changes(6, cs.ConfigChange(deleted_model="opus"))
+    foreign.epoch = "epoch-b"
+    restored = snapshot_event(2)
+    restored.epoch = "epoch-b"
+    client = FakeConfigClient([first], [foreign], [restored])
+    snap = loaded()
+    watcher = ConfigWatcher(client, snap, [], reconnect_initial_seconds=0.001,  # type: ignore[arg-type]
+                            reconnect_max_seconds=0.002)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait_for(client.done.wait(), 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Resume after 5 of epoch-a; the foreign change is not applied, a snapshot is asked for.
+    assert client.calls == [(0, ""), (5, "epoch-a"), (0, "epoch-a"), (2, "epoch-b")]
+    assert (snap.revision, snap.epoch) == (2, "epoch-b") and "opus" in snap.current().state.models

@@ -187,7 +187,7 @@ class AnthropicMessagesProtocol:
             headers["x-api-key"] = target.api_key
         return headers
 
-    def parse_response(self, body: bytes, request_id: str | None) -> ChatResult:
+    def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
         data = loads_object(body)
         text: list[str] = []
         reasoning: list[str] = []

@@ -207,7 +207,7 @@ class BedrockConverseProtocol:
             )
         return WireRequest(method, url, headers, body, sigv4=(SIGNING_NAME, target.region))
 
-    def parse_response(self, body: bytes, request_id: str | None) -> ChatResult:
+    def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
         data = loads_object(body)
         text: list[str] = []
         reasoning: list[str] = []

@@ -113,7 +113,7 @@ class UpstreamClient:
         protocol = protocol_for(target)
         wire = protocol.build_request(target, messages, tools, stream=False)
         _, headers, body = await self._unary(wire, protocol, target, deadline)
-        return protocol.parse_response(body, _request_id(headers))
+        return protocol.parse_response(body, _request_id(headers), target)
 
     async def list_models(self, target: UpstreamTarget, deadline: float | None = None) -> list[str]:
         protocol = protocol_for(target)

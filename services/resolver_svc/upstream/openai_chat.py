@@ -196,7 +196,7 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
             json_body(body),
         )
 
-    def parse_response(self, body: bytes, request_id: str | None) -> ChatResult:
+    def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
         data = loads_object(body)
         choices = data.get("choices") or [{}]
         choice = choices[0]

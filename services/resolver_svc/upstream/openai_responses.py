@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from resolver_svc.upstream import openai_common
-from resolver_svc.upstream.errors import UpstreamError
+from resolver_svc.upstream.errors import ErrorKind, UpstreamError, looks_like_context_too_long
 from resolver_svc.upstream.openai_common import int_field
 from resolver_svc.upstream.protocol import (
     MappingContext,
@@ -116,8 +116,38 @@ def _finish(response: Mapping[str, Any], saw_tool_call: bool) -> FinishReason:
     return "other"
 
 
+# A response with status "failed" (unary, or a response.failed event) names
+# its cause in error.code. Most causes are the request's (invalid_prompt, an
+# image it cannot read) and fail again the same way: only a server-side cause
+# is worth another attempt.
+_FAILED_RETRYABLE: Final = frozenset({"server_error", "overloaded"})
+
+
 def _failed(response: Mapping[str, Any], target: UpstreamTarget) -> UpstreamError:
-    return openai_common.in_stream_error(response.get("error") or {"message": "response failed"}, target)
+    """The error of a failed response, classified by its code; the message is
+    scrubbed of the request's key whatever shape the key has."""
+    error = response.get("error")
+    if not isinstance(error, Mapping):
+        error = {}
+    raw = error.get("code") or error.get("type")
+    code = str(raw) if raw else None
+    message = str(error.get("message") or "response failed")
+    code_l = (code or "").lower()
+    kind: ErrorKind
+    if code_l == "server_error":
+        kind = "unavailable"
+    elif "overloaded" in code_l:
+        kind = "overloaded"
+    elif code_l == "insufficient_quota":
+        kind = "insufficient_quota"
+    elif "rate_limit" in code_l:
+        kind = "rate_limited"
+    elif looks_like_context_too_long(code, message):
+        kind = "context_too_long"
+    else:
+        kind = "bad_request"
+    return UpstreamError(kind, message, provider_code=code, should_retry=code_l in _FAILED_RETRYABLE,
+                         secrets=(target.api_key,))
 
 
 class OpenAIResponsesProtocol(openai_common.OpenAIShared):
@@ -149,7 +179,7 @@ class OpenAIResponsesProtocol(openai_common.OpenAIShared):
             json_body(body),
         )
 
-    def parse_response(self, body: bytes, request_id: str | None) -> ChatResult:
+    def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
         data = loads_object(body)
         text: list[str] = []
         reasoning: list[str] = []
@@ -172,7 +202,7 @@ class OpenAIResponsesProtocol(openai_common.OpenAIShared):
                     )
                 )
         if data.get("status") == "failed":
-            raise UpstreamError("unavailable", str((data.get("error") or {}).get("message")))
+            raise _failed(data, target)
         return ChatResult(
             text="".join(text),
             reasoning="\n\n".join(reasoning),

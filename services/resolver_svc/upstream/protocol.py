@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from resolver_svc.upstream.errors import UpstreamError
@@ -27,7 +27,8 @@ from resolver_svc.upstream.types import (
 class WireRequest:
     method: str
     url: str
-    headers: Mapping[str, str]
+    # Not in the repr: the headers carry the key (Authorization, x-api-key, api-key).
+    headers: Mapping[str, str] = field(repr=False)
     body: bytes | None = None
     # Set when the request must be signed with AWS SigV4 (bedrock, ambient
     # credentials): (service signing name, region).
@@ -59,7 +60,10 @@ class WireProtocol(Protocol):
         stream: bool,
     ) -> WireRequest: ...
 
-    def parse_response(self, body: bytes, request_id: str | None) -> ChatResult: ...
+    def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
+        """A 200 reply as a result. Raises UpstreamError for a failure
+        inside it, with secrets=(target.api_key,) like every error built
+        from the provider's words, so the request's key is always scrubbed."""
 
     def stream_parser(self, target: UpstreamTarget) -> StreamParser: ...
 

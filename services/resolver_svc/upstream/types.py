@@ -88,12 +88,14 @@ class UpstreamTarget:
     """Where and as whom to call, already resolved by the resolver.
 
     base_url is the effective URL (defaults applied). For bedrock, api_key is
-    the bearer token; None means ambient AWS credentials (SigV4).
+    the bearer token; None means ambient AWS credentials (SigV4). The key is
+    left out of the repr, so logging a target (or anything holding one, such
+    as the resolver's ChatCall) never prints it.
     """
 
     provider_type: str
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     region: str | None
     model_identifier: str
     options: ModelOptions = field(default_factory=ModelOptions)

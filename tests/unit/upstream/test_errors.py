@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from resolver_svc.upstream import UpstreamClient, UpstreamError, collect, scrub
+from resolver_svc.upstream import UpstreamClient, UpstreamError, UpstreamTarget, collect, scrub
+from resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
 from tests.fakes import Canned, Fail, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, target_for
 
@@ -157,3 +160,52 @@ async def test_responses_error_event(client: UpstreamClient) -> None:
             await collect(client.stream(target_for(fake), CONVERSATION))
     assert info.value.kind == "unavailable"
     assert "server had an error" in info.value.message
+
+
+AZURE_KEY = "0123456789abcdef0123456789abcdef"  # 32 hex: no credential pattern knows this shape
+
+
+def _azure_target() -> UpstreamTarget:
+    return UpstreamTarget(provider_type="azure-openai", base_url="https://x.openai.azure.com/openai/v1",
+                          api_key=AZURE_KEY, region=None, model_identifier="dep")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "kind", "retryable"),
+    [
+        ("invalid_prompt", "Your prompt was flagged", "bad_request", False),
+        ("invalid_image", "The image could not be read", "bad_request", False),
+        ("context_length_exceeded", "Input exceeds the context window", "context_too_long", False),
+        ("rate_limit_exceeded", "Slow down", "rate_limited", False),
+        ("server_error", "The server had an error", "unavailable", True),
+        ("overloaded", "Try again later", "overloaded", True),
+        (None, "response failed", "bad_request", False),
+    ],
+)
+def test_a_failed_responses_reply_is_classed_by_its_code_and_scrubbed(
+    code: str | None, message: str, kind: str, retryable: bool
+) -> None:
+    """status "failed" in a 200 reply (unary) and response.failed (stream)
+    alike: classed by error.code, and the request's own key scrubbed from the
+    message even when it has no credential-shaped prefix."""
+    protocol = OpenAIResponsesProtocol()
+    target = _azure_target()
+    error = {"code": code, "message": f"{message} (key {AZURE_KEY})"}
+    body = json.dumps({"id": "resp_1", "status": "failed", "error": error, "output": []}).encode()
+    with pytest.raises(UpstreamError) as unary:
+        protocol.parse_response(body, None, target)
+    event = json.dumps({"type": "response.failed", "response": {"status": "failed", "error": error}})
+    with pytest.raises(UpstreamError) as streamed:
+        protocol.stream_parser(target).feed(f"data: {event}\n\n".encode())
+    for info in (unary, streamed):
+        assert (info.value.kind, info.value.retryable) == (kind, retryable)
+        assert AZURE_KEY not in info.value.message and AZURE_KEY not in str(info.value)
+        assert info.value.message.startswith(message)
+
+
+def test_targets_and_wire_requests_never_print_the_key() -> None:
+    target = _azure_target()
+    assert AZURE_KEY not in repr(target) and AZURE_KEY not in str(target)
+    wire = OpenAIResponsesProtocol().build_request(target, CONVERSATION, [], stream=False)
+    assert wire.headers["api-key"] == AZURE_KEY
+    assert AZURE_KEY not in repr(wire)
