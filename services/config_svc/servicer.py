@@ -25,7 +25,7 @@ from core.domain import (
     ProviderType,
     Role,
 )
-from core.errors import FieldViolation, InvalidArgument, Unauthenticated
+from core.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from core.rpc import current_principal, require, resolve_user
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
@@ -384,7 +384,12 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
     async def IntrospectToken(self, request: cs.IntrospectTokenRequest,
                               context: Context) -> pb.ApiToken:
         require(current_principal(), SERVICE)
-        token = await authenticate(self.store, request.token)
+        try:
+            token = await authenticate(self.store, request.token)
+        except Unauthenticated:
+            # NOT_FOUND, not UNAUTHENTICATED: this is a verdict about the token
+            # in the request, which must not read as a refusal of the caller.
+            raise NotFound("the token is unknown, malformed or revoked", reason="TOKEN_NOT_FOUND") from None
         return pb.ApiToken(id=token.token_id, role=convert.ROLE_TO_PB[token.role], subject=token.subject)
 
 

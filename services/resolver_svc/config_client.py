@@ -9,10 +9,8 @@ Whose fault an error is decides its code. UNAUTHENTICATED or
 PERMISSION_DENIED on the resolver's own calls means config_svc refused the
 resolver's service token: a server-side fault an operator must fix, which a
 caller sees as UNAVAILABLE (CONFIG_UNAVAILABLE), never as a verdict on their
-own token. Only IntrospectToken's verdict about the caller's token becomes
-UNAUTHENTICATED; since config_svc answers UNAUTHENTICATED both for that and
-for a refused service token, the resolver tells them apart by asking about
-its own token (see ConfigClient.introspect_token).
+own token. Only IntrospectToken's verdict about the caller's token (NOT_FOUND
+TOKEN_NOT_FOUND) becomes UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -160,36 +158,18 @@ class ConfigClient:
         return reply
 
     async def introspect_token(self, token: str) -> Principal:
-        """The caller's Principal; Unauthenticated only when config_svc's
-        verdict is about `token` itself (NOT_FOUND, or UNAUTHENTICATED while
-        the resolver's own token is accepted)."""
+        """The caller's Principal. NOT_FOUND is config_svc's verdict on the
+        caller's token (Unauthenticated for the caller); UNAUTHENTICATED would
+        be config_svc refusing the resolver's own token (domain_error maps it)."""
+        self.calls["IntrospectToken"] += 1
         try:
-            reply = await self._introspect(token)
+            reply = await self._stub.IntrospectToken(
+                cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 raise errors.Unauthenticated(UNKNOWN_TOKEN) from None
-            if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
-                raise await self._whose_token(exc) from None
             raise domain_error(exc, "IntrospectToken") from None
         return from_config.principal(reply)
-
-    async def _introspect(self, token: str) -> Any:
-        self.calls["IntrospectToken"] += 1
-        return await self._stub.IntrospectToken(
-            cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
-
-    async def _whose_token(self, refusal: grpc.aio.AioRpcError) -> errors.DomainError:
-        """config_svc answers UNAUTHENTICATED (TOKEN_INVALID) both when its
-        AuthInterceptor refuses the resolver's service token and when
-        IntrospectToken finds the caller's token unknown. Asking about the
-        resolver's own token tells them apart: it only succeeds when the
-        service token is accepted, so the refusal was about the caller's.
-        Costs a second call, on failures only."""
-        try:
-            await self._introspect(self._service_token)
-        except grpc.aio.AioRpcError as exc:
-            return domain_error(exc, "IntrospectToken")
-        return errors.Unauthenticated(refusal.details() or UNKNOWN_TOKEN)
 
     async def access_credential(self, provider: str, user: str) -> str:
         """The plaintext key. Callers must not log it or keep it beyond the cache."""

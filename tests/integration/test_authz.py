@@ -233,13 +233,13 @@ async def test_tokens_create_list_revoke_introspect(cfg: ConfigHarness) -> None:
     await fails(cfg.stub.GetSettings(cs.GetSettingsRequest(), metadata=carol), Code.UNAUTHENTICATED,
                 "TOKEN_INVALID")
     await fails(cfg.stub.IntrospectToken(cs.IntrospectTokenRequest(token=made.secret), metadata=service),
-                Code.UNAUTHENTICATED, "TOKEN_INVALID")
+                Code.NOT_FOUND, "TOKEN_NOT_FOUND")
     await fails(cfg.stub.IntrospectToken(cs.IntrospectTokenRequest(token="garbage"), metadata=service),
-                Code.UNAUTHENTICATED, "TOKEN_INVALID")
+                Code.NOT_FOUND, "TOKEN_NOT_FOUND")
     # A right id with a wrong secret is refused too.
     forged = f"mp_{made.token.id}_" + "B" * 43
     await fails(cfg.stub.IntrospectToken(cs.IntrospectTokenRequest(token=forged), metadata=service),
-                Code.UNAUTHENTICATED, "TOKEN_INVALID")
+                Code.NOT_FOUND, "TOKEN_NOT_FOUND")
     await fails(cfg.stub.RevokeApiToken(cs.RevokeApiTokenRequest(id="000000000000"), metadata=cfg.admin),
                 Code.NOT_FOUND, "TOKEN_NOT_FOUND")
 

@@ -446,7 +446,8 @@ class ConfigServiceServicer:
     def IntrospectToken(self, request, context):
         """IntrospectToken verifies a caller's bearer token for a resolver, which
         caches the answer and drops it on a revoked_token watch change. Service only.
-        Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+        Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
+        token in the request (UNAUTHENTICATED is only ever about the caller itself).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -145,7 +145,8 @@ class ConfigServiceStub:
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]
     """IntrospectToken verifies a caller's bearer token for a resolver, which
     caches the answer and drops it on a revoked_token watch change. Service only.
-    Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+    Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
+    token in the request (UNAUTHENTICATED is only ever about the caller itself).
     """
 
 @_typing.type_check_only
@@ -263,7 +264,8 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_config_service_pb2.IntrospectTokenRequest, _resources_pb2.ApiToken]  # type: ignore[assignment]
     """IntrospectToken verifies a caller's bearer token for a resolver, which
     caches the answer and drops it on a revoked_token watch change. Service only.
-    Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+    Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
+    token in the request (UNAUTHENTICATED is only ever about the caller itself).
     """
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -564,7 +566,8 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.ApiToken, _abc.Awaitable[_resources_pb2.ApiToken]]:
         """IntrospectToken verifies a caller's bearer token for a resolver, which
         caches the answer and drops it on a revoked_token watch change. Service only.
-        Errors: UNAUTHENTICATED (TOKEN_INVALID) for an unknown or revoked token.
+        Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
+        token in the request (UNAUTHENTICATED is only ever about the caller itself).
         """
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

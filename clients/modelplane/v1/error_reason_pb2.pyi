@@ -95,7 +95,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     CONFIG_UNAVAILABLE: _ErrorReason.ValueType  # 34
     """UNAVAILABLE: the resolver cannot reach config_svc for data it has not
-    cached yet (e.g. a user it has never seen); retry shortly.
+    cached yet (e.g. a user it has never seen), or config_svc refused the
+    resolver's own service credentials (an operator must fix
+    RESOLVER_SERVICE_TOKEN); retry shortly.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -177,6 +179,8 @@ row, or sealed with a key the keyring lacks); an operator must re-enter it.
 """
 CONFIG_UNAVAILABLE: ErrorReason.ValueType  # 34
 """UNAVAILABLE: the resolver cannot reach config_svc for data it has not
-cached yet (e.g. a user it has never seen); retry shortly.
+cached yet (e.g. a user it has never seen), or config_svc refused the
+resolver's own service credentials (an operator must fix
+RESOLVER_SERVICE_TOKEN); retry shortly.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -948,7 +948,9 @@ class ProbeProviderRequest(_message.Message):
     provider: _builtins.str
     """provider: Required."""
     use_own_key: _builtins.bool
-    """use_own_key: Optional. Probe with the caller's own key instead of the central one."""
+    """use_own_key: Optional. Probe with the caller's own key (a member's, or the
+    named user's for a service) instead of the central one. Not for admins.
+    """
     user: _builtins.str
     """user: With use_own_key: for services, the user whose key to use."""
     def __init__(

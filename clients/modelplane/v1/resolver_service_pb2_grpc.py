@@ -30,7 +30,8 @@ class ResolverServiceStub:
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     def __init__(self, channel):
@@ -81,7 +82,8 @@ class ResolverServiceServicer:
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     def ResolveCredential(self, request, context):
@@ -134,9 +136,13 @@ class ResolverServiceServicer:
 
     def ProbeProvider(self, request, context):
         """ProbeProvider lists the upstream's models with the provider's central
-        credential (or the caller's own key) and reports reachability,
-        authentication and which configured models exist there. Admin, or a
-        member with use_own_key. Errors: NOT_FOUND (provider).
+        credential (admins) or with the caller's own key (use_own_key: members
+        for themselves, services for the named user; never admins), and reports
+        reachability, authentication and which configured models exist there. The
+        own key is used only where resolution would use it. Errors: NOT_FOUND
+        (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
+        (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
+        USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +199,8 @@ class ResolverService:
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     @staticmethod

@@ -31,7 +31,8 @@ class ResolverServiceStub:
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     @_typing.overload
@@ -63,9 +64,13 @@ class ResolverServiceStub:
     """
     ProbeProvider: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ProbeProviderRequest, _resolver_service_pb2.ProbeProviderResponse]
     """ProbeProvider lists the upstream's models with the provider's central
-    credential (or the caller's own key) and reports reachability,
-    authentication and which configured models exist there. Admin, or a
-    member with use_own_key. Errors: NOT_FOUND (provider).
+    credential (admins) or with the caller's own key (use_own_key: members
+    for themselves, services for the named user; never admins), and reports
+    reachability, authentication and which configured models exist there. The
+    own key is used only where resolution would use it. Errors: NOT_FOUND
+    (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
+    (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
+    USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
     """
 
 @_typing.type_check_only
@@ -74,7 +79,8 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -103,9 +109,13 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     """
     ProbeProvider: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ProbeProviderRequest, _resolver_service_pb2.ProbeProviderResponse]  # type: ignore[assignment]
     """ProbeProvider lists the upstream's models with the provider's central
-    credential (or the caller's own key) and reports reachability,
-    authentication and which configured models exist there. Admin, or a
-    member with use_own_key. Errors: NOT_FOUND (provider).
+    credential (admins) or with the caller's own key (use_own_key: members
+    for themselves, services for the named user; never admins), and reports
+    reachability, authentication and which configured models exist there. The
+    own key is used only where resolution would use it. Errors: NOT_FOUND
+    (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
+    (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
+    USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
     """
 
 class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,7 +123,8 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
     pushed by ConfigService, and sends chats upstream. Members ask only about
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
-    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY) before the first snapshot.
+    OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
     """
 
     @_abc_1.abstractmethod
@@ -182,9 +193,13 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resolver_service_pb2.ProbeProviderResponse, _abc.Awaitable[_resolver_service_pb2.ProbeProviderResponse]]:
         """ProbeProvider lists the upstream's models with the provider's central
-        credential (or the caller's own key) and reports reachability,
-        authentication and which configured models exist there. Admin, or a
-        member with use_own_key. Errors: NOT_FOUND (provider).
+        credential (admins) or with the caller's own key (use_own_key: members
+        for themselves, services for the named user; never admins), and reports
+        reachability, authentication and which configured models exist there. The
+        own key is used only where resolution would use it. Errors: NOT_FOUND
+        (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
+        (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
+        USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
         """
 
 def add_ResolverServiceServicer_to_server(servicer: ResolverServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
