@@ -301,7 +301,8 @@ class _RequestContextHooks(_Hooks):
         self.method = method
         self.incoming_id = incoming_id
 
-    async def _begin(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[_CallRecord, float]:
+    async def _begin(self, context: grpc.aio.ServicerContext[Any, Any], *,
+                     streaming: bool) -> tuple[_CallRecord, float]:
         ok = self.incoming_id is not None and _SANE_REQUEST_ID.fullmatch(self.incoming_id)
         request_id = self.incoming_id if ok and self.incoming_id else uuid.uuid4().hex
         # peer() is read now: on a call the client has cancelled, grpc.aio
@@ -309,9 +310,12 @@ class _RequestContextHooks(_Hooks):
         record = _CallRecord(request_id, peer=context.peer())
         _call.set(record)
         structlog.contextvars.bind_contextvars(request_id=request_id, method=self.method)
-        # Initial metadata now, so a streaming client can read the id before
-        # the first message; trailing too, for clients that only look there.
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        # Streams: initial metadata now, so a client can read the id before
+        # the first message. Unary calls carry it in trailing metadata only:
+        # sending initial metadata on its own costs an extra write per call
+        # (about 0.1 ms at one caller, measured with bench/gateway.py).
+        if streaming:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         return record, time.perf_counter()
 
@@ -337,7 +341,7 @@ class _RequestContextHooks(_Hooks):
     async def around(
         self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]
     ) -> Any:
-        record, start = await self._begin(context)
+        record, start = await self._begin(context, streaming=False)
         code = grpc.StatusCode.OK
         try:
             return await call()
@@ -356,7 +360,7 @@ class _RequestContextHooks(_Hooks):
     async def stream(
         self, context: grpc.aio.ServicerContext[Any, Any], items: Callable[[], AsyncIterator[Any]]
     ) -> AsyncIterator[Any]:
-        record, start = await self._begin(context)
+        record, start = await self._begin(context, streaming=True)
         code = grpc.StatusCode.OK
         try:
             async for item in items():

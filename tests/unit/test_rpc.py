@@ -180,21 +180,21 @@ async def call_settings(h: Harness, token: str = "admin-token") -> grpc.aio.AioR
 async def test_success_returns_the_response_and_the_request_id(harness: Harness) -> None:
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth())
     assert (await call).byok_enabled
-    initial = dict(await call.initial_metadata())
     trailer = dict(await call.trailing_metadata())
-    assert initial[rpc.REQUEST_ID_KEY] == trailer[rpc.REQUEST_ID_KEY]
-    assert len(str(initial[rpc.REQUEST_ID_KEY])) == 32
+    assert len(str(trailer[rpc.REQUEST_ID_KEY])) == 32
+    # Unary calls carry it in trailing metadata only (no extra write).
+    assert rpc.REQUEST_ID_KEY not in dict(await call.initial_metadata())
     assert harness.servicer.seen == [TOKENS["admin-token"]]
 
 
 async def test_a_sane_incoming_request_id_is_kept_and_an_insane_one_replaced(harness: Harness) -> None:
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth(**{"x-request-id": "lb-1234.abc"}))
     await call
-    assert dict(await call.initial_metadata())[rpc.REQUEST_ID_KEY] == "lb-1234.abc"
+    assert dict(await call.trailing_metadata())[rpc.REQUEST_ID_KEY] == "lb-1234.abc"
     forged = "x\" level=error injected=1"
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth(**{"x-request-id": forged}))
     await call
-    assert dict(await call.initial_metadata())[rpc.REQUEST_ID_KEY] != forged
+    assert dict(await call.trailing_metadata())[rpc.REQUEST_ID_KEY] != forged
 
 
 @pytest.mark.parametrize(
@@ -476,3 +476,9 @@ def test_current_principal_outside_a_call() -> None:
         assert rpc.current_principal() is ALICE
     with pytest.raises(errors.Unauthenticated):
         rpc.current_principal()
+
+
+async def test_a_stream_sends_the_request_id_before_its_first_message(harness: Harness) -> None:
+    call = harness.stub.WatchConfig(cs.WatchConfigRequest(), metadata=auth(**{"x-request-id": "lb-stream.1"}))
+    assert dict(await call.initial_metadata())[rpc.REQUEST_ID_KEY] == "lb-stream.1"
+    call.cancel()
