@@ -84,8 +84,8 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     registry = CollectorRegistry()
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
-    server = grpc.aio.server(interceptors=[
-        metrics.RpcMetricsInterceptor(registry), *rpc.server_interceptors(auth), streams])
+    server = grpc.aio.server(interceptors=rpc.server_interceptors(
+        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, own_addresses=settings.own_addresses,
                        allow_metadata_addresses=settings.allow_metadata_addresses,

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from core.env import Env, SettingsError, env_str
 # The hook machinery of core.rpc keeps each handler's shape (coroutine or
 # async generator), which grpc.aio relies on.
-from core.rpc import _final_code, _HookInterceptor, _Hooks, _wrap
+from core.rpc import HookInterceptor, Hooks, final_code
 
 # RPC latencies span sub-millisecond snapshot reads to minute-long streamed chats.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -57,7 +57,7 @@ def _rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-class RpcMetricsInterceptor(_HookInterceptor):
+class RpcMetricsInterceptor(HookInterceptor):
     """Counts and times every call, by service, method and final status code."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -70,20 +70,12 @@ class RpcMetricsInterceptor(_HookInterceptor):
                                  "Time from the start of an RPC to its end (a whole stream for streams)",
                                  labels, buckets=RPC_BUCKETS, registry=registry)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        # Overridden rather than hooks_for: the RPC type label needs the handler.
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
-            return handler
-        service, method = _split_method(handler_call_details.method)
-        return _wrap(handler, _RpcMetricsHooks(self, (service, method, _rpc_type(handler))))
+    def hooks_for(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks:
+        service, method = _split_method(details.method)
+        return _RpcMetricsHooks(self, (service, method, _rpc_type(handler)))
 
 
-class _RpcMetricsHooks(_Hooks):
+class _RpcMetricsHooks(Hooks):
     def __init__(self, metrics: RpcMetricsInterceptor, labels: tuple[str, str, str]) -> None:
         self.metrics = metrics
         self.labels = labels
@@ -105,7 +97,7 @@ class _RpcMetricsHooks(_Hooks):
         try:
             return await call()
         except grpc.aio.AbortError:
-            code = _final_code(context)
+            code = final_code(context)
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -125,7 +117,7 @@ class _RpcMetricsHooks(_Hooks):
             async for item in items():
                 yield item
         except grpc.aio.AbortError:
-            code = _final_code(context)
+            code = final_code(context)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             code = grpc.StatusCode.CANCELLED

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import re
 import time
@@ -199,7 +200,7 @@ async def abort_with_error(context: grpc.aio.ServicerContext[Any, Any], err: err
 # or coroutines that call context.write(), and the wrapper must keep the
 # same shape, because grpc.aio decides how to drive a behaviour by its type.
 
-class _Hooks:
+class Hooks:
     """What an interceptor does around one call. `call` runs the rest of the
     chain (and the handler) and returns its result; for async-generator
     behaviours the items pass through `stream` instead."""
@@ -215,7 +216,7 @@ class _Hooks:
         return items()
 
 
-def _wrap(handler: grpc.RpcMethodHandler[Any, Any], hooks: _Hooks) -> grpc.RpcMethodHandler[Any, Any]:
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], hooks: Hooks) -> grpc.RpcMethodHandler[Any, Any]:
     behaviour: object
     factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
     if handler.unary_unary:
@@ -263,8 +264,12 @@ else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
 
 
-class _HookInterceptor(_ServerInterceptor):
-    def hooks_for(self, details: grpc.HandlerCallDetails) -> _Hooks | None:
+class HookInterceptor(_ServerInterceptor):
+    """One stage of the pipeline: the hooks it runs around a call, or None to
+    stay out of it. Usable alone as a grpc.aio interceptor too."""
+
+    def hooks_for(self, details: grpc.HandlerCallDetails,
+                  handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks | None:
         raise NotImplementedError
 
     async def intercept_service(
@@ -275,8 +280,51 @@ class _HookInterceptor(_ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
             return handler
-        hooks = self.hooks_for(handler_call_details)
+        hooks = self.hooks_for(handler_call_details, handler)
         return handler if hooks is None else _wrap(handler, hooks)
+
+
+class _Chained(Hooks):
+    """Several stages' hooks run as one, outer first."""
+
+    def __init__(self, hooks: Sequence[Hooks]) -> None:
+        self.hooks = hooks
+
+    async def around(
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        for hooks in reversed(self.hooks):
+            call = functools.partial(hooks.around, context, call)
+        return await call()
+
+    def stream(
+        self, context: grpc.aio.ServicerContext[Any, Any], items: Callable[[], AsyncIterator[Any]]
+    ) -> AsyncIterator[Any]:
+        for hooks in reversed(self.hooks):
+            items = functools.partial(hooks.stream, context, items)
+        return items()
+
+
+class Pipeline(_ServerInterceptor):
+    """The stages as ONE grpc.aio interceptor: the handler is wrapped once
+    per call instead of once per stage (each wrap rebuilds the method
+    handler; with five stages that was ~40 us a call, profiled)."""
+
+    def __init__(self, stages: Sequence[HookInterceptor]) -> None:
+        self.stages = tuple(stages)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        hooks = [h for stage in self.stages if (h := stage.hooks_for(handler_call_details, handler)) is not None]
+        if not hooks:
+            return handler
+        return _wrap(handler, hooks[0] if len(hooks) == 1 else _Chained(hooks))
 
 
 def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
@@ -289,14 +337,14 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 # -- (1) request context and the canonical log line ----------------------------------------
 
 
-class RequestContextInterceptor(_HookInterceptor):
+class RequestContextInterceptor(HookInterceptor):
     """Outermost: request id in, request id out, one log line per call."""
 
-    def hooks_for(self, details: grpc.HandlerCallDetails) -> _Hooks:
+    def hooks_for(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks:
         return _RequestContextHooks(details.method, _metadata_value(details, REQUEST_ID_KEY))
 
 
-class _RequestContextHooks(_Hooks):
+class _RequestContextHooks(Hooks):
     def __init__(self, method: str, incoming_id: str | None) -> None:
         self.method = method
         self.incoming_id = incoming_id
@@ -346,7 +394,7 @@ class _RequestContextHooks(_Hooks):
         try:
             return await call()
         except grpc.aio.AbortError:
-            code = _final_code(context)
+            code = final_code(context)
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -366,7 +414,7 @@ class _RequestContextHooks(_Hooks):
             async for item in items():
                 yield item
         except grpc.aio.AbortError:
-            code = _final_code(context)
+            code = final_code(context)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # GeneratorExit: grpc closed the stream because the client went away.
@@ -379,7 +427,7 @@ class _RequestContextHooks(_Hooks):
             self._finish(context, record, start, code)
 
 
-def _final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+def final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     code = context.code()
     # grpc.aio reports the code as the enum, or as its integer in some versions.
     if isinstance(code, grpc.StatusCode):
@@ -393,7 +441,7 @@ def _final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
 # -- (2) authentication ---------------------------------------------------------------------
 
 
-class AuthInterceptor(_HookInterceptor):
+class AuthInterceptor(HookInterceptor):
     """Reads `authorization: Bearer <token>`, asks `authenticate` for the
     Principal, and makes it `current_principal()` for the handler.
 
@@ -410,13 +458,14 @@ class AuthInterceptor(_HookInterceptor):
         service = method[: method.rfind("/") + 1]
         return method in self._public or service in self._public
 
-    def hooks_for(self, details: grpc.HandlerCallDetails) -> _Hooks | None:
+    def hooks_for(self, details: grpc.HandlerCallDetails,
+                  handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks | None:
         if self.is_public(details.method):
             return None
         return _AuthHooks(self._authenticate, _metadata_value(details, AUTHORIZATION_KEY))
 
 
-class _AuthHooks(_Hooks):
+class _AuthHooks(Hooks):
     def __init__(self, authenticate: Authenticate, header: str | None) -> None:
         self.authenticate = authenticate
         self.header = header
@@ -462,7 +511,7 @@ def bearer_token(header: str | None) -> str:
 # -- (3) error mapping ---------------------------------------------------------------------------
 
 
-class ErrorMappingInterceptor(_HookInterceptor):
+class ErrorMappingInterceptor(HookInterceptor):
     """Innermost: turns what handlers raise into statuses.
 
     translate: optional hook that converts other exception types (say the
@@ -473,11 +522,11 @@ class ErrorMappingInterceptor(_HookInterceptor):
     def __init__(self, translate: Callable[[Exception], errors.DomainError | None] | None = None) -> None:
         self._hooks = _ErrorHooks(translate)
 
-    def hooks_for(self, details: grpc.HandlerCallDetails) -> _Hooks:
+    def hooks_for(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks:
         return self._hooks
 
 
-class _ErrorHooks(_Hooks):
+class _ErrorHooks(Hooks):
     def __init__(self, translate: Callable[[Exception], errors.DomainError | None] | None) -> None:
         self.translate = translate
 
@@ -525,13 +574,19 @@ def server_interceptors(
     *,
     public_methods: Iterable[str] = PUBLIC_METHODS,
     translate: Callable[[Exception], errors.DomainError | None] | None = None,
+    outer: Sequence[HookInterceptor] = (),
+    inner: Sequence[HookInterceptor] = (),
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    """The interceptor chain, outer to inner, for grpc.aio.server(interceptors=...)."""
-    return [
+    """For grpc.aio.server(interceptors=...): one Pipeline running, outer to
+    inner, `outer` (e.g. metrics, which then also counts refused calls),
+    request context, authentication, error mapping, then `inner`."""
+    return [Pipeline([
+        *outer,
         RequestContextInterceptor(),
         AuthInterceptor(authenticate, public_methods),
         ErrorMappingInterceptor(translate),
-    ]
+        *inner,
+    ])]
 
 
 # -- authorisation helpers for servicers ------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 import grpc
 import grpc.aio
 
-from core.rpc import Health, _HookInterceptor, _Hooks
+from core.rpc import Health, HookInterceptor, Hooks
 
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 
@@ -33,7 +33,7 @@ HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 HEALTH_SETTLE_SECONDS = 0.1
 
 
-class EndlessStreams(_HookInterceptor):
+class EndlessStreams(HookInterceptor):
     """Ends the named server-streaming methods when `drain()` is called."""
 
     def __init__(self, methods: Iterable[str] = (HEALTH_WATCH,)) -> None:
@@ -47,11 +47,12 @@ class EndlessStreams(_HookInterceptor):
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    def hooks_for(self, details: grpc.HandlerCallDetails) -> _Hooks | None:
+    def hooks_for(self, details: grpc.HandlerCallDetails,
+                  handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks | None:
         return _EndOnDrain(self._draining) if details.method in self.methods else None
 
 
-class _EndOnDrain(_Hooks):
+class _EndOnDrain(Hooks):
     def __init__(self, draining: asyncio.Event) -> None:
         self.draining = draining
 

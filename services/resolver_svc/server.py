@@ -109,8 +109,8 @@ async def build_server(settings: Settings, *,
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
-    server = grpc.aio.server(interceptors=[
-        metrics.RpcMetricsInterceptor(registry), *rpc.server_interceptors(auth.authenticate), streams])
+    server = grpc.aio.server(interceptors=rpc.server_interceptors(
+        auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer: ResolverServicer = ChatServicer(snapshot, users, credentials, upstream=upstream,

@@ -272,7 +272,7 @@ async def _exercise_canary(cfg: ConfigHarness, log_stream: io.StringIO,
     await refused(stub.GetSettings(cs.GetSettingsRequest(),
                                    metadata=(("authorization", f"Bearer {user_key}"),)), Code.UNAUTHENTICATED)
     await refused(stub.IntrospectToken(cs.IntrospectTokenRequest(token=user_key), metadata=service),
-                  Code.UNAUTHENTICATED)
+                  Code.NOT_FOUND)
 
     # Every read.
     await ok(stub.GetProvider(cs.GetProviderRequest(name="canary"), metadata=cfg.admin))
