@@ -106,7 +106,10 @@ async def _first_or_drained(task: asyncio.Future[Any], draining: asyncio.Event) 
         try:
             await asyncio.wait({task, drained}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the call itself was cancelled
+            # Wait for the step to end too: the stream's source must not be
+            # running when the caller closes it (aclose() would fail).
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             raise
         finally:
             drained.cancel()
