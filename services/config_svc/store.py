@@ -94,7 +94,7 @@ def _provider(r: Mapping[str, Any]) -> Provider:
         base_url=r["base_url"],
         enabled=r["enabled"],
         key_policy=KeyPolicy(r["central_key_enabled"], r["allow_user_keys"], r["central_key_fallback"]),
-        api_key_set=r["api_key_ciphertext"] is not None,
+        api_key_set=r["api_key_set"],
         region=r["region"],
         version=r["version"],
         create_time=r["create_time"],
@@ -138,11 +138,12 @@ def _set_fields(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
 
 
-# api_key_ciphertext is selected only as a boolean: reads never carry a secret.
-PROVIDER_SELECT = f"SELECT name, type, display_name, base_url, enabled, central_key_enabled, " \
-    f"allow_user_keys, central_key_fallback, region, " \
-    f"CASE WHEN api_key_ciphertext IS NULL THEN NULL ELSE ''::bytea END AS api_key_ciphertext, " \
-    f"version, create_time, update_time FROM providers"
+# Reads never carry a secret: only whether a key is set leaves the database.
+PROVIDER_SELECT = (
+    "SELECT name, type, display_name, base_url, enabled, central_key_enabled, allow_user_keys, "
+    "central_key_fallback, region, api_key_ciphertext IS NOT NULL AS api_key_set, version, create_time, "
+    "update_time FROM providers"
+)
 MODEL_SELECT = "SELECT * FROM models"
 
 

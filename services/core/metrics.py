@@ -17,10 +17,9 @@ global one), so several servers in one test process do not collide.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -32,7 +31,7 @@ from prometheus_client.registry import Collector
 from core.env import Env, SettingsError, env_str
 # The hook machinery of core.rpc keeps each handler's shape (coroutine or
 # async generator), which grpc.aio relies on.
-from core.rpc import HookInterceptor, Hooks, final_code
+from core.rpc import CompletionHooks, HookInterceptor, Hooks
 
 # RPC latencies span sub-millisecond snapshot reads to minute-long streamed chats.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -75,58 +74,18 @@ class RpcMetricsInterceptor(HookInterceptor):
         return _RpcMetricsHooks(self, (service, method, _rpc_type(handler)))
 
 
-class _RpcMetricsHooks(Hooks):
+class _RpcMetricsHooks(CompletionHooks):
     def __init__(self, metrics: RpcMetricsInterceptor, labels: tuple[str, str, str]) -> None:
         self.metrics = metrics
         self.labels = labels
 
-    def _start(self) -> float:
+    async def begin(self, context: grpc.aio.ServicerContext[Any, Any], *, streaming: bool) -> float:
         self.metrics.started.labels(*self.labels).inc()
         return time.perf_counter()
 
-    def _finish(self, start: float, code: grpc.StatusCode) -> None:
+    def end(self, context: grpc.aio.ServicerContext[Any, Any], state: Any, code: grpc.StatusCode) -> None:
         self.metrics.handled.labels(*self.labels, code.name).inc()
-        self.metrics.latency.labels(*self.labels).observe(time.perf_counter() - start)
-
-    async def around(
-        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]
-    ) -> Any:
-        # Unary responses, and streams written with context.write().
-        start = self._start()
-        code = grpc.StatusCode.OK
-        try:
-            return await call()
-        except grpc.aio.AbortError:
-            code = final_code(context)
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            self._finish(start, code)
-
-    async def stream(
-        self, context: grpc.aio.ServicerContext[Any, Any], items: Callable[[], AsyncIterator[Any]]
-    ) -> AsyncIterator[Any]:
-        start = self._start()
-        code = grpc.StatusCode.OK
-        try:
-            async for item in items():
-                yield item
-        except grpc.aio.AbortError:
-            code = final_code(context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            self._finish(start, code)
+        self.metrics.latency.labels(*self.labels).observe(time.perf_counter() - state)
 
 
 # -- database pool -------------------------------------------------------------------------------

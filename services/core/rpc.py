@@ -216,6 +216,58 @@ class Hooks:
         return items()
 
 
+class CompletionHooks(Hooks):
+    """Hooks that need only a call's start and the status code it ended
+    with (the request log line, RPC metrics): `begin` runs first, `end` runs
+    whatever happens, with the code the caller will see."""
+
+    async def begin(self, context: grpc.aio.ServicerContext[Any, Any], *, streaming: bool) -> Any:
+        return None
+
+    def end(self, context: grpc.aio.ServicerContext[Any, Any], state: Any, code: grpc.StatusCode) -> None:
+        pass
+
+    async def around(
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        state = await self.begin(context, streaming=False)
+        code = grpc.StatusCode.OK
+        try:
+            return await call()
+        except grpc.aio.AbortError:
+            code = final_code(context)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            self.end(context, state, code)
+
+    async def stream(
+        self, context: grpc.aio.ServicerContext[Any, Any], items: Callable[[], AsyncIterator[Any]]
+    ) -> AsyncIterator[Any]:
+        state = await self.begin(context, streaming=True)
+        code = grpc.StatusCode.OK
+        try:
+            async for item in items():
+                yield item
+        except grpc.aio.AbortError:
+            code = final_code(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: grpc closed the stream because the client went away.
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            self.end(context, state, code)
+
+
 def _wrap(handler: grpc.RpcMethodHandler[Any, Any], hooks: Hooks) -> grpc.RpcMethodHandler[Any, Any]:
     behaviour: object
     factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
@@ -344,13 +396,13 @@ class RequestContextInterceptor(HookInterceptor):
         return _RequestContextHooks(details.method, _metadata_value(details, REQUEST_ID_KEY))
 
 
-class _RequestContextHooks(Hooks):
+class _RequestContextHooks(CompletionHooks):
     def __init__(self, method: str, incoming_id: str | None) -> None:
         self.method = method
         self.incoming_id = incoming_id
 
-    async def _begin(self, context: grpc.aio.ServicerContext[Any, Any], *,
-                     streaming: bool) -> tuple[_CallRecord, float]:
+    async def begin(self, context: grpc.aio.ServicerContext[Any, Any], *,
+                    streaming: bool) -> tuple[_CallRecord, float]:
         ok = self.incoming_id is not None and _SANE_REQUEST_ID.fullmatch(self.incoming_id)
         request_id = self.incoming_id if ok and self.incoming_id else uuid.uuid4().hex
         # peer() is read now: on a call the client has cancelled, grpc.aio
@@ -367,9 +419,8 @@ class _RequestContextHooks(Hooks):
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         return record, time.perf_counter()
 
-    def _finish(
-        self, context: grpc.aio.ServicerContext[Any, Any], record: _CallRecord, start: float, code: grpc.StatusCode
-    ) -> None:
+    def end(self, context: grpc.aio.ServicerContext[Any, Any], state: Any, code: grpc.StatusCode) -> None:
+        record, start = state
         principal = record.principal
         fields: dict[str, Any] = {
             "method": self.method,
@@ -385,46 +436,6 @@ class _RequestContextHooks(Hooks):
             log.error("rpc", **fields)
         else:
             log.info("rpc", **fields)
-
-    async def around(
-        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]
-    ) -> Any:
-        record, start = await self._begin(context, streaming=False)
-        code = grpc.StatusCode.OK
-        try:
-            return await call()
-        except grpc.aio.AbortError:
-            code = final_code(context)
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            self._finish(context, record, start, code)
-
-    async def stream(
-        self, context: grpc.aio.ServicerContext[Any, Any], items: Callable[[], AsyncIterator[Any]]
-    ) -> AsyncIterator[Any]:
-        record, start = await self._begin(context, streaming=True)
-        code = grpc.StatusCode.OK
-        try:
-            async for item in items():
-                yield item
-        except grpc.aio.AbortError:
-            code = final_code(context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # GeneratorExit: grpc closed the stream because the client went away.
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            self._finish(context, record, start, code)
 
 
 def final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:

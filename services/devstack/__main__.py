@@ -19,7 +19,7 @@ from typing import Callable
 
 import asyncpg
 
-from core import crypto, tokens
+from core import crypto
 
 DATABASE = "modelplane"
 
