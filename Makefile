@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PROTOS := $(wildcard proto/modelplane/v1/*.proto)
 GEN    := clients
 
-.PHONY: run test unit proto proto-check typecheck bench migrate clean
+.PHONY: run test unit proto proto-check lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m devstack
 
-test: $(STAMP) proto-check typecheck
+test: $(STAMP) proto-check lint typecheck
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --quiet services clients tests bench
 
 typecheck: $(STAMP)
 	$(PY) -m mypy services clients/modelplane

@@ -24,7 +24,6 @@ from google.protobuf.message import Message
 from modelplane import calls, render
 from modelplane.client import DEFAULT_CONFIG_ADDRESS, DEFAULT_RESOLVER_ADDRESS, TLS, ModelplaneClient
 from modelplane.errors import ModelplaneError
-from modelplane.v1 import resolver_service_pb2 as rs
 
 ENVIRONMENT = """environment:
   MODELPLANE_CONFIG_ADDR     config_svc address (default 127.0.0.1:50051)
