@@ -73,3 +73,14 @@ async def database_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[st
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+def _external_mode() -> bool:
+    return bool(os.environ.get("MODELPLANE_TEST_CONFIG_ADDR"))
+
+
+# tests/external targets services that are already running (compose's tests
+# profile; test_external_stack starts such a stack and runs them in a child
+# pytest). Without a target they have nothing to test, so they are not
+# collected rather than reported as skipped.
+collect_ignore = [] if _external_mode() else ["external"]
