@@ -75,7 +75,7 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     except BaseException:
         await pool.close()
         raise
-    broadcaster = Broadcaster(settings.database_url)
+    broadcaster = Broadcaster(settings.database_url, heartbeat_seconds=settings.watch_heartbeat_seconds)
     await broadcaster.start(store)
 
     async def auth(bearer: str) -> Principal:
@@ -85,7 +85,8 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
     server = grpc.aio.server(interceptors=rpc.server_interceptors(
-        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
+        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
+        options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, own_addresses=settings.own_addresses,
                        allow_metadata_addresses=settings.allow_metadata_addresses,
@@ -107,6 +108,17 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
     return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster)
+
+
+def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]:
+    """Accept the keepalive pings resolvers send on their quiet watch streams
+    (resolver_svc.config_client.channel_options). gRPC's server defaults
+    allow one ping without data per 5 minutes and none without a call, and
+    answer more with GOAWAY too_many_pings, which would cut every watch."""
+    return [
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(min_ping_interval_seconds * 1000))),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 async def _watch_database(store: Store, health: rpc.Health, interval: float = 2.0) -> None:

@@ -27,6 +27,14 @@ class Settings:
     tls: ServerTLS | None = None
     metrics_listen: str = ""
     shutdown_grace_seconds: float = 10.0
+    # Keepalive pings from clients (resolvers ping every
+    # RESOLVER_CONFIG_KEEPALIVE_SECONDS) are accepted this often; more often
+    # is answered with GOAWAY too_many_pings.
+    keepalive_min_ping_interval_seconds: float = 5.0
+    # A quiet WatchConfig stream sends its current revision this often;
+    # resolvers reconnect when they hear nothing for
+    # RESOLVER_CONFIG_WATCH_IDLE_SECONDS (default three heartbeats).
+    watch_heartbeat_seconds: float = 10.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the DSN (it may hold a password) and the keyring.
@@ -66,6 +74,16 @@ class Settings:
                 env, "CONFIG_SVC_SHUTDOWN_GRACE_SECONDS", 10.0,
                 "On SIGTERM, how long in-flight calls may take to finish before they are cancelled "
                 "(WatchConfig streams are ended at once; resolvers reconnect)", minimum=0.0),
+            keepalive_min_ping_interval_seconds=env_float(
+                env, "CONFIG_SVC_KEEPALIVE_MIN_PING_INTERVAL_SECONDS", 5.0,
+                "Shortest interval between HTTP/2 keepalive pings config_svc accepts from a client; keep it at "
+                "or below the resolvers' RESOLVER_CONFIG_KEEPALIVE_SECONDS, or config_svc drops their "
+                "connections (GOAWAY too_many_pings)", minimum=0.01),
+            watch_heartbeat_seconds=env_float(
+                env, "CONFIG_SVC_WATCH_HEARTBEAT_SECONDS", 10.0,
+                "A WatchConfig stream with no change for this long sends an event with only the current "
+                "revision, so resolvers can tell a quiet stream from a dead one; keep it well below the "
+                "resolvers' RESOLVER_CONFIG_WATCH_IDLE_SECONDS", minimum=0.01),
         )
 
 

@@ -3,6 +3,11 @@ open watch stream; each stream reads the change records it has not sent yet.
 
 NOTIFY is only a wake-up: the change records in Postgres are the truth, so a
 lost notification (listener reconnecting) costs at most one poll interval.
+
+A quiet stream still carries a heartbeat: every `heartbeat_seconds` without
+a change, an event with only the current revision and epoch. Watchers apply
+it as a repeat; its absence tells them the stream is dead even where HTTP/2
+keepalive cannot (a gRPC proxy answers pings itself).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ log = structlog.get_logger(__name__)
 class Broadcaster:
     """Tracks the newest revision this process has heard of and wakes waiters."""
 
-    def __init__(self, dsn: str, *, poll_interval: float = 2.0) -> None:
+    def __init__(self, dsn: str, *, poll_interval: float = 2.0, heartbeat_seconds: float = 10.0) -> None:
         self._dsn = dsn
         self._poll_interval = poll_interval
+        self.heartbeat_seconds = heartbeat_seconds
         self._latest = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +150,7 @@ async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: i
     epoch = await store.epoch()
     last = after_revision
     resume = last > 0 and after_epoch in ("", epoch)
+    first = True
     while True:
         resumed = await store.changes_after(last, epoch) if resume else None
         resume = True
@@ -155,9 +162,16 @@ async def watch_events(store: Store, broadcaster: Broadcaster, after_revision: i
             current, records = resumed
             for revision, refs in records:
                 yield await _change_event(store, revision, epoch, refs, provider_pb)
-            if current > (records[-1][0] if records else last):
-                # Later revisions changed no configuration (token writes): say
-                # so, so watchers know they are current.
+            if current > (records[-1][0] if records else last) or (first and not records):
+                # Later revisions changed no configuration (token writes), or a
+                # resumed watcher missed nothing: say so, so watchers know
+                # they are current.
                 yield cs.ConfigEvent(revision=current, epoch=epoch)
             last = max(last, current)
-        await broadcaster.wait_beyond(last)
+        first = False
+        while True:
+            try:
+                await asyncio.wait_for(broadcaster.wait_beyond(last), broadcaster.heartbeat_seconds)
+                break
+            except TimeoutError:
+                yield cs.ConfigEvent(revision=last, epoch=epoch)  # heartbeat

@@ -98,24 +98,43 @@ def domain_error(exc: grpc.aio.AioRpcError, method: str) -> errors.DomainError:
     return cls(message, reason=reason)
 
 
-def channel_options(reconnect_initial_seconds: float, reconnect_max_seconds: float) -> list[tuple[str, int]]:
+def channel_options(reconnect_initial_seconds: float, reconnect_max_seconds: float, *,
+                    keepalive_seconds: float = 10.0, keepalive_timeout_seconds: float = 5.0
+                    ) -> list[tuple[str, int]]:
     # gRPC's own reconnect backoff (default up to 120 s) would otherwise
     # outlast ours and delay the resync after config_svc comes back.
     initial = max(1, int(reconnect_initial_seconds * 1000))
+    timeout = max(1, int(keepalive_timeout_seconds * 1000))
     return [
         ("grpc.initial_reconnect_backoff_ms", initial),
         ("grpc.min_reconnect_backoff_ms", initial),
         ("grpc.max_reconnect_backoff_ms", max(initial, int(reconnect_max_seconds * 1000))),
+        # The watch stream is quiet while nothing changes, so without pings a
+        # hung config_svc or a half-open connection looks exactly like a
+        # quiet one: the snapshot would go stale with nothing noticing. An
+        # unanswered ping closes the transport, the watch fails UNAVAILABLE
+        # and the watcher reconnects (config_svc allows pings this often,
+        # see config_svc.server).
+        ("grpc.keepalive_time_ms", max(1, int(keepalive_seconds * 1000))),
+        ("grpc.keepalive_timeout_ms", timeout),
+        # gRPC core (up to at least 1.85) never fires keepalive_timeout; an
+        # unanswered ping is only noticed through the ping timeout (default
+        # one minute), see grpc/grpc#39239.
+        ("grpc.http2.ping_timeout_ms", timeout),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # the default (2) would stop pinging a quiet watch
     ]
 
 
 class ConfigClient:
     def __init__(self, address: str, service_token: str, *, timeout_seconds: float,
                  reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0,
+                 keepalive_seconds: float = 10.0, keepalive_timeout_seconds: float = 5.0,
                  tls: ClientTLS | None = None) -> None:
         self.address = address
-        self._channel = client_channel(
-            address, tls, options=channel_options(reconnect_initial_seconds, reconnect_max_seconds))
+        self._channel = client_channel(address, tls, options=channel_options(
+            reconnect_initial_seconds, reconnect_max_seconds, keepalive_seconds=keepalive_seconds,
+            keepalive_timeout_seconds=keepalive_timeout_seconds))
         self._stub = cs_grpc.ConfigServiceStub(self._channel)
         self._service_token = service_token
         self._metadata = (("authorization", f"Bearer {service_token}"),)

@@ -89,6 +89,8 @@ async def build_server(settings: Settings, *,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
                           reconnect_max_seconds=settings.reconnect_max_seconds,
+                          keepalive_seconds=settings.config_keepalive_seconds,
+                          keepalive_timeout_seconds=settings.config_keepalive_timeout_seconds,
                           tls=settings.config_tls)
     snapshot = Snapshot()
     registry = CollectorRegistry()
@@ -104,7 +106,8 @@ async def build_server(settings: Settings, *,
                       stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds, observe=observe)
     watcher = ConfigWatcher(config, snapshot, [users.invalidate, credentials.invalidate, auth.invalidate],
                             reconnect_initial_seconds=settings.reconnect_initial_seconds,
-                            reconnect_max_seconds=settings.reconnect_max_seconds)
+                            reconnect_max_seconds=settings.reconnect_max_seconds,
+                            idle_seconds=settings.config_watch_idle_seconds)
 
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.

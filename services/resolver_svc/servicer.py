@@ -2,8 +2,9 @@
 user's cached data, call core.rules, convert back. Memory only once the
 caller's token and the user's data are cached.
 
-Answers are memoised per (snapshot, user data, request): both are immutable
-and replaced on change, so a repeated question costs a dictionary lookup.
+Answers are memoised per (configuration view, user data, request): both are
+immutable and replaced on change, so a repeated question costs a dictionary
+lookup; only the current view's answers are kept.
 
 Chat, StreamChat and ProbeProvider are not here: they inherit the generated
 UNIMPLEMENTED until chat.py extends this servicer. Everything they need is
@@ -37,32 +38,58 @@ M = TypeVar("M", bound=Message)
 
 
 class AnswerMemo:
-    """Answers already computed for (snapshot, user data, request fields).
+    """Answers already computed for (configuration view, user data, request).
 
-    Both the snapshot and a user's cached data are immutable values that are
+    Both the view and a user's cached data are immutable values that are
     replaced, never changed, so an answer stays right for as long as both
-    objects are the current ones. Entries hold the objects they were computed
-    from and are only served when both are still identical, so a replaced
-    snapshot or user simply stops matching (and ages out of the LRU).
+    are the current ones. The memo holds answers of one view only, the
+    snapshot's current one, and drops them all when the view is replaced:
+    old snapshots are never kept alive by it. Keying on the view rather than
+    the revision keeps the answers across revisions that change no
+    configuration (Snapshot.apply keeps the view then). An entry holds the
+    user data it was computed from and is served only while that is still
+    the same object, so replaced user data simply stops matching.
     """
 
     # Model names are at most 63 characters; longer request strings cannot
     # name anything and are not kept (a caller could otherwise fill memory).
     MAX_KEY_TEXT = 128
 
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._answers: LruCache[tuple[object, ...], tuple[Loaded, UserView, Message]] = LruCache(max_entries)
+    def __init__(self, snapshot: Snapshot, max_entries: int = 10_000) -> None:
+        self._snapshot = snapshot
+        self._max_entries = max_entries
+        self._view: ConfigView | None = None
+        self._answers: LruCache[tuple[object, ...], tuple[UserView, Message]] = LruCache(max_entries)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def _current(self, loaded: Loaded) -> bool:
+        """Whether `loaded` has the snapshot's current view; when the view
+        changed since the last call, the previous view's answers are dropped.
+        A request still answering from an older view neither reads nor
+        stores (nor drops the newer view's answers)."""
+        current = self._snapshot.loaded
+        if current is None or loaded.view is not current.view:
+            return False
+        if self._view is not current.view:
+            self._view = current.view
+            self._answers = LruCache(self._max_entries)
+        return True
 
     def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Message | None:
-        hit = self._answers.get((id(loaded), id(user_view), *request))
-        if hit is not None and hit[0] is loaded and hit[1] is user_view:
-            return hit[2]
+        if not self._current(loaded):
+            return None
+        hit = self._answers.get((user_view.user, *request))
+        if hit is not None and hit[0] is user_view:
+            return hit[1]
         return None
 
     def put(self, loaded: Loaded, user_view: UserView, answer: M, *request: object) -> M:
         if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
             return answer
-        self._answers.put((id(loaded), id(user_view), *request), (loaded, user_view, answer))
+        if self._current(loaded):
+            self._answers.put((user_view.user, *request), (user_view, answer))
         return answer
 
 
@@ -81,7 +108,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         self.snapshot = snapshot
         self.users = users
         self.credentials = credentials
-        self.answers = AnswerMemo()
+        self.answers = AnswerMemo(snapshot)
 
     async def views(self, requested_user: str) -> tuple[Loaded, UserView]:
         """The snapshot (raises SNAPSHOT_NOT_READY) and the data of the user

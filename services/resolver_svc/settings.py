@@ -36,6 +36,16 @@ class Settings:
     config_tls: ClientTLS | None = None
     metrics_listen: str = ""
     shutdown_grace_seconds: float = 25.0
+    # HTTP/2 keepalive on the channel to config_svc: a config_svc that stops
+    # answering (hung, frozen, half-open connection) fails the watch after
+    # keepalive + timeout seconds instead of leaving it open and silent.
+    config_keepalive_seconds: float = 10.0
+    config_keepalive_timeout_seconds: float = 5.0
+    # config_svc sends a heartbeat on a quiet watch every 10 s
+    # (CONFIG_SVC_WATCH_HEARTBEAT_SECONDS); this much silence means the
+    # stream is dead even where keepalive cannot tell (a gRPC proxy between).
+    # 0: never.
+    config_watch_idle_seconds: float = 30.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -91,6 +101,20 @@ class Settings:
                 env, "RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS", 25.0,
                 "On SIGTERM, how long in-flight calls and chat streams may take to finish before they are "
                 "cancelled", minimum=0.0),
+            config_keepalive_seconds=env_float(
+                env, "RESOLVER_CONFIG_KEEPALIVE_SECONDS", 10.0,
+                "How often the resolver pings config_svc (HTTP/2 keepalive) to notice a hung config_svc or a "
+                "dead connection under the config watch; config_svc must accept pings this often "
+                "(CONFIG_SVC_KEEPALIVE_MIN_PING_INTERVAL_SECONDS)", minimum=0.1),
+            config_keepalive_timeout_seconds=env_float(
+                env, "RESOLVER_CONFIG_KEEPALIVE_TIMEOUT_SECONDS", 5.0,
+                "How long a keepalive ping may go unanswered before the connection to config_svc is "
+                "dropped and the config watch reconnects (the snapshot lag then rises)", minimum=0.1),
+            config_watch_idle_seconds=env_float(
+                env, "RESOLVER_CONFIG_WATCH_IDLE_SECONDS", 30.0,
+                "A config watch that delivers nothing (not even config_svc's heartbeat, every "
+                "CONFIG_SVC_WATCH_HEARTBEAT_SECONDS) for this long is treated as lost and reopened; "
+                "0 never does", minimum=0.0),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

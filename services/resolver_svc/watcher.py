@@ -5,6 +5,15 @@ snapshot when it cannot resume, or its database has another epoch, e.g.
 after a restore). A change event from another epoch than the applied state's
 is never applied: the watcher reopens the stream asking for a snapshot.
 
+A stream is also given up when it delivers nothing for `idle_seconds`:
+config_svc sends a heartbeat on a quiet stream, so silence means it is
+hung or the path to it is broken (HTTP/2 keepalive on the channel catches
+most such cases sooner, but not a hung config_svc behind a gRPC proxy).
+
+`connected` is true while a stream is open and has delivered an event; the
+snapshot lag metric reads it, so it must turn false as soon as a stream is
+known lost.
+
 Between streams nothing changes: resolution keeps answering from the last
 snapshot (static stability).
 """
@@ -14,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -37,14 +46,37 @@ def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[
     return float(ceiling / 2 + rand() * ceiling / 2)
 
 
+class WatchIdle(ConfigUnreachable):
+    """The watch stream delivered nothing, not even a heartbeat, for too long."""
+
+
+async def _events(stream: AsyncIterator[cs.ConfigEvent], idle_seconds: float) -> AsyncIterator[cs.ConfigEvent]:
+    """`stream`'s events; WatchIdle when the next one takes longer than
+    `idle_seconds` (0: wait forever)."""
+    if not idle_seconds:
+        async for event in stream:
+            yield event
+        return
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(stream), idle_seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise WatchIdle(f"no event or heartbeat from config_svc for {idle_seconds:g} s") from None
+        yield event
+
+
 class ConfigWatcher:
     def __init__(self, client: ConfigClient, snapshot: Snapshot, listeners: Sequence[InvalidationListener], *,
-                 reconnect_initial_seconds: float, reconnect_max_seconds: float) -> None:
+                 reconnect_initial_seconds: float, reconnect_max_seconds: float,
+                 idle_seconds: float = 0.0) -> None:
         self._client = client
         self._snapshot = snapshot
         self._listeners = list(listeners)
         self._initial = reconnect_initial_seconds
         self._max = reconnect_max_seconds
+        self._idle = idle_seconds
         self.connected = False  # a stream is open and has delivered at least one event
         self.streams_opened = 0
 
@@ -57,8 +89,9 @@ class ConfigWatcher:
             need_snapshot = False
             opened = time.monotonic()
             self.streams_opened += 1
+            stream = self._client.watch(after, epoch)
             try:
-                async for event in self._client.watch(after, epoch):
+                async for event in _events(stream, self._idle):
                     self._apply(event)
                     if not self.connected:
                         self.connected = True
@@ -84,6 +117,7 @@ class ConfigWatcher:
                 log.exception("config watch event could not be applied; resyncing from a snapshot")
                 need_snapshot = True
             self.connected = False
+            await _close(stream)
             if time.monotonic() - opened > self._max:
                 attempt = 0  # the stream was healthy for a while: this is a fresh outage
             delay = backoff_delay(attempt, self._initial, self._max)
@@ -96,3 +130,13 @@ class ConfigWatcher:
             return
         for listener in self._listeners:
             listener(invalidations)
+
+
+async def _close(stream: AsyncIterator[cs.ConfigEvent]) -> None:
+    """End the stream's call (an idle stream is left open by _events)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # already failed; only the call's cleanup matters here
+            log.debug("closing the config watch failed", exc_info=True)

@@ -1,0 +1,60 @@
+"""The resolver's answer memo: answers of the current configuration view
+only, kept across revisions that change no configuration, and never
+keeping replaced snapshots alive."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from core.rules import UserView
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resolver_service_pb2 as rs
+from resolver_svc.servicer import AnswerMemo
+from tests.unit.test_snapshot import changes, loaded, model, snapshot_event
+
+ANSWER = rs.ListAvailableModelsResponse()
+
+
+def toggle(revision: int) -> cs.ConfigEvent:
+    return changes(revision, cs.ConfigChange(model=model("haiku", enabled=revision % 2 == 0)))
+
+
+def test_replaced_snapshots_are_not_kept_alive_by_memoised_answers() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    memo = AnswerMemo(snap)
+    first = weakref.ref(snap.current())
+    for revision in range(6, 56):  # each write: new view; each answer for another user
+        current = snap.current()
+        memo.put(current, UserView(f"user-{revision}"), ANSWER, "ListAvailableModels")
+        snap.apply(toggle(revision))
+    del current
+    gc.collect()
+    assert first() is None
+    assert len(memo) <= 1
+
+
+def test_answers_survive_a_revision_that_changes_no_configuration() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    memo = AnswerMemo(snap)
+    alice = UserView("alice")
+    memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
+    snap.apply(cs.ConfigEvent(revision=7))  # a token write, say
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is ANSWER
+
+
+def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    memo = AnswerMemo(snap)
+    alice = UserView("alice")
+    before = snap.current()
+    memo.put(before, alice, ANSWER, "ListAvailableModels", "")
+    assert memo.get(before, UserView("alice"), "ListAvailableModels", "") is None  # replaced user data
+    snap.apply(toggle(6))
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is None
+    # A request still answering from the old view neither reads nor stores.
+    memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
+    assert memo.get(before, alice, "ListAvailableModels", "") is None
+    memo.put(before, alice, rs.ListAvailableModelsResponse(preselected_model="old"), "ListAvailableModels", "x")
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "x") is None
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is ANSWER
