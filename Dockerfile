@@ -14,10 +14,12 @@ RUN /opt/modelplane/bin/pip install .
 
 # The test runner of the compose `tests` profile: the same suites CI runs;
 # tests/external targets the running stack through MODELPLANE_TEST_* variables.
+# The suites read the whole tree (docker-compose.yml, Dockerfile, docs/,
+# README.md, proto/) and run `python -m bench`, so the stage holds all of it;
+# .dockerignore keeps out local state, secrets and caches.
 FROM build AS test
+COPY . .
 RUN /opt/modelplane/bin/pip install '.[dev]'
-COPY tests ./tests
-COPY proto ./proto
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
 CMD ["python", "-m", "pytest", "-q", "tests/external", "tests/integration", "tests/e2e"]
 

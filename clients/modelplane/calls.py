@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Callable, Final, Generic, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from google.protobuf import field_mask_pb2, json_format, wrappers_pb2
+from google.protobuf import empty_pb2, field_mask_pb2, json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from modelplane.v1 import config_service_pb2 as cs
@@ -98,8 +98,11 @@ def _resolver(method: str, request: Message, decode: Callable[[bytes], T], *, re
     return Unary(Target.RESOLVER, f"/{RESOLVER_SERVICE}/{method}", request, decode, read, user_scoped)
 
 
-def _nothing(_: bytes) -> None:
-    """Decode google.protobuf.Empty: the caller gets None."""
+def _nothing(data: bytes) -> None:
+    """Decode google.protobuf.Empty: the caller gets None. The clients apply
+    decoders after the call, never as grpc's deserializer, because sync grpc
+    treats a deserializer's None as a failure."""
+    empty_pb2.Empty.FromString(data)
     return None
 
 

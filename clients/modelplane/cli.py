@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Final, Iterable, Sequence, TextIO
 
 from google.protobuf.message import Message
 
@@ -29,10 +29,12 @@ ENVIRONMENT = """environment:
   MODELPLANE_CONFIG_ADDR     config_svc address (default 127.0.0.1:50051)
   MODELPLANE_RESOLVER_ADDR   resolver_svc address (default 127.0.0.1:50052)
   MODELPLANE_TOKEN           bearer token (or MODELPLANE_TOKEN_FILE: a file holding it)
-  MODELPLANE_TLS             1 to use TLS with the system's root certificates
-  MODELPLANE_TLS_CA          CA certificate (PEM) to trust; implies TLS
+  MODELPLANE_TLS             1/true/yes/on: TLS with the system's root certificates
+                             (0/false/no/off: plaintext; anything else is refused)
+  MODELPLANE_TLS_CA          CA certificate (PEM) to trust
   MODELPLANE_TLS_CERT, MODELPLANE_TLS_KEY   client certificate and key for mutual TLS
   MODELPLANE_TLS_SERVER_NAME name expected in the server certificate
+  Any MODELPLANE_TLS_* setting (or its flag) turns TLS on.
 """
 
 
@@ -97,6 +99,19 @@ def _read_secret_file(path: str) -> str:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("", "0", "false", "no", "off")
+
+
+def _env_flag(variable: str) -> bool:
+    value = os.environ.get(variable, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{variable}={os.environ[variable]!r}: use one of 1, true, yes, on or 0, false, no, off")
+
+
 def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     token = os.environ.get("MODELPLANE_TOKEN", "")
     token_file = _setting(args, "token_file", "MODELPLANE_TOKEN_FILE")
@@ -108,9 +123,11 @@ def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     cert = _setting(args, "tls_cert", "MODELPLANE_TLS_CERT")
     key = _setting(args, "tls_key", "MODELPLANE_TLS_KEY")
     server_name = _setting(args, "tls_server_name", "MODELPLANE_TLS_SERVER_NAME")
-    use_tls = getattr(args, "tls", False) or os.environ.get("MODELPLANE_TLS", "") in ("1", "true", "yes")
+    use_tls = getattr(args, "tls", False) or _env_flag("MODELPLANE_TLS")
     tls = None
-    if use_tls or ca or cert or key:
+    # Any TLS setting turns TLS on: a bearer token must never go out in
+    # plaintext because one variable was spelled differently.
+    if use_tls or ca or cert or key or server_name:
         try:
             tls = TLS(root_certificates=ca, certificate_chain=cert, private_key=key, server_name=server_name)
         except ValueError as exc:

@@ -194,6 +194,12 @@ def _sync_stream(build: Callable[P, Stream[T]]) -> Callable[Concatenate[Modelpla
     return method
 
 
+def _raw(data: bytes) -> bytes:
+    """grpc's response deserializer: keep the bytes; Unary.decode runs after
+    the call, because sync grpc counts a deserializer's None as a failure."""
+    return data
+
+
 class ModelplaneClient(_ClientBase[grpc.Channel]):
     """Blocking client. Channels open on first use; close() (or `with`) closes them."""
 
@@ -210,15 +216,17 @@ class ModelplaneClient(_ClientBase[grpc.Channel]):
 
     def _run_unary(self, call: Unary[T]) -> T:
         request = self._request(call)
-        invoke = self._channel(call.target).unary_unary(call.method, type(request).SerializeToString, call.decode)
+        invoke = self._channel(call.target).unary_unary(call.method, type(request).SerializeToString, _raw)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return cast(T, invoke(request, metadata=self._metadata, timeout=self._timeout))
+                raw = invoke(request, metadata=self._metadata, timeout=self._timeout)
             except grpc.RpcError as err:
                 if not self._retry.should_retry(call, err, attempt):
                     raise error_from_rpc(err) from err
+            else:
+                return call.decode(raw)
             time.sleep(self._retry.delay(attempt))
 
     def _run_pages(self, paged: Paged[R, T]) -> Iterator[T]:
@@ -342,15 +350,17 @@ class AsyncModelplaneClient(_ClientBase[grpc.aio.Channel]):
 
     async def _run_unary(self, call: Unary[T]) -> T:
         request = self._request(call)
-        invoke = self._channel(call.target).unary_unary(call.method, type(request).SerializeToString, call.decode)
+        invoke = self._channel(call.target).unary_unary(call.method, type(request).SerializeToString, _raw)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return cast(T, await invoke(request, metadata=self._metadata, timeout=self._timeout))
+                raw = await invoke(request, metadata=self._metadata, timeout=self._timeout)
             except grpc.RpcError as err:
                 if not self._retry.should_retry(call, err, attempt):
                     raise error_from_rpc(err) from err
+            else:
+                return call.decode(raw)
             await asyncio.sleep(self._retry.delay(attempt))
 
     async def _run_pages(self, paged: Paged[R, T]) -> AsyncIterator[T]:

@@ -18,7 +18,7 @@ from config_svc.server import KeyringMismatch, build_server
 from config_svc.settings import Settings
 from config_svc.store import Store
 from core import crypto, logs, tokens
-from core.domain import Role
+from core.domain import ApiToken, Role
 from core.errors import DomainError
 from core.env import Env, SettingsError, describe, render_help
 
@@ -66,6 +66,58 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+class CommandError(Exception):
+    """A command cannot do what it was asked: message on stderr, exit code 2."""
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise CommandError(f"--token-file {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"--token-file {path}: not a text file") from None
+
+
+async def _stored_token(store: Store, token_id: str) -> ApiToken | None:
+    """The token with this id, revoked or not. Ids are fixed-length hex, so
+    every id after the id's one-shorter prefix and up to it shares that
+    prefix: at most 16 rows."""
+    for token in await store.list_tokens(16, token_id[:-1], include_revoked=True):
+        if token.id == token_id:
+            return token
+    return None
+
+
+async def _import_token(store: Store, token: str, role: Role, subject: str) -> str:
+    """Register `token` (idempotent): present with the same secret, role and
+    subject is fine; anything else under that id is refused."""
+    try:
+        token_id, secret = tokens.parse(token)
+    except DomainError as exc:
+        raise CommandError(f"--token-file: {exc}") from None
+    live = await store.token_for_auth(token_id)
+    if live is not None:
+        principal, stored_hash = live
+        differences = [what for what, same in (
+            ("secret", tokens.verify(secret, stored_hash)),
+            (f"role (stored {principal.role.value}, given {role.value})", principal.role == role),
+            (f"subject (stored {principal.subject!r}, given {subject!r})", principal.subject == subject),
+        ) if not same]
+        if differences:
+            raise CommandError(f"token {token_id} is already registered with a different "
+                               f"{', '.join(differences)}; refusing to change it. Generate a new token "
+                               "(python -m config_svc new-token) or revoke the old one.")
+        return f"token {token_id} already present"
+    stored = await _stored_token(store, token_id)
+    if stored is not None:
+        raise CommandError(f"token {token_id} was revoked; a revoked token cannot be registered again. "
+                           "Generate a new one (python -m config_svc new-token).")
+    await store.create_token("system:import-token", token_id, role, subject, "imported",
+                             tokens.hash_secret(secret))
+    return f"imported token {token_id}"
+
+
 async def _with_store(settings: Settings, command: str, args: argparse.Namespace) -> int:
     pool = await db.create_pool(settings.database_url, max_size=2)
     try:
@@ -81,13 +133,7 @@ async def _with_store(settings: Settings, command: str, args: argparse.Namespace
                   f"already_current={counts['already_current']} primary={store.keyring.primary_key_id}")
             return 0
         if command == "import-token":
-            token_id, secret = tokens.parse(Path(args.token_file).read_text().strip())
-            if await store.token_for_auth(token_id) is None:
-                await store.create_token("system:import-token", token_id, Role(args.role), args.subject,
-                                         "imported", tokens.hash_secret(secret))
-                print(f"imported token {token_id}")
-            else:
-                print(f"token {token_id} already present")
+            print(await _import_token(store, _read_token_file(args.token_file), Role(args.role), args.subject))
             return 0
         role = Role.ADMIN if command == "bootstrap-admin" else Role(args.role)
         minted = tokens.mint()
@@ -124,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings))
             return 0
         return asyncio.run(_with_store(settings, command, args))
-    except (KeyringMismatch, SettingsError, DomainError) as exc:
+    except (KeyringMismatch, SettingsError, DomainError, CommandError) as exc:
         print(f"config-svc: {exc}", file=sys.stderr)
         return 2
 

@@ -42,6 +42,17 @@ _CREDENTIAL_SHAPES: Final[list[tuple[re.Pattern[str], str]]] = [
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
     # Google API keys.
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),
+    # Amazon Bedrock API keys: long-term (ABSK + base64) and short-term.
+    (re.compile(r"\bABSK[A-Za-z0-9+/]{16,}={0,2}"), REDACTED),
+    (re.compile(r"\bbedrock-api-key-[A-Za-z0-9+/_-]{16,}={0,2}"), REDACTED),
+    # Vercel AI Gateway keys.
+    (re.compile(r"\bvck_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # Keyring entries keyid:base64(32 bytes): the id stays, the key goes.
+    (re.compile(r"\b([a-z0-9][a-z0-9-]*):[A-Za-z0-9+/]{43}=(?![A-Za-z0-9+/=])"), rf"\1:{REDACTED}"),
+    # AWS secret access keys: 40 characters of base64's alphabet standing
+    # alone, with both cases (so 40-hex digests and 32-hex request ids stay).
+    (re.compile(r"(?<![A-Za-z0-9/+=_.-])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[A-Z])"
+                r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_-]|\.\w)"), REDACTED),
     # Password in a URL's user-info.
     (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
     # name=value / "name": "value" where the name says credential; the value

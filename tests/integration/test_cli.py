@@ -142,6 +142,49 @@ async def test_errors_go_to_stderr_with_exit_codes(cli: Cli, admin: str) -> None
     assert no_token.code == 2 and "MODELPLANE_TOKEN" in no_token.err
 
 
+async def test_every_delete_and_clear_as_docs_cli_shows(cfg: ConfigHarness, cli: Cli, admin: str) -> None:
+    """Deletes and clears answer google.protobuf.Empty: each exits 0 with its
+    line (or {} with --json), and the server really did it."""
+    ok(await cli("providers", "create", "openai", "--type", "openai", "--api-key-stdin", token=admin,
+                 stdin=CENTRAL_KEY))
+    ok(await cli("providers", "create", "azure", "--type", "openai", token=admin))
+    for identifier in ("gpt-5", "gpt-5-mini", "gpt-5-nano"):
+        ok(await cli("models", "create", "openai", identifier, "--display-name", identifier,
+                     "--context-limit", "400000", token=admin))
+    ok(await cli("models", "create", "azure", "gpt-4o", "--display-name", "GPT-4o", "--context-limit", "128000",
+                 token=admin))
+    ok(await cli("settings", "set", "--byok", "on", "--personal-overrides", "on", token=admin))
+    ok(await cli("overrides", "set", "title_generation", "openai-gpt-5-mini", token=admin))
+    member = await cfg.token(Role.MEMBER, "alice")
+    ok(await cli("personal-overrides", "set", "explore", "openai-gpt-5", token=member))
+    ok(await cli("personal-overrides", "set", "general", "openai-gpt-5", token=member))
+    ok(await cli("keys", "set", "openai", token=member, stdin=USER_KEY))
+
+    cleared = ok(await cli("overrides", "clear", "title_generation", token=admin))
+    assert cleared.out.strip() == "cleared the title_generation override"
+    assert json.loads(ok(await cli("overrides", "list", "--json", token=admin)).out).get("overrides", []) == []
+
+    personal = ok(await cli("personal-overrides", "clear", "explore", token=member))
+    assert personal.out.strip() == "cleared the personal explore override"
+    assert ok(await cli("personal-overrides", "clear", "general", "--json", token=member)).out.strip() == "{}"
+    assert json.loads(ok(await cli("personal-overrides", "list", "--json", token=member)).out).get(
+        "overrides", []) == []
+
+    deleted_key = ok(await cli("keys", "delete", "openai", token=member))
+    assert deleted_key.out.strip() == "deleted the key for openai"
+    assert json.loads(ok(await cli("keys", "list", "--json", token=member)).out).get("keys", []) == []
+
+    model = ok(await cli("models", "delete", "openai-gpt-5-nano", token=admin))
+    assert model.out.strip() == "deleted model openai-gpt-5-nano"
+    assert ok(await cli("models", "delete", "openai-gpt-5-mini", "--json", token=admin)).out.strip() == "{}"
+    forced = ok(await cli("providers", "delete", "azure", "--force", token=admin))
+    assert forced.out.strip() == "deleted provider azure"
+    ok(await cli("models", "delete", "openai-gpt-5", token=admin))
+    assert ok(await cli("providers", "delete", "openai", "--json", token=admin)).out.strip() == "{}"
+    assert json.loads(ok(await cli("providers", "list", "--json", token=admin)).out) == []
+    assert json.loads(ok(await cli("models", "list", "--json", token=admin)).out) == []
+
+
 @contextlib.asynccontextmanager
 async def chat_resolver(config_address: str, service_token: str) -> AsyncIterator[ResolverServer]:
     """resolver_svc with the chat servicer, sending upstream over real HTTP."""

@@ -203,6 +203,48 @@ async def test_sync_client(cfg: ConfigHarness, admin_token: str) -> None:
     await asyncio.to_thread(_sync_tour, cfg.address, admin_token, await cfg.token(Role.SERVICE, "svc"))
 
 
+def _sync_deletes_and_clears(address: str, admin_token: str, service_token: str) -> None:
+    """Every RPC answering google.protobuf.Empty, through the blocking client:
+    each returns None and the server really did it."""
+    with ModelplaneClient(address, None, token=admin_token) as mp, \
+            ModelplaneClient(address, None, token=service_token) as service:
+        alice = service.acting_for("alice")
+        mp.create_provider("openai", "openai", api_key="sk-canary")
+        mp.create_provider("spare", "openai")
+        mp.update_settings(byok_enabled=True, personal_overrides_enabled=True)
+        model = mp.create_model("openai", "gpt-5", "GPT-5", 400_000)
+        mp.create_model("openai", "gpt-5-mini", "GPT-5 mini", 400_000)
+        mp.set_model_override("general", model.name)
+        alice.set_personal_override("explore", model.name)
+        alice.set_user_key("openai", "sk-alice-canary")
+
+        assert mp.clear_model_override("general") is None
+        assert mp.list_model_overrides().overrides == []
+        assert alice.clear_personal_override("explore") is None
+        assert alice.list_personal_overrides().overrides == []
+        assert alice.delete_user_key("openai") is None
+        assert alice.list_user_keys().keys == []
+        assert mp.delete_model("openai-gpt-5-mini") is None
+        assert [m.name for m in mp.list_models()] == [model.name]
+        assert mp.delete_provider("spare") is None
+        assert mp.delete_provider("openai", force=True) is None
+        assert list(mp.list_providers()) == [] and list(mp.list_models()) == []
+
+
+async def test_sync_client_deletes_and_clears_return_none(cfg: ConfigHarness, admin_token: str) -> None:
+    await asyncio.to_thread(_sync_deletes_and_clears, cfg.address, admin_token,
+                            await cfg.token(Role.SERVICE, "svc"))
+
+
+async def test_async_client_deletes_and_clears_return_none(client: AsyncModelplaneClient) -> None:
+    await client.create_provider("openai", "openai")
+    await client.create_model("openai", "gpt-5", "GPT-5", 400_000)
+    await client.set_model_override("general", "openai-gpt-5")
+    assert await client.clear_model_override("general") is None
+    assert await client.delete_model("openai-gpt-5") is None
+    assert await client.delete_provider("openai") is None
+
+
 # -- retries ----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ here) only uses commands and variables the services really have."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import fnmatch
 import os
 import re
 import subprocess
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import asyncpg
 import pytest
 import yaml
 
@@ -135,6 +138,61 @@ def test_operations_guide_documents_every_variable() -> None:
         assert f"`{var.name}`" in guide, f"docs/operations.md does not document {var.name}"
 
 
+def _console_examples(guide: str) -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) of the guide's first console block."""
+    block = re.search(r"```console\n(.*?)```", guide, re.S)
+    assert block, "docs/operations.md has no console example"
+    examples: list[tuple[str, list[str]]] = []
+    for line in block.group(1).splitlines():
+        if line.startswith("$ "):
+            examples.append((line[2:], []))
+        else:
+            examples[-1][1].append(line)
+    return examples
+
+
+def test_the_guides_configuration_example_prints_what_it_shows() -> None:
+    examples = _console_examples(OPERATIONS.read_text())
+    clean = {k: v for k, v in os.environ.items() if k not in _names(CONFIG_VARS) | _names(RESOLVER_VARS)}
+    clean["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
+    exports: list[str] = []
+    ran = 0
+    for command, expected in examples:
+        if command.startswith("export "):
+            exports.append(command)
+            continue
+        result = subprocess.run(["bash", "-c", "; ".join([*exports, command])], env=clean, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 2, (command, result.stderr)
+        assert (result.stdout + result.stderr).splitlines() == expected, command
+        ran += 1
+    assert ran >= 2
+
+
+def test_the_guides_tls_override_mounts_and_declares_every_file() -> None:
+    guide = OPERATIONS.read_text()
+    block = re.search(r"docker-compose\.override\.yml.*?```yaml\n(.*?)```", guide, re.S)
+    assert block, "the TLS section has no compose override"
+    override = yaml.safe_load(block.group(1))
+    main = _compose(ROOT / "docker-compose.yml")
+    declared = set(main["secrets"]) | set(override.get("secrets", {}))
+    for name, file in override.get("secrets", {}).items():
+        assert file["file"] == f"./secrets/{name}", name
+    for name, service in override["services"].items():
+        base = main["services"][name]
+        env = _env(service)
+        spec, _ = MODULES[base["command"][0]]
+        unknown = set(env) - _names(spec) - HEALTHCHECK_VARS
+        assert not unknown, f"{name}: {unknown}"
+        mounted = set(service.get("secrets", []))
+        # Compose merges the lists; the override still names what the service had.
+        assert set(base.get("secrets", [])) <= mounted, name
+        assert mounted <= declared, f"{name}: undeclared secrets {mounted - declared}"
+        for var, value in env.items():
+            if value.startswith("/run/secrets/"):
+                assert value.removeprefix("/run/secrets/") in mounted, f"{name}: {var} names an unmounted secret"
+
+
 def test_new_key_prints_a_keyring_entry_without_a_database() -> None:
     result = _run("config_svc", "new-key", "--id", "k2", env={})
     assert result.returncode == 0, result.stderr
@@ -142,6 +200,83 @@ def test_new_key_prints_a_keyring_entry_without_a_database() -> None:
     assert re.fullmatch(r"k2:[A-Za-z0-9+/]{43}=", entry)
     # It is a keyring the service accepts, alone or in front of another key.
     ConfigSettings.from_env(Env(environ={**CONFIG_BASE, "MODELPLANE_ENCRYPTION_KEYS": f"{entry},{keyring_env('k1')}"}))
+
+
+# -- import-token: idempotent, and refuses what does not match ---------------------------------
+
+
+async def _import(database_url: str, keys: str, token_file: Path, role: str = "service",
+                  subject: str = "resolver") -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        _run, "config_svc", "import-token", "--role", role, "--subject", subject, "--token-file", str(token_file),
+        env={"DATABASE_URL": database_url, "MODELPLANE_ENCRYPTION_KEYS": keys})
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "resolver-token"
+    path.write_text(_run("config_svc", "new-token", env={}).stdout)
+    return path
+
+
+async def test_import_token_is_idempotent_when_everything_matches(database_url: str, token_file: Path) -> None:
+    keys = keyring_env()
+    first = await _import(database_url, keys, token_file)
+    assert first.returncode == 0 and first.stdout.startswith("imported token "), first.stderr
+    again = await _import(database_url, keys, token_file)
+    assert again.returncode == 0 and "already present" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize(("role", "subject", "named"), [
+    ("admin", "resolver", "role (stored service, given admin)"),
+    ("service", "someone-else", "subject (stored 'resolver', given 'someone-else')"),
+])
+async def test_import_token_refuses_a_different_role_or_subject(database_url: str, token_file: Path, role: str,
+                                                                subject: str, named: str) -> None:
+    keys = keyring_env()
+    assert (await _import(database_url, keys, token_file)).returncode == 0
+    refused = await _import(database_url, keys, token_file, role=role, subject=subject)
+    assert refused.returncode == 2 and named in refused.stderr and "Traceback" not in refused.stderr
+    assert token_file.read_text().strip() not in refused.stderr + refused.stdout
+
+
+async def test_import_token_refuses_a_different_secret_under_the_same_id(database_url: str,
+                                                                         token_file: Path) -> None:
+    keys = keyring_env()
+    assert (await _import(database_url, keys, token_file)).returncode == 0
+    token_id = token_file.read_text().strip().split("_")[1]
+    other = _run("config_svc", "new-token", env={}).stdout.strip()
+    forged = token_file.with_name("forged")
+    forged.write_text(f"mp_{token_id}_{other.split('_', 2)[2]}\n")
+    refused = await _import(database_url, keys, forged)
+    assert refused.returncode == 2 and "different secret" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+async def test_import_token_refuses_a_revoked_token(database_url: str, token_file: Path) -> None:
+    keys = keyring_env()
+    assert (await _import(database_url, keys, token_file)).returncode == 0
+    token_id = token_file.read_text().strip().split("_")[1]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE api_tokens SET revoke_time = now() WHERE id = $1", token_id)
+    finally:
+        await conn.close()
+    refused = await _import(database_url, keys, token_file)
+    assert refused.returncode == 2 and "was revoked" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing", "directory", "malformed"])
+async def test_import_token_with_a_bad_file_says_so(database_url: str, tmp_path: Path, problem: str) -> None:
+    path = tmp_path / "token"
+    if problem == "directory":
+        path.mkdir()
+    elif problem == "malformed":
+        path.write_text("not-a-token\n")
+    refused = await _import(database_url, keyring_env(), path)
+    assert refused.returncode == 2, refused.stderr
+    assert "--token-file" in refused.stderr and "Traceback" not in refused.stderr
+    assert "not-a-token" not in refused.stderr
 
 
 # -- docker-compose.yml, checked without an engine ----------------------------------------------
@@ -202,6 +337,77 @@ def test_compose_commands_and_variables_are_real(path: Path) -> None:
             args = healthcheck._parser({}).parse_args(probe[4:])
             listen = env.get("CONFIG_SVC_LISTEN") or env.get("RESOLVER_SVC_LISTEN") or ""
             assert listen.endswith(":" + args.address.rpartition(":")[2]), f"{name}: probe port differs from listen"
+
+
+# -- the image, checked without an engine ----------------------------------------------------
+
+# What the suites read at run time besides their own code: test_settings.py
+# (compose files, Dockerfile, docs), test_readme*.py (README.md, docs/cli.md),
+# tests/external/stack.py (docker-compose.yml), test_bench_smoke.py
+# (`python -m bench`), the proto check, and pip (pyproject.toml, the sources).
+TEST_STAGE_NEEDS = ("tests", "bench", "docs", "proto", "services", "clients", "docker-compose.yml",
+                    "Dockerfile", "README.md", "pyproject.toml")
+NEVER_IN_CONTEXT = (".venv", ".state", "secrets", ".git")
+
+
+def _stages() -> dict[str, list[str]]:
+    """Dockerfile instructions per stage name (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.I)
+        if found:
+            current = stages.setdefault(found.group(1), [])
+        current.append(line)
+    return stages
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.dockerignore semantics, enough for top-level paths: the last matching
+    pattern wins, `!` re-includes, `**/` matches at any depth."""
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        candidates = {pattern, pattern.removeprefix("**/")}
+        if any(fnmatch.fnmatchcase(path, c) for c in candidates):
+            ignored = not negate
+    return ignored
+
+
+def test_the_test_stage_holds_everything_the_suites_read() -> None:
+    stages = _stages()
+    test = stages["test"]
+    copies = [line.split()[1:] for line in test if line.upper().startswith("COPY ")]
+    whole = [i for i, line in enumerate(test) if line.split()[1:] in (["."] * 2, [".", "./"])]
+    assert whole, f"the test stage must COPY . . (it copies {copies})"
+    installs = [i for i, line in enumerate(test) if "pip install" in line and ".[dev]" in line]
+    assert installs and installs[-1] > whole[0], "the test stage installs '.[dev]' after copying the tree"
+
+    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    for path in TEST_STAGE_NEEDS:
+        assert (ROOT / path).exists(), path
+        assert not _ignored(path, patterns), f".dockerignore excludes {path}, which the test stage needs"
+    for path in NEVER_IN_CONTEXT:
+        assert _ignored(path, patterns), f".dockerignore must exclude {path} from the build context"
+    # What the compose tests service runs exists in the tree it gets.
+    command = " ".join(_compose(ROOT / "docker-compose.yml")["services"]["tests"]["command"])
+    for suite in re.findall(r"\btests/\w+", command):
+        assert (ROOT / suite).is_dir() and not _ignored(suite.split("/")[0], patterns), suite
+
+
+def test_the_runtime_stage_stays_minimal() -> None:
+    runtime = _stages()["runtime"]
+    copies = [line for line in runtime if line.upper().startswith("COPY ")]
+    assert copies and all(line.split()[1].startswith("--from=") for line in copies), copies
+    user = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert not any(re.search(r"apt-get|apk add|gcc|build-essential", line) for line in runtime)
 
 
 def test_compose_stack_waits_for_what_it_needs() -> None:

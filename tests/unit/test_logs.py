@@ -183,3 +183,52 @@ def test_sensitive_names(name: str, sensitive: bool) -> None:
 def test_redact_text_keeps_the_shape_readable() -> None:
     assert redact_text(f"Authorization: Bearer {CANARY}") == f"Authorization: Bearer {REDACTED}"
     assert redact_text("nothing secret here: model=gpt-4o") == "nothing secret here: model=gpt-4o"
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYc4nary0KEY"  # 40 chars, AWS's own example shape
+BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1jNG5hcnk3WnE5WHZCMm1LOHBMM3JUNndZMXVONWhKMA=="
+VERCEL_KEY = f"vck_{CANARY}"
+KEYRING_KEY = "3q2+7wAAc4nary/Zq9XvB2mK8pL3rT6wY1uN5hJ0abc="  # base64 of 32 bytes
+
+
+@pytest.mark.parametrize("text", [
+    f"bedrock refused {BEDROCK_KEY}",
+    f"x-api-key: {VERCEL_KEY}",
+    f"keyring k1:{KEYRING_KEY},k2:{KEYRING_KEY}",
+    f"loaded dev1:{KEYRING_KEY}",
+    f"aws secret {AWS_SECRET} rejected",
+    f"aws secret {AWS_SECRET}.",
+    f'{{"SecretAccessKey":"{AWS_SECRET}"}}',
+    f"'{AWS_SECRET}'",
+    f"bedrock-api-key-{CANARY}",
+])
+def test_real_credential_shapes_are_redacted(text: str) -> None:
+    redacted = redact_text(text)
+    for needle in (AWS_SECRET, BEDROCK_KEY, VERCEL_KEY, KEYRING_KEY, CANARY, CANARY[:16], AWS_SECRET[:20]):
+        assert needle not in redacted, redacted
+    assert REDACTED in redacted
+
+
+def test_keyring_redaction_keeps_the_key_id() -> None:
+    assert redact_text(f"k1:{KEYRING_KEY}") == f"k1:{REDACTED}"
+
+
+@pytest.mark.parametrize("text", [
+    "request_id=0123456789abcdef0123456789abcdef",  # uuid4().hex: in every log line
+    "request 9f86d081884c7d659a2feaa0c55ad015 done",
+    "commit 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",  # 40 hex, one case
+    "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "/modelplane.v1.ConfigService/ListModelOverrides",
+    "a path /opt/modelplane/lib/python3.11/site-packages/grpc/_channel.py",
+    "model=anthropic-claude-opus-4-6 provider=bedrock",
+    "VeryLongIdentifierWithoutDigitsButManyCharactersAndMore",  # 54 chars: not 40
+])
+def test_ordinary_text_survives(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_request_ids_survive_in_log_lines(output: io.StringIO) -> None:
+    request_id = "5d41402abc4b2a76b9719d911017c592"
+    get_logger("test").info("rpc", request_id=request_id, detail=f"request {request_id} ok")
+    [line] = lines(output)
+    assert line["request_id"] == request_id and line["detail"] == f"request {request_id} ok"

@@ -1,0 +1,175 @@
+"""`make run` (python -m devstack) as a subprocess on its own state folder,
+ports and embedded Postgres: a SIGTERM at any moment leaves nothing running,
+a crashed service ends the run with a non-zero code naming it, a reset
+database starts again, and TLS settings are refused up front."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from devstack.__main__ import _grace
+from tests.resolver_harness import free_port
+
+pytestmark = pytest.mark.integration
+
+RUNNING = "modelplane is running."
+
+
+class Devstack:
+    """One `python -m devstack`, its output (stdout and stderr) read as it comes."""
+
+    def __init__(self, state: Path, **extra: str) -> None:
+        self.state = state
+        ports = {name: f"127.0.0.1:{free_port()}" for name in (
+            "CONFIG_SVC_LISTEN", "RESOLVER_SVC_LISTEN", "CONFIG_SVC_METRICS_LISTEN", "RESOLVER_SVC_METRICS_LISTEN")}
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and "_TLS_" not in k}
+        env.update(ports, MODELPLANE_STATE_DIR=str(state), CONFIG_SVC_SHUTDOWN_GRACE_SECONDS="2",
+                   RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS="2", **extra)
+        self.proc = subprocess.Popen([sys.executable, "-m", "devstack"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                assert self.proc.poll() is None, f"devstack exited {self.proc.returncode}:\n{self.output}"
+                continue
+            self.lines.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"no {text!r} within {timeout}s:\n{self.output}")
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)  # the rest of the output, up to EOF
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def child(self, module: str) -> psutil.Process:
+        return next(p for p in psutil.Process(self.proc.pid).children() if module in " ".join(p.cmdline()))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=5)
+
+
+def _ours(state: Path) -> list[psutil.Process]:
+    """Processes that belong to a devstack on `state`: Postgres names its
+    data folder, the services inherit MODELPLANE_STATE_DIR."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if str(state) in " ".join(proc.cmdline()) or proc.environ().get("MODELPLANE_STATE_DIR") == str(state):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _assert_nothing_left(state: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := _ours(state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, [" ".join(p.cmdline()) for p in left]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "state"
+    yield folder
+    for proc in _ours(folder):  # never leak a Postgres into the next test, even on failure
+        proc.kill()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_start_up_stops_postgres_and_config_svc(state: Path) -> None:
+    stack = Devstack(state)
+    try:
+        stack.wait_for("config_svc listening")
+        assert any("postgres" in " ".join(p.cmdline()) for p in _ours(state))
+        stack.proc.send_signal(signal.SIGTERM)
+        assert stack.wait() == 0, stack.output
+    finally:
+        stack.kill()
+    _assert_nothing_left(state)
+    assert RUNNING not in stack.output
+
+
+@pytest.mark.timeout(240)
+def test_a_reset_database_starts_again_and_a_crash_ends_the_run_naming_the_service(state: Path) -> None:
+    first = Devstack(state)
+    try:
+        first.wait_for(RUNNING)
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait() == 0, first.output
+    finally:
+        first.kill()
+    _assert_nothing_left(state)
+
+    # The service token stays in the state folder; the new database must accept it.
+    assert (state / "resolver-service-token").exists()
+    shutil.rmtree(state / "pgdata")
+    second = Devstack(state)
+    try:
+        second.wait_for(RUNNING)
+        second.child("resolver_svc").kill()
+        code = second.wait()
+    finally:
+        second.kill()
+    assert code != 0
+    assert "resolver_svc exited with code -9" in second.output
+    _assert_nothing_left(state)
+
+
+@pytest.mark.timeout(60)
+def test_tls_settings_are_refused_before_anything_starts(state: Path) -> None:
+    stack = Devstack(state, CONFIG_SVC_TLS_CERT="/etc/cert.pem", CONFIG_SVC_TLS_KEY="/etc/key.pem")
+    try:
+        code = stack.wait()
+    finally:
+        stack.kill()
+    assert code != 0
+    assert "CONFIG_SVC_TLS_CERT" in stack.output and "plaintext" in stack.output
+    assert not (state / "pgdata").exists()
+
+
+def test_children_get_at_least_their_own_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS", raising=False)
+    monkeypatch.delenv("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS", raising=False)
+    assert _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS") == 25.0
+    assert _grace("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS") == 10.0
+    monkeypatch.setenv("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS", "40")
+    assert _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS") == 40.0
