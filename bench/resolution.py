@@ -199,10 +199,12 @@ def report(results: list[dict[str, Any]], before: dict[str, int], after: dict[st
             print(f"{rpc:<24}{c:>8}{per_second:>11.0f}{p50:>9.3f}{p99:>9.3f}{ratio:>9.2f}x{mark}")
     print(f"target: resolution >= {THROUGHPUT_TARGET}x health")
 
-    print("\nResolver -> config_svc calls around the resolution phase (must not move)")
+    print("\nResolver -> config_svc calls around the resolution phase (calls must not move)")
     for key in sorted(set(before) | set(after)):
-        print(f"  {key:<22} before {before.get(key, 0):>6}   after {after.get(key, 0):>6}")
-    if before != after:
+        pushed = "  (pushed by config_svc: watch heartbeats every 10 s)" if key == "WatchConfig.events" else ""
+        print(f"  {key:<22} before {before.get(key, 0):>6}   after {after.get(key, 0):>6}{pushed}")
+    calls = [key for key in set(before) | set(after) if key != "WatchConfig.events"]
+    if any(before.get(key, 0) != after.get(key, 0) for key in calls):
         ok = False
         print("  CHANGED: the hot path did I/O")
     else:
