@@ -18,6 +18,7 @@ from core.domain import (
     PERSONAL_CONTEXTS,
     GenerationOptions,
     Model,
+    OverrideContext,
     Pricing,
     Principal,
     Provider,
@@ -431,12 +432,9 @@ def _user(principal: Principal, requested: str) -> str:
     return user
 
 
-def _context(value: int, allowed: frozenset[Any], field: str) -> Any:
-    ctx = convert.context(value, field)
-    if ctx not in allowed:
-        names = ", ".join(sorted(c.value for c in allowed))
-        raise InvalidArgument.one(field, f"{ctx.value} is not allowed here; use one of {names}")
-    return ctx
+def _context(value: int, allowed: frozenset[OverrideContext], field: str) -> OverrideContext:
+    context = convert.CONTEXTS.get(pb.OverrideContext.ValueType(value))
+    return validation.validate_override_context(context, allowed, field)
 
 
 def _mask(request: Any, allowed: set[str], prefix: str = "") -> list[str]:

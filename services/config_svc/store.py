@@ -9,7 +9,6 @@ which Postgres delivers on commit. Reads return domain dataclasses.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
@@ -540,23 +539,24 @@ class Store:
         async with self._write(actor, "RotateKeys", "keyring", {"primary": primary}) as tx:
             for r in await tx.conn.fetch("SELECT name, api_key_key_id, api_key_ciphertext FROM providers "
                                          "WHERE api_key_key_id IS NOT NULL FOR UPDATE"):
-                if r["api_key_key_id"] == primary:
+                sealed = crypto.Sealed(r["api_key_key_id"], bytes(r["api_key_ciphertext"]))
+                if not self.keyring.needs_rotation(sealed):
                     counts["already_current"] += 1
                     continue
                 aad = crypto.aad_for("providers", "api_key", r["name"])
-                plain = self.keyring.decrypt(crypto.Sealed(r["api_key_key_id"], bytes(r["api_key_ciphertext"])),
-                                             aad=aad)
+                plain = self.keyring.decrypt(sealed, aad=aad)
                 key_id, blob = self._seal(plain, aad)
                 await tx.conn.execute("UPDATE providers SET api_key_key_id=$2, api_key_ciphertext=$3 "
                                       "WHERE name=$1", r["name"], key_id, blob)
                 counts["providers"] += 1
             for r in await tx.conn.fetch("SELECT user_name, provider, key_id, ciphertext FROM user_keys "
                                          "FOR UPDATE"):
-                if r["key_id"] == primary:
+                sealed = crypto.Sealed(r["key_id"], bytes(r["ciphertext"]))
+                if not self.keyring.needs_rotation(sealed):
                     counts["already_current"] += 1
                     continue
                 aad = crypto.aad_for("user_keys", "api_key", f"{r['user_name']}\x00{r['provider']}")
-                plain = self.keyring.decrypt(crypto.Sealed(r["key_id"], bytes(r["ciphertext"])), aad=aad)
+                plain = self.keyring.decrypt(sealed, aad=aad)
                 key_id, blob = self._seal(plain, aad)
                 await tx.conn.execute("UPDATE user_keys SET key_id=$3, ciphertext=$4 "
                                       "WHERE user_name=$1 AND provider=$2",
@@ -688,6 +688,3 @@ def _like_prefix(prefix: str) -> str:
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + "%"
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

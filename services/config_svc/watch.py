@@ -39,10 +39,6 @@ class Broadcaster:
         self._task: asyncio.Task[None] | None = None
         self._store: Store | None = None
 
-    @property
-    def latest(self) -> int:
-        return self._latest
-
     async def start(self, store: Store) -> None:
         self._store = store
         self._latest = await store.current_revision()

@@ -132,9 +132,9 @@ class ResolverMetrics:
     Call sites:
       follow_watch(revision=..., connected=...)  once, in build_server: both
           snapshot gauges are then read at scrape time (the lag to within one
-          scrape interval); or, for exact times, call snapshot_applied(revision),
-          watch_connected() and watch_lost() from the watcher instead
-      cache_hit(name) / cache_miss(name)         on each cache lookup
+          scrape interval)
+      cache_lookup(name, hit)                    on each cache lookup (the
+          caches' LookupObserver)
       upstream_done(provider, model, status, seconds, tokens={...}, cost_usd=...)
           once per upstream request; tokens kinds: input, output, cache_read,
           cache_write, reasoning; cost_usd None for unpriced models
@@ -179,9 +179,6 @@ class ResolverMetrics:
         self.snapshot_revision.set_function(lambda: float(revision()))
         self._connected = connected
 
-    def snapshot_applied(self, revision: int) -> None:
-        self.snapshot_revision.set(revision)
-
     def watch_connected(self) -> None:
         self._lost_at = None
 
@@ -191,12 +188,6 @@ class ResolverMetrics:
 
     def cache_lookup(self, cache: str, hit: bool) -> None:
         self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
-
-    def cache_hit(self, cache: str) -> None:
-        self.cache_requests.labels(cache, "hit").inc()
-
-    def cache_miss(self, cache: str) -> None:
-        self.cache_requests.labels(cache, "miss").inc()
 
     def upstream_done(self, provider: str, model: str, status: str, seconds: float, *,
                       tokens: Mapping[str, int] | None = None, cost_usd: float | None = None) -> None:

@@ -272,7 +272,7 @@ class ChatServicer(ResolverServicer):
         if not provider.key_policy.allow_user_keys:
             raise FailedPrecondition(f"{label} does not accept personal API keys, so there is no own key to "
                                      "probe with", reason="USER_KEYS_NOT_ALLOWED")
-        user_view = self.users.cached(user) or await self.users.get(user)
+        user_view = await self.users.get(user)
         decision = rules.resolve_credential(view, user_view, provider.name)
         if decision.source is not CredentialSource.USER_KEY:
             if not provider.enabled:

@@ -136,7 +136,6 @@ class ConfigClient:
             reconnect_initial_seconds, reconnect_max_seconds, keepalive_seconds=keepalive_seconds,
             keepalive_timeout_seconds=keepalive_timeout_seconds))
         self._stub = cs_grpc.ConfigServiceStub(self._channel)
-        self._service_token = service_token
         self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()

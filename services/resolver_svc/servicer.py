@@ -49,6 +49,11 @@ class AnswerMemo:
     configuration (Snapshot.apply keeps the view then). An entry holds the
     user data it was computed from and is served only while that is still
     the same object, so replaced user data simply stops matching.
+
+    Measured with bench/resolution.py (32 callers, vs Health/Check): without
+    the memo ResolveModel ran at 0.77-0.82x and ListAvailableModels at
+    0.78-0.85x, at or below the 0.8x target; with it 0.84-0.85x and 0.88-0.94x.
+    Most of the time it saves is building the response messages.
     """
 
     # Model names are at most 63 characters; longer request strings cannot
@@ -116,7 +121,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         names (PERMISSION_DENIED OTHER_USER for a member naming someone else)."""
         loaded = self.snapshot.current()
         user = user_for(current_principal(), requested_user)
-        user_view = self.users.cached(user) or await self.users.get(user)
+        user_view = await self.users.get(user)
         return loaded, user_view
 
     def resolve(self, view: ConfigView, user_view: UserView, context: int, chat_model: str) -> rules.Resolution:

@@ -106,11 +106,11 @@ async def test_resolver_metrics_are_exposed() -> None:
     endpoint = metrics.serve("127.0.0.1:0", registry)
     assert endpoint is not None
     try:
-        resolver.snapshot_applied(42)
+        resolver.follow_watch(revision=lambda: 42, connected=lambda: False)
         now[0] += 7  # no watch stream yet: the lag grows from start-up
-        resolver.cache_hit("users")
-        resolver.cache_hit("users")
-        resolver.cache_miss("users")
+        resolver.cache_lookup("users", True)
+        resolver.cache_lookup("users", True)
+        resolver.cache_lookup("users", False)
         resolver.upstream_done("anthropic", "claude", "OK", 0.3, tokens={"input": 1200, "output": 80,
                                "reasoning": 0}, cost_usd=0.0042)
         resolver.upstream_done("local", "llama", "UNAVAILABLE", 1.5, cost_usd=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable
 
 from resolver_svc.upstream.types import (
     ChatResult,
@@ -51,13 +51,6 @@ class StreamAccumulator:
             usage=self.usage,
             upstream_request_id=self.finish.upstream_request_id,
         )
-
-
-def collect_events(events: Iterable[StreamEvent]) -> ChatResult:
-    acc = StreamAccumulator()
-    for event in events:
-        acc.add(event)
-    return acc.result()
 
 
 async def collect(events: AsyncIterable[StreamEvent]) -> ChatResult:
