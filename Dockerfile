@@ -7,10 +7,10 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/modelplane
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY services ./services
 COPY clients ./clients
-RUN /opt/modelplane/bin/pip install .
+RUN /opt/modelplane/bin/pip install ./clients .
 
 # The test runner of the compose `tests` profile: the same suites CI runs;
 # tests/external targets the running stack through MODELPLANE_TEST_* variables.
@@ -19,7 +19,7 @@ RUN /opt/modelplane/bin/pip install .
 # .dockerignore keeps out local state, secrets and caches.
 FROM build AS test
 COPY . .
-RUN /opt/modelplane/bin/pip install '.[dev]'
+RUN /opt/modelplane/bin/pip install ./clients '.[dev]'
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
 CMD ["python", "-m", "pytest", "-q", "tests/external", "tests/integration", "tests/e2e"]
 
@@ -33,4 +33,4 @@ EXPOSE 50051 50052 9464 9465
 # Both services drain on SIGTERM (docs/operations.md, "Graceful shutdown").
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m"]
-CMD ["config_svc", "serve"]
+CMD ["modelplane_server.config_svc", "serve"]

@@ -3,20 +3,20 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml clients/pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard proto/modelplane/v1/*.proto)
 GEN    := clients
 
 .PHONY: run test unit proto proto-check lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./clients -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)
-	$(PY) -m devstack
+	$(PY) -m modelplane_server.devstack
 
 test: $(STAMP) proto-check lint typecheck
 	$(PY) -m pytest -q
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check --quiet services clients tests bench
 
 typecheck: $(STAMP)
-	$(PY) -m mypy services clients/modelplane
+	$(PY) -m mypy modelplane_server clients/modelplane
 
 bench: $(STAMP)
 	$(PY) -m bench

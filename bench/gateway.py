@@ -41,19 +41,19 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.resolution import fresh_database, mint, postgres
-from config_svc.server import build_server as build_config
-from config_svc.settings import Settings as ConfigSettings
-from core import crypto, logs
-from core.domain import Role
+from modelplane_server.config_svc.server import build_server as build_config
+from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.runtime import crypto, logs
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.chat import ChatServicer
-from resolver_svc.server import build_server as build_resolver
-from resolver_svc.settings import Settings as ResolverSettings
-from resolver_svc.upstream import ChatMessage, TextDelta, UpstreamClient, UpstreamTarget, protocol_for
+from modelplane_server.resolver_svc.chat import ChatServicer
+from modelplane_server.resolver_svc.server import build_server as build_resolver
+from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.upstream import ChatMessage, TextDelta, UpstreamClient, UpstreamTarget, protocol_for
 
 # BENCH_QUICK=1: a few calls each, only to prove the benchmark runs (the
 # test suite does this); its figures mean nothing.

@@ -36,19 +36,19 @@ import grpc
 import grpc.aio
 from google.protobuf import field_mask_pb2
 
-from config_svc.server import ConfigServer
-from config_svc.server import build_server as build_config
-from config_svc.settings import Settings as ConfigSettings
-from core import crypto, logs, tokens
-from core.domain import Role
+from modelplane_server.config_svc.server import ConfigServer
+from modelplane_server.config_svc.server import build_server as build_config
+from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.runtime import crypto, logs, tokens
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.server import ResolverServer
-from resolver_svc.server import build_server as build_resolver
-from resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.server import ResolverServer
+from modelplane_server.resolver_svc.server import build_server as build_resolver
+from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
 
 # Short phases, interleaved in rounds (health, resolve, list, health, ...),
 # and the median of per-round ratios: on a shared machine, background load

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from config_svc import db
+from modelplane_server.config_svc import db
 
 TEMPLATE = "modelplane_test_template"
 

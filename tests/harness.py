@@ -9,10 +9,10 @@ from typing import AsyncIterator
 
 import grpc
 
-from config_svc.server import ConfigServer, build_server
-from config_svc.settings import Settings
-from core import crypto, tokens
-from core.domain import Role
+from modelplane_server.config_svc.server import ConfigServer, build_server
+from modelplane_server.config_svc.settings import Settings
+from modelplane_server.runtime import crypto, tokens
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]

@@ -19,8 +19,8 @@ from grpc_status import rpc_status
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.server import SERVICE_NAME, ResolverServer, build_server
-from resolver_svc.settings import Settings
+from modelplane_server.resolver_svc.server import SERVICE_NAME, ResolverServer, build_server
+from modelplane_server.resolver_svc.settings import Settings
 
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")

@@ -13,14 +13,14 @@ from typing import Sequence
 
 import structlog
 
-from config_svc import db
-from config_svc.server import KeyringMismatch, build_server
-from config_svc.settings import Settings
-from config_svc.store import Store
-from core import crypto, logs, tokens
-from core.domain import ApiToken, Role
-from core.errors import DomainError
-from core.env import Env, SettingsError, describe, render_help
+from modelplane_server.config_svc import db
+from modelplane_server.config_svc.server import KeyringMismatch, build_server
+from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.store import Store
+from modelplane_server.runtime import crypto, logs, tokens
+from modelplane_server.domain.types import ApiToken, Role
+from modelplane_server.domain.errors import DomainError
+from modelplane_server.runtime.env import Env, SettingsError, describe, render_help
 
 log = structlog.get_logger("config_svc")
 

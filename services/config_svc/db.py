@@ -10,7 +10,7 @@ from typing import Awaitable, Callable, ParamSpec, TypeVar
 import asyncpg
 import structlog
 
-from core.errors import Unavailable
+from modelplane_server.domain.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 def _migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("config_svc") / "migrations"
+    folder = resources.files("modelplane_server.config_svc") / "migrations"
     files = sorted(
         (entry.name, entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()

@@ -7,10 +7,10 @@ import binascii
 import json
 from typing import Any
 
-from core.errors import InvalidArgument
-from core.validation import has_control_chars, validate_page_size
+from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.validation import has_control_chars, validate_page_size
 
-# page_size is validated by core.validation.validate_page_size.
+# page_size is validated by modelplane_server.domain.validation.validate_page_size.
 page_size = validate_page_size
 
 

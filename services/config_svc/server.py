@@ -4,7 +4,7 @@ import time.
 
 Interceptors, outer to inner: metrics (so refused calls are counted too),
 request context/log line, authentication, error mapping, and the drain hook
-that ends WatchConfig streams on shutdown (see core.shutdown).
+that ends WatchConfig streams on shutdown (see modelplane_server.runtime.shutdown).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry
 
-from config_svc import db
-from config_svc.servicer import ConfigServicer, authenticate
-from config_svc.settings import Settings
-from config_svc.store import Store
-from config_svc.watch import Broadcaster
-from core import crypto, metrics, rpc, shutdown, tls
-from core.domain import Principal
-from core.errors import DomainError
+from modelplane_server.config_svc import db
+from modelplane_server.config_svc.servicer import ConfigServicer, authenticate
+from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.store import Store
+from modelplane_server.config_svc.watch import Broadcaster
+from modelplane_server.runtime import crypto, metrics, rpc, shutdown, tls
+from modelplane_server.domain.types import Principal
+from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
 
 log = structlog.get_logger(__name__)

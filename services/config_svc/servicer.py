@@ -9,11 +9,13 @@ from typing import Any, AsyncIterator, Iterable
 import grpc
 from google.protobuf import empty_pb2, json_format
 
-from config_svc import paging
-from config_svc.store import UNSET, Store
-from config_svc.watch import Broadcaster, watch_events
-from core import convert, options, tokens, validation
-from core.domain import (
+from modelplane_server.config_svc import paging
+from modelplane_server.config_svc.store import UNSET, Store
+from modelplane_server.config_svc.watch import Broadcaster, watch_events
+from modelplane_server import convert
+from modelplane_server.domain import options, validation
+from modelplane_server.runtime import tokens
+from modelplane_server.domain.types import (
     ADMIN_CONTEXTS,
     PERSONAL_CONTEXTS,
     GenerationOptions,
@@ -26,8 +28,8 @@ from core.domain import (
     ProviderType,
     Role,
 )
-from core.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
-from core.rpc import current_principal, require, resolve_user
+from modelplane_server.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from modelplane_server.runtime.rpc import current_principal, require, resolve_user
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
 from modelplane.v1 import resources_pb2 as pb

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
-from core.metrics import metrics_listen_from_env
-from core.tls import ServerTLS, server_tls_from_env
-from core.validation import parse_own_address
+from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
+from modelplane_server.runtime.metrics import metrics_listen_from_env
+from modelplane_server.runtime.tls import ServerTLS, server_tls_from_env
+from modelplane_server.domain.validation import parse_own_address
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 

@@ -15,8 +15,8 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import asyncpg
 
-from core import crypto
-from core.domain import (
+from modelplane_server.runtime import crypto
+from modelplane_server.domain.types import (
     ApiToken,
     AuditEvent,
     GenerationOptions,
@@ -33,8 +33,8 @@ from core.domain import (
     Settings,
     UserKey,
 )
-from core.errors import AlreadyExists, Aborted, FailedPrecondition, NotFound
-from config_svc.db import wrap_driver_errors
+from modelplane_server.domain.errors import AlreadyExists, Aborted, FailedPrecondition, NotFound
+from modelplane_server.config_svc.db import wrap_driver_errors
 
 NOTIFY_CHANNEL = "modelplane_config"
 # How many revisions of change records WatchConfig can resume from.

@@ -18,9 +18,9 @@ from typing import AsyncIterator, Callable
 import asyncpg
 import structlog
 
-from config_svc.store import NOTIFY_CHANNEL, Snapshot, Store
-from core import convert
-from core.domain import OverrideContext, Provider
+from modelplane_server.config_svc.store import NOTIFY_CHANNEL, Snapshot, Store
+from modelplane_server import convert
+from modelplane_server.domain.types import OverrideContext, Provider
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 

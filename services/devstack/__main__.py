@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 
 import asyncpg
 
-from config_svc.settings import Settings as ConfigSettings
-from core import crypto
-from core.env import describe
-from resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.runtime import crypto
+from modelplane_server.runtime.env import describe
+from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
 
 DATABASE = "modelplane"
 # How much longer than a service's own shutdown grace period it gets before SIGKILL.
@@ -196,22 +196,22 @@ class Children:
 
 def _serve(state: Path, env: dict[str, str], children: Children) -> int:
     config_addr, resolver_addr = env["CONFIG_SVC_LISTEN"], env["RESOLVER_SVC_LISTEN"]
-    _run(["-m", "config_svc", "migrate"], env)
-    admin = _run(["-m", "config_svc", "bootstrap-admin", "--subject", "dev-admin"], env)
+    _run(["-m", "modelplane_server.config_svc", "migrate"], env)
+    admin = _run(["-m", "modelplane_server.config_svc", "bootstrap-admin", "--subject", "dev-admin"], env)
     # Registered on every start (idempotent), so a reset database or a new
     # DATABASE_URL accepts the token kept in the state folder.
     token_path = state / "resolver-service-token"
-    service_token = _secret_file(token_path, lambda: _run(["-m", "config_svc", "new-token"], env))
-    _run(["-m", "config_svc", "import-token", "--role", "service", "--subject", "resolver",
+    service_token = _secret_file(token_path, lambda: _run(["-m", "modelplane_server.config_svc", "new-token"], env))
+    _run(["-m", "modelplane_server.config_svc", "import-token", "--role", "service", "--subject", "resolver",
           "--token-file", str(token_path)], env)
     env_resolver = {**env, "CONFIG_SVC_ADDRESS": config_addr, "RESOLVER_SERVICE_TOKEN": service_token}
     env_resolver.pop("DATABASE_URL")
     env_resolver.pop("MODELPLANE_ENCRYPTION_KEYS")
 
-    config = children.start("config_svc", ["-m", "config_svc", "serve"], env,
+    config = children.start("config_svc", ["-m", "modelplane_server.config_svc", "serve"], env,
                             _grace("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS"))
     _wait_serving(config_addr, "modelplane.v1.ConfigService", config)
-    resolver = children.start("resolver_svc", ["-m", "resolver_svc"], env_resolver,
+    resolver = children.start("resolver_svc", ["-m", "modelplane_server.resolver_svc"], env_resolver,
                               _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS"))
     _wait_serving(resolver_addr, "", resolver)
     print(f"""

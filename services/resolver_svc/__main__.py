@@ -10,10 +10,10 @@ from typing import Sequence
 
 import structlog
 
-from core import logs
-from core.env import Env, SettingsError, describe, render_help
-from resolver_svc.server import build_server
-from resolver_svc.settings import Settings
+from modelplane_server.runtime import logs
+from modelplane_server.runtime.env import Env, SettingsError, describe, render_help
+from modelplane_server.resolver_svc.server import build_server
+from modelplane_server.resolver_svc.settings import Settings
 
 log = structlog.get_logger("resolver_svc")
 

@@ -22,9 +22,11 @@ from typing import Final
 
 import structlog
 
-from core import convert, rules
-from core.domain import CredentialSource, Model, Provider, ProviderType, Role
-from core.errors import (
+from modelplane_server import convert
+
+from modelplane_server.domain import rules
+from modelplane_server.domain.types import CredentialSource, Model, Provider, ProviderType, Role
+from modelplane_server.domain.errors import (
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
@@ -34,15 +36,15 @@ from core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from core.metrics import ResolverMetrics
-from core.rpc import current_principal, require, status_code_for
+from modelplane_server.runtime.metrics import ResolverMetrics
+from modelplane_server.runtime.rpc import current_principal, require, status_code_for
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc import chat_convert, to_pb
-from resolver_svc.credentials import CredentialCache
-from resolver_svc.servicer import Context, ResolverServicer, user_for
-from resolver_svc.snapshot import Snapshot
-from resolver_svc.upstream import (
+from modelplane_server.resolver_svc import chat_convert, to_pb
+from modelplane_server.resolver_svc.credentials import CredentialCache
+from modelplane_server.resolver_svc.servicer import Context, ResolverServicer, user_for
+from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.upstream import (
     ChatMessage,
     ErrorKind,
     Finish,
@@ -54,8 +56,8 @@ from resolver_svc.upstream import (
     UsageEvent,
     deadline_in,
 )
-from resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
-from resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+from modelplane_server.resolver_svc.user_cache import UserCache
 
 log = structlog.get_logger(__name__)
 
@@ -248,7 +250,7 @@ class ChatServicer(ResolverServicer):
         )
 
     async def _chat_key(self, provider: Provider, source: CredentialSource, user: str) -> str | None:
-        """The key core.rules chose; None means SigV4 from the ambient chain."""
+        """The key modelplane_server.domain.rules chose; None means SigV4 from the ambient chain."""
         if source is CredentialSource.USER_KEY:
             return await self.credentials.get(provider.name, user)
         if source is CredentialSource.CENTRAL_KEY:
@@ -260,7 +262,7 @@ class ChatServicer(ResolverServicer):
         raise FailedPrecondition(f"no credential for provider {provider.name}", reason="NO_CREDENTIAL")
 
     async def _own_key(self, view: rules.ConfigView, provider: Provider, user: str) -> str:
-        """The user's own key for a probe, only where core.rules would give
+        """The user's own key for a probe, only where modelplane_server.domain.rules would give
         them their own key for a chat: a saved key the key policy ignores
         (BYOK off, or the provider refuses user keys) is not used here either.
         FAILED_PRECONDITION BYOK_DISABLED, USER_KEYS_NOT_ALLOWED,

@@ -16,12 +16,12 @@ from typing import Any, Final
 
 from google.protobuf import json_format
 
-from core.domain import BEDROCK_BEARER_DEFAULT_REGION, Model, Provider, ProviderType
-from core.errors import FieldViolation, InvalidArgument
-from core.validation import effective_base_url
+from modelplane_server.domain.types import BEDROCK_BEARER_DEFAULT_REGION, Model, Provider, ProviderType
+from modelplane_server.domain.errors import FieldViolation, InvalidArgument
+from modelplane_server.domain.validation import effective_base_url
 from modelplane.v1 import resolver_service_pb2 as rs
-from resolver_svc import upstream as up
-from resolver_svc.upstream.types import Role
+from modelplane_server.resolver_svc import upstream as up
+from modelplane_server.resolver_svc.upstream.types import Role
 
 # Matched with fullmatch: "$" would also accept a trailing newline.
 TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -49,7 +49,7 @@ FINISH_REASONS: Final[Mapping[up.FinishReason, Any]] = {
 # is "takes no arguments", which this says on every protocol.
 NO_PARAMETERS: Final[Mapping[str, object]] = {"type": "object", "properties": {}}
 
-# Model oneof field (core.domain.ProviderOptions.family) -> the ModelOptions
+# Model oneof field (modelplane_server.domain.types.ProviderOptions.family) -> the ModelOptions
 # group and dataclass the engine reads. openrouter and vercel share the
 # gateway group: same `reasoning` object on the wire.
 _OPTION_GROUPS: Final[Mapping[str, tuple[str, type[Any]]]] = {

@@ -23,13 +23,13 @@ import grpc.aio
 import structlog
 from google.rpc import error_details_pb2, status_pb2
 
-from core import errors
-from core.domain import Principal
-from core.tls import ClientTLS, client_channel
-from core.rpc import STATUS_CODES, STATUS_DETAILS_KEY
+from modelplane_server.domain import errors
+from modelplane_server.domain.types import Principal
+from modelplane_server.runtime.tls import ClientTLS, client_channel
+from modelplane_server.runtime.rpc import STATUS_CODES, STATUS_DETAILS_KEY
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
-from resolver_svc import from_config
+from modelplane_server.resolver_svc import from_config
 
 log = structlog.get_logger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from core import convert
-from core.domain import Model, OverrideContext, Provider, Settings
+from modelplane_server import convert
+from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc import from_config
+from modelplane_server.resolver_svc import from_config
 
 
 @dataclass(frozen=True)

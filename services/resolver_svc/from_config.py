@@ -1,6 +1,6 @@
 """Domain values from the messages config_svc sends the resolver.
 
-core.convert reads *input* messages (what a caller may set); these are
+modelplane_server.convert reads *input* messages (what a caller may set); these are
 *output* messages, so the output-only fields the rules need (api_key_set,
 is_default, etags) are read as well.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from core import convert
-from core.domain import ModelOverride, Model, Principal, Provider, Settings
-from core.errors import Unauthenticated
+from modelplane_server import convert
+from modelplane_server.domain.types import ModelOverride, Model, Principal, Provider, Settings
+from modelplane_server.domain.errors import Unauthenticated
 from modelplane.v1 import resources_pb2 as pb
 
 

@@ -18,19 +18,19 @@ import grpc.aio
 import structlog
 from prometheus_client import CollectorRegistry
 
-from core import metrics, rpc, shutdown, tls
+from modelplane_server.runtime import metrics, rpc, shutdown, tls
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
-from resolver_svc import ambient
-from resolver_svc.caller_auth import CallerAuth
-from resolver_svc.chat import ChatServicer
-from resolver_svc.config_client import ConfigClient
-from resolver_svc.credentials import CredentialCache
-from resolver_svc.servicer import ResolverServicer
-from resolver_svc.settings import Settings
-from resolver_svc.snapshot import Snapshot
-from resolver_svc.upstream import UpstreamClient
-from resolver_svc.user_cache import UserCache
-from resolver_svc.watcher import ConfigWatcher
+from modelplane_server.resolver_svc import ambient
+from modelplane_server.resolver_svc.caller_auth import CallerAuth
+from modelplane_server.resolver_svc.chat import ChatServicer
+from modelplane_server.resolver_svc.config_client import ConfigClient
+from modelplane_server.resolver_svc.credentials import CredentialCache
+from modelplane_server.resolver_svc.servicer import ResolverServicer
+from modelplane_server.resolver_svc.settings import Settings
+from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.upstream import UpstreamClient
+from modelplane_server.resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc.watcher import ConfigWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ class ResolverServer:
         await asyncio.wait_for(self.snapshot.ready.wait(), timeout)
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Graceful (see core.shutdown): NOT_SERVING, then in-flight calls and
+        """Graceful (see modelplane_server.runtime.shutdown): NOT_SERVING, then in-flight calls and
         chat streams get `grace` seconds; then the upstream client, caches and
         the channel to config_svc close."""
         for task in self._tasks:  # readiness must not flip health back to SERVING

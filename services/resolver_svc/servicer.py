@@ -1,5 +1,5 @@
 """ResolverService resolution RPCs: authorise, read the snapshot and the
-user's cached data, call core.rules, convert back. Memory only once the
+user's cached data, call modelplane_server.domain.rules, convert back. Memory only once the
 caller's token and the user's data are cached.
 
 Answers are memoised per (configuration view, user data, request): both are
@@ -19,19 +19,21 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from core import convert, rules
-from core.errors import InvalidArgument
-from core.rpc import current_principal, resolve_user
-from core.domain import Principal
-from core.rules import ConfigView, UserView
-from core.validation import validate_user
+from modelplane_server import convert
+
+from modelplane_server.domain import rules
+from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.runtime.rpc import current_principal, resolve_user
+from modelplane_server.domain.types import Principal
+from modelplane_server.domain.rules import ConfigView, UserView
+from modelplane_server.domain.validation import validate_user
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
-from resolver_svc import to_pb
-from resolver_svc.credentials import CredentialCache
-from resolver_svc.lru import LruCache
-from resolver_svc.snapshot import Loaded, Snapshot
-from resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc import to_pb
+from modelplane_server.resolver_svc.credentials import CredentialCache
+from modelplane_server.resolver_svc.lru import LruCache
+from modelplane_server.resolver_svc.snapshot import Loaded, Snapshot
+from modelplane_server.resolver_svc.user_cache import UserCache
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
@@ -99,7 +101,7 @@ class AnswerMemo:
 
 
 def user_for(principal: Principal, requested_user: str) -> str:
-    """core.rpc.resolve_user, then the name checked as config_svc checks it
+    """modelplane_server.runtime.rpc.resolve_user, then the name checked as config_svc checks it
     (INVALID_ARGUMENT on `user`): a name config_svc would refuse must fail
     here as the caller's mistake, before any fetch, not come back from
     config_svc as the resolver's own (INTERNAL)."""
@@ -125,7 +127,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         return loaded, user_view
 
     def resolve(self, view: ConfigView, user_view: UserView, context: int, chat_model: str) -> rules.Resolution:
-        """core.rules.resolve_model for proto inputs; NoUsableModel propagates
+        """modelplane_server.domain.rules.resolve_model for proto inputs; NoUsableModel propagates
         (FAILED_PRECONDITION NO_USABLE_MODEL)."""
         return rules.resolve_model(view, user_view, convert.context(context, "context"), chat_model or None)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.env import Env, SettingsError, env_bool, env_float, env_int, env_str
-from core.metrics import metrics_listen_from_env
-from core.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
+from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_str
+from modelplane_server.runtime.metrics import metrics_listen_from_env
+from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 

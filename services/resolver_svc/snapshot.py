@@ -1,5 +1,5 @@
 """The snapshot every resolution reads: the current ConfigState and the
-core.rules.ConfigView built from it.
+modelplane_server.domain.rules.ConfigView built from it.
 
 Both are replaced together, by one assignment, once per watch event, so a
 request sees one revision throughout and readers never wait. Building the
@@ -13,12 +13,12 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 
-from core.domain import ModelOverride
-from core.errors import Unavailable
-from core.rules import ConfigView
+from modelplane_server.domain.types import ModelOverride
+from modelplane_server.domain.errors import Unavailable
+from modelplane_server.domain.rules import ConfigView
 from modelplane.v1 import config_service_pb2 as cs
-from resolver_svc import config_state
-from resolver_svc.config_state import ConfigState, Invalidations
+from modelplane_server.resolver_svc import config_state
+from modelplane_server.resolver_svc.config_state import ConfigState, Invalidations
 
 SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
 

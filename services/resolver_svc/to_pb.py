@@ -1,4 +1,4 @@
-"""core.rules results as ResolverService messages.
+"""modelplane_server.domain.rules results as ResolverService messages.
 
 The rules' enums are the proto enums without their prefix, so each table is
 built by name; a rule value with no proto counterpart fails at import, not
@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 from typing import Any, Mapping, TypeVar
 
-from core import convert, rules
-from core.domain import CredentialSource
+from modelplane_server import convert
+
+from modelplane_server.domain import rules
+from modelplane_server.domain.types import CredentialSource
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
-from resolver_svc.config_state import ConfigState
+from modelplane_server.resolver_svc.config_state import ConfigState
 
 E = TypeVar("E", bound=enum.Enum)
 

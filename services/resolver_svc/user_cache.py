@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from core import convert
-from core.rules import UserView
+from modelplane_server import convert
+from modelplane_server.domain.rules import UserView
 from modelplane.v1 import config_service_pb2 as cs
-from resolver_svc.config_state import Invalidations
-from resolver_svc.lru import LookupObserver, LruCache, SingleFlight, ignore_lookup
+from modelplane_server.resolver_svc.config_state import Invalidations
+from modelplane_server.resolver_svc.lru import LookupObserver, LruCache, SingleFlight, ignore_lookup
 
 FetchUserConfig = Callable[[str], Awaitable[cs.UserConfig]]
 

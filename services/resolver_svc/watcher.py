@@ -27,11 +27,11 @@ from typing import AsyncIterator, Callable, Sequence
 
 import structlog
 
-from core.errors import DomainError
+from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2 as cs
-from resolver_svc.config_client import ConfigClient, ConfigUnreachable
-from resolver_svc.config_state import EpochChanged, Invalidations
-from resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.config_client import ConfigClient, ConfigUnreachable
+from modelplane_server.resolver_svc.config_state import EpochChanged, Invalidations
+from modelplane_server.resolver_svc.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
 

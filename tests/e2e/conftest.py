@@ -7,7 +7,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from tests.harness import ConfigHarness, config_settings, start_config
 from tests.resolver_harness import ResolverHarness, start_resolver
 

@@ -22,17 +22,17 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.chat import ChatServicer
-from resolver_svc.credentials import CredentialCache
-from resolver_svc.server import ResolverServer, build_server
-from resolver_svc.snapshot import Snapshot
-from resolver_svc.upstream import UpstreamClient
-from resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc.chat import ChatServicer
+from modelplane_server.resolver_svc.credentials import CredentialCache
+from modelplane_server.resolver_svc.server import ResolverServer, build_server
+from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.upstream import UpstreamClient
+from modelplane_server.resolver_svc.user_cache import UserCache
 from tests.fakes import TEST_AWS_CREDENTIALS, TEST_REGION, Canned, CannedToolCall, Fail, FakeUpstream, StreamReply
 from tests.harness import ConfigHarness, Metadata
 from tests.resolver_harness import error_reason, eventually, resolver_settings

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from core import tokens
-from core.domain import Role
+from modelplane_server.runtime import tokens
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb

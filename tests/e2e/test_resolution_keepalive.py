@@ -7,7 +7,7 @@ Where keepalive cannot tell (a gRPC proxy in between answers the pings),
 config_svc's heartbeat on quiet watch streams can: a silent stream is given
 up after RESOLVER_CONFIG_WATCH_IDLE_SECONDS.
 
-The frozen config_svc is a real `python -m config_svc serve` subprocess
+The frozen config_svc is a real `python -m modelplane_server.config_svc serve` subprocess
 stopped with SIGSTOP; changes meanwhile go through a second, in-process
 replica on the same database."""
 
@@ -24,13 +24,13 @@ from typing import AsyncIterator
 
 import pytest
 
-from config_svc.server import build_server as build_config_server
-from config_svc.settings import Settings as ConfigSettings
-from core.domain import Role
+from modelplane_server.config_svc.server import build_server as build_config_server
+from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.server import ResolverServer
-from resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.server import ResolverServer
+from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
 from tests.harness import ConfigHarness, config_settings, keyring_env, start_config
 from tests.resolver_harness import eventually, free_port, start_resolver
 
@@ -45,12 +45,12 @@ FAST_KEEPALIVE = {"config_keepalive_seconds": 0.3, "config_keepalive_timeout_sec
 
 @contextlib.asynccontextmanager
 async def config_subprocess(database_url: str, keys: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m config_svc serve` on a free port; (process, address)."""
+    """`python -m modelplane_server.config_svc serve` on a free port; (process, address)."""
     env = {**os.environ, "DATABASE_URL": database_url, "MODELPLANE_ENCRYPTION_KEYS": keys,
            "CONFIG_SVC_LISTEN": "127.0.0.1:0", "CONFIG_SVC_METRICS_LISTEN": "off", "LOG_LEVEL": "WARNING",
            "CONFIG_SVC_KEEPALIVE_MIN_PING_INTERVAL_SECONDS": "0.1"}
     with tempfile.TemporaryFile() as stderr:
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "config_svc", "serve", env=env,
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.config_svc", "serve", env=env,
                                                        stdout=asyncio.subprocess.PIPE, stderr=stderr)
         try:
             assert process.stdout is not None

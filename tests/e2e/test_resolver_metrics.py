@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb

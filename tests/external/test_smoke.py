@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from core import healthcheck
+from modelplane_server.runtime import healthcheck
 from modelplane.client import AsyncModelplaneClient
 from tests.external import Target
 

@@ -14,7 +14,7 @@ import asyncpg
 import grpc
 import pytest
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.conftest import _admin_dsn

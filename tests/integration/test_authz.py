@@ -8,7 +8,7 @@ from typing import Any, Callable
 import grpc
 import pytest
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness, Metadata, bearer

@@ -14,10 +14,10 @@ from typing import AsyncIterator
 
 import pytest
 
-from core.domain import Role
-from resolver_svc.chat import ChatServicer
-from resolver_svc.server import ResolverServer, build_server
-from resolver_svc.upstream import UpstreamClient
+from modelplane_server.domain.types import Role
+from modelplane_server.resolver_svc.chat import ChatServicer
+from modelplane_server.resolver_svc.server import ResolverServer, build_server
+from modelplane_server.resolver_svc.upstream import UpstreamClient
 from tests.fakes.canned import Canned
 from tests.fakes.upstream import DEFAULT_KEYS, FakeUpstream
 from tests.harness import ConfigHarness

@@ -15,7 +15,7 @@ import grpc.aio
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane import errors
 from modelplane.client import AsyncModelplaneClient, ModelplaneClient, RetryPolicy
 from modelplane.v1 import config_service_pb2 as cs

@@ -1,4 +1,4 @@
-"""`make run` (python -m devstack) as a subprocess on its own state folder,
+"""`make run` (python -m modelplane_server.devstack) as a subprocess on its own state folder,
 ports and embedded Postgres: a SIGTERM at any moment leaves nothing running,
 a crashed service ends the run with a non-zero code naming it, a reset
 database starts again, and TLS settings are refused up front."""
@@ -19,7 +19,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from devstack.__main__ import _grace
+from modelplane_server.devstack.__main__ import _grace
 from tests.resolver_harness import free_port
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ RUNNING = "modelplane is running."
 
 
 class Devstack:
-    """One `python -m devstack`, its output (stdout and stderr) read as it comes."""
+    """One `python -m modelplane_server.devstack`, its output (stdout and stderr) read as it comes."""
 
     def __init__(self, state: Path, **extra: str) -> None:
         self.state = state
@@ -37,7 +37,7 @@ class Devstack:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and "_TLS_" not in k}
         env.update(ports, MODELPLANE_STATE_DIR=str(state), CONFIG_SVC_SHUTDOWN_GRACE_SECONDS="2",
                    RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS="2", **extra)
-        self.proc = subprocess.Popen([sys.executable, "-m", "devstack"], env=env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_server.devstack"], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()

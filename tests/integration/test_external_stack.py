@@ -26,7 +26,7 @@ def _secret(path: Path, text: str) -> None:
 
 
 def _config_svc(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "config_svc", *args], check=True, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "modelplane_server.config_svc", *args], check=True, capture_output=True,
                           text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
                           ).stdout
 

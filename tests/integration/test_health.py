@@ -16,8 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from config_svc import db
-from core.domain import Role
+from modelplane_server.config_svc import db
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from tests.harness import ConfigHarness, config_settings, start_config
 from tests.integration.helpers import fails

@@ -14,9 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import metrics
-from core.domain import Role
-from core.env import Env, SettingsError
+from modelplane_server.runtime import metrics
+from modelplane_server.domain.types import Role
+from modelplane_server.runtime.env import Env, SettingsError
 from modelplane.v1 import config_service_pb2 as cs
 from tests.harness import ConfigHarness, config_settings, start_config
 

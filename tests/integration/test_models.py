@@ -9,7 +9,7 @@ import asyncpg
 import grpc
 import pytest
 
-from core.domain import Role
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness
@@ -322,7 +322,7 @@ async def test_options_schema_for_every_type(cfg: ConfigHarness) -> None:
     assert list(next(f for f in oai.provider_specific if f.path == "openai.reasoning_effort").enum_values) == [
         "minimal", "low", "medium", "high", "xhigh"]
     # Every schema path is a path UpdateModel accepts in its mask.
-    from config_svc.servicer import MODEL_MASK
+    from modelplane_server.config_svc.servicer import MODEL_MASK
     for ptype in EXPECTED_FAMILIES:
         schema = await cfg.stub.GetModelOptionsSchema(cs.GetModelOptionsSchemaRequest(provider_type=ptype),
                                                       metadata=member)

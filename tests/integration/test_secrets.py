@@ -18,9 +18,9 @@ import structlog
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from config_svc.server import KeyringMismatch, build_server
-from core import crypto, logs
-from core.domain import Role
+from modelplane_server.config_svc.server import KeyringMismatch, build_server
+from modelplane_server.runtime import crypto, logs
+from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness, config_settings, start_config

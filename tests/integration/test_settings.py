@@ -19,12 +19,12 @@ import asyncpg
 import pytest
 import yaml
 
-from config_svc.__main__ import _parser as config_parser
-from config_svc.settings import Settings as ConfigSettings
-from core import healthcheck
-from core.env import FILE_SUFFIX, Env, EnvVar, describe
-from resolver_svc.__main__ import _parser as resolver_parser
-from resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.config_svc.__main__ import _parser as config_parser
+from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.runtime import healthcheck
+from modelplane_server.runtime.env import FILE_SUFFIX, Env, EnvVar, describe
+from modelplane_server.resolver_svc.__main__ import _parser as resolver_parser
+from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
 from tests.harness import keyring_env
 
 pytestmark = pytest.mark.integration
@@ -37,8 +37,8 @@ CONFIG_VARS = describe(ConfigSettings.from_env)
 RESOLVER_VARS = describe(ResolverSettings.from_env)
 # What the image's ENTRYPOINT ["python", "-m"] runs, per module.
 MODULES: dict[str, tuple[list[EnvVar], Callable[[], argparse.ArgumentParser]]] = {
-    "config_svc": (CONFIG_VARS, config_parser),
-    "resolver_svc": (RESOLVER_VARS, resolver_parser),
+    "modelplane_server.config_svc": (CONFIG_VARS, config_parser),
+    "modelplane_server.resolver_svc": (RESOLVER_VARS, resolver_parser),
 }
 HEALTHCHECK_VARS = {f"{healthcheck.ENV_PREFIX}{n}" for n in ("CA", "CERT", "KEY", "SERVER_NAME")}
 TEST_RUNNER_VARS = {"MODELPLANE_TEST_CONFIG_ADDR", "MODELPLANE_TEST_RESOLVER_ADDR",
@@ -76,7 +76,7 @@ CONFIG_BASE = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "MODELPLA
 ])
 def test_config_svc_refuses_a_bad_setting_with_exit_code_2(env: dict[str, str], named: str) -> None:
     base = {k: v for k, v in CONFIG_BASE.items() if not (k + FILE_SUFFIX in env)}
-    result = _run("config_svc", "serve", env={**base, **env})
+    result = _run("modelplane_server.config_svc", "serve", env={**base, **env})
     assert result.returncode == 2, result.stderr
     assert named in result.stderr
     assert CONFIG_BASE["DATABASE_URL"] not in result.stderr
@@ -90,7 +90,7 @@ def test_config_svc_refuses_a_bad_setting_with_exit_code_2(env: dict[str, str], 
 ])
 def test_resolver_svc_refuses_a_bad_setting_with_exit_code_2(env: dict[str, str], named: str) -> None:
     base = {} if named == "RESOLVER_SERVICE_TOKEN" else {"RESOLVER_SERVICE_TOKEN": "mp_x_y"}
-    result = _run("resolver_svc", env={**base, **env})
+    result = _run("modelplane_server.resolver_svc", env={**base, **env})
     assert result.returncode == 2, result.stderr
     assert named in result.stderr
 
@@ -128,7 +128,7 @@ def test_aws_region_falls_back_to_aws_default_region_like_the_resolver(
     """botocore's order, which resolver_svc follows: both services show one bedrock URL."""
     assert ConfigSettings.from_env(Env(environ={**CONFIG_BASE, **env})).aws_region == region
     assert {"AWS_REGION", "AWS_DEFAULT_REGION"} <= _names(CONFIG_VARS)
-    result = _run("config_svc", "--help", env={})
+    result = _run("modelplane_server.config_svc", "--help", env={})
     assert "AWS_DEFAULT_REGION" in result.stdout
 
 
@@ -194,7 +194,7 @@ def test_the_guides_tls_override_mounts_and_declares_every_file() -> None:
 
 
 def test_new_key_prints_a_keyring_entry_without_a_database() -> None:
-    result = _run("config_svc", "new-key", "--id", "k2", env={})
+    result = _run("modelplane_server.config_svc", "new-key", "--id", "k2", env={})
     assert result.returncode == 0, result.stderr
     entry = result.stdout.strip()
     assert re.fullmatch(r"k2:[A-Za-z0-9+/]{43}=", entry)
@@ -208,14 +208,14 @@ def test_new_key_prints_a_keyring_entry_without_a_database() -> None:
 async def _import(database_url: str, keys: str, token_file: Path, role: str = "service",
                   subject: str = "resolver") -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        _run, "config_svc", "import-token", "--role", role, "--subject", subject, "--token-file", str(token_file),
+        _run, "modelplane_server.config_svc", "import-token", "--role", role, "--subject", subject, "--token-file", str(token_file),
         env={"DATABASE_URL": database_url, "MODELPLANE_ENCRYPTION_KEYS": keys})
 
 
 @pytest.fixture
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "resolver-token"
-    path.write_text(_run("config_svc", "new-token", env={}).stdout)
+    path.write_text(_run("modelplane_server.config_svc", "new-token", env={}).stdout)
     return path
 
 
@@ -245,7 +245,7 @@ async def test_import_token_refuses_a_different_secret_under_the_same_id(databas
     keys = keyring_env()
     assert (await _import(database_url, keys, token_file)).returncode == 0
     token_id = token_file.read_text().strip().split("_")[1]
-    other = _run("config_svc", "new-token", env={}).stdout.strip()
+    other = _run("modelplane_server.config_svc", "new-token", env={}).stdout.strip()
     forged = token_file.with_name("forged")
     forged.write_text(f"mp_{token_id}_{other.split('_', 2)[2]}\n")
     refused = await _import(database_url, keys, forged)
@@ -333,7 +333,7 @@ def test_compose_commands_and_variables_are_real(path: Path) -> None:
             if value.startswith("/run/secrets/"):
                 assert value.removeprefix("/run/secrets/") in mounted, f"{name}: {var} names an unmounted secret"
         probe = (service.get("healthcheck") or {}).get("test")
-        if probe and probe[:4] == ["CMD", "python", "-m", "core.healthcheck"]:
+        if probe and probe[:4] == ["CMD", "python", "-m", "modelplane_server.runtime.healthcheck"]:
             args = healthcheck._parser({}).parse_args(probe[4:])
             listen = env.get("CONFIG_SVC_LISTEN") or env.get("RESOLVER_SVC_LISTEN") or ""
             assert listen.endswith(":" + args.address.rpartition(":")[2]), f"{name}: probe port differs from listen"
@@ -422,7 +422,7 @@ def test_compose_stack_waits_for_what_it_needs() -> None:
         if service.get("restart") != "no" and "profiles" not in service:
             assert service.get("restart") == "unless-stopped" and "healthcheck" in service, name
     assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
-    assert services["migrate"]["command"] == ["config_svc", "migrate"]
+    assert services["migrate"]["command"] == ["modelplane_server.config_svc", "migrate"]
     assert "tests" in services["tests"]["profiles"]
     # stop_grace_period must outlast the service's own grace period.
     for name, var in (("config-svc", "CONFIG_SVC_SHUTDOWN_GRACE_SECONDS"),

@@ -1,4 +1,4 @@
-"""Graceful shutdown of `python -m config_svc serve`, run as operators run it
+"""Graceful shutdown of `python -m modelplane_server.config_svc serve`, run as operators run it
 (a subprocess, settings from the environment), then sent SIGTERM:
 
 - health turns NOT_SERVING at once (seen on a Health/Watch stream),
@@ -44,7 +44,7 @@ class Running:
 
 
 async def _run(env: dict[str, str], *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "config_svc", *args, env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.config_svc", *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
@@ -56,7 +56,7 @@ async def _start(database_url: str, grace_seconds: float) -> AsyncIterator[Runni
            "CONFIG_SVC_LISTEN": "127.0.0.1:0", "CONFIG_SVC_METRICS_LISTEN": "off",
            "CONFIG_SVC_SHUTDOWN_GRACE_SECONDS": str(grace_seconds)}
     admin = await _run(env, "bootstrap-admin", "--subject", "shutdown-admin")
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "config_svc", "serve", env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.config_svc", "serve", env=env,
                                                    stdout=asyncio.subprocess.PIPE)
     drain: asyncio.Task[bytes] | None = None
     try:

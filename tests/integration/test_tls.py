@@ -12,12 +12,12 @@ from typing import AsyncIterator
 import grpc
 import pytest
 
-from config_svc.server import ConfigServer, build_server
-from config_svc.settings import Settings
-from core import healthcheck, tokens
-from core.domain import Role
-from core.env import Env, SettingsError
-from core.tls import ClientTLS, ServerTLS, client_channel
+from modelplane_server.config_svc.server import ConfigServer, build_server
+from modelplane_server.config_svc.settings import Settings
+from modelplane_server.runtime import healthcheck, tokens
+from modelplane_server.domain.types import Role
+from modelplane_server.runtime.env import Env, SettingsError
+from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_channel
 from modelplane.client import TLS, AsyncModelplaneClient
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc

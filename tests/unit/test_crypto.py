@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.crypto import (
+from modelplane_server.runtime.crypto import (
     ENV_VAR,
     DecryptionFailed,
     Keyring,
@@ -14,8 +14,8 @@ from core.crypto import (
     generate_key_entry,
     missing_key_message,
 )
-from core.env import Env, SettingsError
-from core.errors import DomainError
+from modelplane_server.runtime.env import Env, SettingsError
+from modelplane_server.domain.errors import DomainError
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))

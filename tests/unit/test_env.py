@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.env import (
+from modelplane_server.runtime.env import (
     Env,
     SettingsError,
     describe,

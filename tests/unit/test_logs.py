@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from core.logs import REDACTED, configure_logging, get_logger, is_sensitive_name, redact_text
+from modelplane_server.runtime.logs import REDACTED, configure_logging, get_logger, is_sensitive_name, redact_text
 
 CANARY = "c4nary7Zq9XvB2mK8pL3rT6wY1uN5hJ0"  # 32 chars of base64-ish
 MP_TOKEN = f"mp_0123456789ab_{CANARY}AbCdEfGhIjK"

@@ -9,8 +9,8 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from modelplane.v1 import resources_pb2
 
-from core.domain import OPTIONS_FAMILY, GenerationOptions, Pricing, ProviderType
-from core.options import (
+from modelplane_server.domain.types import OPTIONS_FAMILY, GenerationOptions, Pricing, ProviderType
+from modelplane_server.domain.options import (
     ALL_OPTIONS,
     FAMILY_OPTIONS,
     GENERAL_OPTIONS,

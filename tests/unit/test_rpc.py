@@ -1,4 +1,4 @@
-"""core.rpc against a real grpc.aio server on loopback and a real channel."""
+"""modelplane_server.runtime.rpc against a real grpc.aio server on loopback and a real channel."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from core import errors, rpc
-from core.domain import Principal, Role
-from core.logs import configure_logging
+from modelplane_server.domain import errors
+
+from modelplane_server.runtime import rpc
+from modelplane_server.domain.types import Principal, Role
+from modelplane_server.runtime.logs import configure_logging
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
 from modelplane.v1 import resources_pb2 as res

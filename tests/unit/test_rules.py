@@ -1,4 +1,4 @@
-"""Table tests for core.rules: both seeds' credential rules, key status,
+"""Table tests for modelplane_server.domain.rules: both seeds' credential rules, key status,
 model selection and the override resolution order."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain import (
+from modelplane_server.domain.types import (
     CredentialSource,
     GenerationOptions,
     KeyPolicy,
@@ -21,8 +21,8 @@ from core.domain import (
     ProviderType,
     Settings,
 )
-from core.errors import FailedPrecondition
-from core.rules import (
+from modelplane_server.domain.errors import FailedPrecondition
+from modelplane_server.domain.rules import (
     AvailableModels,
     ConfigView,
     EmptyReason,

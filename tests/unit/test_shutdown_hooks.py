@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from core.shutdown import EndlessStreams
+from modelplane_server.runtime.shutdown import EndlessStreams
 
 
 async def test_a_cancelled_stream_closes_its_source_cleanly() -> None:

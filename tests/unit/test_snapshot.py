@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core import rules
-from core.domain import CredentialSource, OverrideContext
-from core.errors import Unavailable
+from modelplane_server.domain import rules
+from modelplane_server.domain.types import CredentialSource, OverrideContext
+from modelplane_server.domain.errors import Unavailable
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc import config_state
-from resolver_svc.snapshot import Snapshot
-from resolver_svc.watcher import ConfigWatcher
+from modelplane_server.resolver_svc import config_state
+from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.watcher import ConfigWatcher
 
 
 def provider(name: str, *, key: bool = True, enabled: bool = True, type: int = pb.PROVIDER_TYPE_ANTHROPIC,

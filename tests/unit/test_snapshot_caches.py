@@ -7,19 +7,19 @@ import asyncio
 
 import pytest
 
-from core import tokens
-from core.domain import Principal, Role
-from core.errors import NotFound, Unauthenticated, Unavailable
+from modelplane_server.runtime import tokens
+from modelplane_server.domain.types import Principal, Role
+from modelplane_server.domain.errors import NotFound, Unauthenticated, Unavailable
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from resolver_svc.caller_auth import CallerAuth
-from resolver_svc.config_client import ConfigUnreachable
-from resolver_svc.config_state import Invalidations
-from resolver_svc.credentials import CredentialCache
-from resolver_svc.lru import LruCache
-from resolver_svc.snapshot import Snapshot
-from resolver_svc.user_cache import UserCache
-from resolver_svc.watcher import backoff_delay
+from modelplane_server.resolver_svc.caller_auth import CallerAuth
+from modelplane_server.resolver_svc.config_client import ConfigUnreachable
+from modelplane_server.resolver_svc.config_state import Invalidations
+from modelplane_server.resolver_svc.credentials import CredentialCache
+from modelplane_server.resolver_svc.lru import LruCache
+from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc.watcher import backoff_delay
 from tests.unit.test_snapshot import snapshot_event
 
 

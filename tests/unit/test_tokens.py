@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from core import tokens
-from core.errors import Unauthenticated
+from modelplane_server.runtime import tokens
+from modelplane_server.domain.errors import Unauthenticated
 
 
 def test_mint_shape_and_hash() -> None:

@@ -1,4 +1,4 @@
-"""Table tests for core.validation: each rule, valid and invalid, by exact field path."""
+"""Table tests for modelplane_server.domain.validation: each rule, valid and invalid, by exact field path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.domain import (
+from modelplane_server.domain.types import (
     OPTIONS_FAMILY,
     GenerationOptions,
     KeyPolicy,
@@ -25,9 +25,9 @@ from core.domain import (
     ProviderOptions,
     ProviderType,
 )
-from core.errors import FieldViolation, InvalidArgument
-from core.options import ALL_OPTIONS, OptionDef, OptionKind
-from core.validation import (
+from modelplane_server.domain.errors import FieldViolation, InvalidArgument
+from modelplane_server.domain.options import ALL_OPTIONS, OptionDef, OptionKind
+from modelplane_server.domain.validation import (
     DEFAULT_PAGE_SIZE,
     NAME_PATTERN,
     api_key_violations,

@@ -4,11 +4,11 @@ Plain data in, plain data out; no gRPC or protobuf types. See
 docs/upstream.md for the option mapping and the usage semantics.
 """
 
-from resolver_svc.upstream.client import Timeouts, UpstreamClient, deadline_in, protocol_for
-from resolver_svc.upstream.collect import collect
-from resolver_svc.upstream.errors import ErrorKind, StreamStalled, UpstreamError, scrub
-from resolver_svc.upstream.retry import RetryPolicy
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.client import Timeouts, UpstreamClient, deadline_in, protocol_for
+from modelplane_server.resolver_svc.upstream.collect import collect
+from modelplane_server.resolver_svc.upstream.errors import ErrorKind, StreamStalled, UpstreamError, scrub
+from modelplane_server.resolver_svc.upstream.retry import RetryPolicy
+from modelplane_server.resolver_svc.upstream.types import (
     PROVIDER_TYPES,
     AnthropicOptions,
     ChatMessage,
@@ -30,7 +30,7 @@ from resolver_svc.upstream.types import (
     Usage,
     UsageEvent,
 )
-from resolver_svc.upstream.usage import Prices, context_usage, cost_usd
+from modelplane_server.resolver_svc.upstream.usage import Prices, context_usage, cost_usd
 
 __all__ = [
     "PROVIDER_TYPES",

@@ -6,14 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from resolver_svc.upstream.errors import (
+from modelplane_server.resolver_svc.upstream.errors import (
     ErrorKind,
     UpstreamError,
     kind_for_status,
     looks_like_context_too_long,
 )
-from resolver_svc.upstream.openai_common import int_field
-from resolver_svc.upstream.protocol import (
+from modelplane_server.resolver_svc.upstream.openai_common import int_field
+from modelplane_server.resolver_svc.upstream.protocol import (
     alternating_turns,
     MappingContext,
     OptionRule,
@@ -24,8 +24,8 @@ from resolver_svc.upstream.protocol import (
     json_body,
     loads_object,
 )
-from resolver_svc.upstream.sse import SseParser
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.sse import SseParser
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,

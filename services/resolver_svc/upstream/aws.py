@@ -16,8 +16,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
-from resolver_svc.upstream.errors import UpstreamError
-from resolver_svc.upstream.protocol import WireRequest
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError
+from modelplane_server.resolver_svc.upstream.protocol import WireRequest
 
 CredentialsProvider = Callable[[], Awaitable[ReadOnlyCredentials]]
 

@@ -13,16 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from resolver_svc.upstream.anthropic_messages import thinking_enabled, tool_input
-from resolver_svc.upstream.errors import (
+from modelplane_server.resolver_svc.upstream.anthropic_messages import thinking_enabled, tool_input
+from modelplane_server.resolver_svc.upstream.errors import (
     ErrorKind,
     UpstreamError,
     kind_for_status,
     looks_like_context_too_long,
 )
-from resolver_svc.upstream.eventstream import EventMessage, EventStreamDecoder
-from resolver_svc.upstream.openai_common import int_field
-from resolver_svc.upstream.protocol import (
+from modelplane_server.resolver_svc.upstream.eventstream import EventMessage, EventStreamDecoder
+from modelplane_server.resolver_svc.upstream.openai_common import int_field
+from modelplane_server.resolver_svc.upstream.protocol import (
     alternating_turns,
     MappingContext,
     OptionRule,
@@ -32,7 +32,7 @@ from resolver_svc.upstream.protocol import (
     json_body,
     loads_object,
 )
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,

@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from resolver_svc.upstream import aws
-from resolver_svc.upstream.anthropic_messages import AnthropicMessagesProtocol
-from resolver_svc.upstream.bedrock_converse import BedrockConverseProtocol
-from resolver_svc.upstream.errors import StreamStalled, UpstreamError
-from resolver_svc.upstream.openai_chat import OpenAIChatProtocol
-from resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
-from resolver_svc.upstream.protocol import WireProtocol, WireRequest
-from resolver_svc.upstream.retry import RetryPolicy, parse_retry_after, parse_should_retry, retry_delay
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream import aws
+from modelplane_server.resolver_svc.upstream.anthropic_messages import AnthropicMessagesProtocol
+from modelplane_server.resolver_svc.upstream.bedrock_converse import BedrockConverseProtocol
+from modelplane_server.resolver_svc.upstream.errors import StreamStalled, UpstreamError
+from modelplane_server.resolver_svc.upstream.openai_chat import OpenAIChatProtocol
+from modelplane_server.resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
+from modelplane_server.resolver_svc.upstream.protocol import WireProtocol, WireRequest
+from modelplane_server.resolver_svc.upstream.retry import RetryPolicy, parse_retry_after, parse_should_retry, retry_delay
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,

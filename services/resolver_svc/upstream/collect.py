@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable
 
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.types import (
     ChatResult,
     Finish,
     ReasoningDelta,

@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from resolver_svc.upstream.errors import UpstreamError
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError
 
 _PRELUDE_LEN = 12
 _MIN_MESSAGE_LEN = 16

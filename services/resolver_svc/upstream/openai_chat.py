@@ -7,10 +7,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from resolver_svc.upstream import openai_common
-from resolver_svc.upstream.errors import UpstreamError
-from resolver_svc.upstream.openai_common import OPENAI_FAMILY, int_field
-from resolver_svc.upstream.protocol import (
+from modelplane_server.resolver_svc.upstream import openai_common
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError
+from modelplane_server.resolver_svc.upstream.openai_common import OPENAI_FAMILY, int_field
+from modelplane_server.resolver_svc.upstream.protocol import (
     MappingContext,
     OptionRule,
     WireRequest,
@@ -24,8 +24,8 @@ from resolver_svc.upstream.protocol import (
     provider_is,
     provider_is_not,
 )
-from resolver_svc.upstream.sse import SseParser
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.sse import SseParser
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,

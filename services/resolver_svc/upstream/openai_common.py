@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from resolver_svc.upstream.errors import UpstreamError, kind_for_status
-from resolver_svc.upstream.protocol import WireRequest, error_fields, join_url, loads_object
-from resolver_svc.upstream.types import UpstreamTarget
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError, kind_for_status
+from modelplane_server.resolver_svc.upstream.protocol import WireRequest, error_fields, join_url, loads_object
+from modelplane_server.resolver_svc.upstream.types import UpstreamTarget
 
 OPENAI_FAMILY = ("openai", "azure-openai")
 

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from resolver_svc.upstream import openai_common
-from resolver_svc.upstream.errors import ErrorKind, UpstreamError, looks_like_context_too_long
-from resolver_svc.upstream.openai_common import int_field
-from resolver_svc.upstream.protocol import (
+from modelplane_server.resolver_svc.upstream import openai_common
+from modelplane_server.resolver_svc.upstream.errors import ErrorKind, UpstreamError, looks_like_context_too_long
+from modelplane_server.resolver_svc.upstream.openai_common import int_field
+from modelplane_server.resolver_svc.upstream.protocol import (
     MappingContext,
     OptionRule,
     WireRequest,
@@ -21,8 +21,8 @@ from resolver_svc.upstream.protocol import (
     loads_object,
     option_unset,
 )
-from resolver_svc.upstream.sse import SseParser
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.sse import SseParser
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from resolver_svc.upstream.errors import UpstreamError
-from resolver_svc.upstream.types import (
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError
+from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     ModelOptions,

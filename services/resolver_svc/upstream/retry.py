@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from resolver_svc.upstream.errors import UpstreamError
+from modelplane_server.resolver_svc.upstream.errors import UpstreamError
 
 
 @dataclass(frozen=True)

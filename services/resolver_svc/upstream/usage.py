@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resolver_svc.upstream.types import Usage
+from modelplane_server.resolver_svc.upstream.types import Usage
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
 

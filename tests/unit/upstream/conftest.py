@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from resolver_svc.upstream import ChatMessage, ModelOptions, ToolDefinition, UpstreamClient, UpstreamTarget
-from resolver_svc.upstream.aws import static_credentials
-from resolver_svc.upstream.retry import RetryPolicy
+from modelplane_server.resolver_svc.upstream import ChatMessage, ModelOptions, ToolDefinition, UpstreamClient, UpstreamTarget
+from modelplane_server.resolver_svc.upstream.aws import static_credentials
+from modelplane_server.resolver_svc.upstream.retry import RetryPolicy
 from tests.fakes import TEST_AWS_CREDENTIALS, FakeUpstream
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from resolver_svc.upstream import ChatMessage, UpstreamClient, UpstreamError, UpstreamTarget
-from resolver_svc.upstream.aws import static_credentials
-from resolver_svc.upstream.bedrock_converse import control_plane_base
+from modelplane_server.resolver_svc.upstream import ChatMessage, UpstreamClient, UpstreamError, UpstreamTarget
+from modelplane_server.resolver_svc.upstream.aws import static_credentials
+from modelplane_server.resolver_svc.upstream.bedrock_converse import control_plane_base
 from tests.fakes import TEST_AWS_CREDENTIALS, Canned, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, ManualClock
 
@@ -34,7 +34,7 @@ async def test_sigv4_request_verified_by_fake(client: UpstreamClient) -> None:
 
 async def test_sigv4_stream_and_models(client: UpstreamClient) -> None:
     async with FakeUpstream.start("bedrock", api_key=None) as fake:
-        from resolver_svc.upstream import collect
+        from modelplane_server.resolver_svc.upstream import collect
 
         assert (await collect(client.stream(sigv4_target(fake), CONVERSATION))).finish_reason == "stop"
         assert await client.list_models(sigv4_target(fake)) == fake.models
@@ -87,7 +87,7 @@ async def test_wrong_bearer_token(client: UpstreamClient) -> None:
 
 
 def test_sigv4_without_region_is_refused() -> None:
-    from resolver_svc.upstream import protocol_for
+    from modelplane_server.resolver_svc.upstream import protocol_for
 
     target = UpstreamTarget("bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com", None, None, MODEL)
     with pytest.raises(UpstreamError, match="region"):
@@ -114,8 +114,8 @@ def test_control_plane_base(runtime: str, control: str) -> None:
 
 
 def test_fake_verifier_detects_a_tampered_body() -> None:
-    from resolver_svc.upstream.aws import sign
-    from resolver_svc.upstream.protocol import WireRequest
+    from modelplane_server.resolver_svc.upstream.aws import sign
+    from modelplane_server.resolver_svc.upstream.protocol import WireRequest
     from tests.fakes import RecordedRequest
     from tests.fakes.bedrock_wire import verify_sigv4
     from botocore.credentials import ReadOnlyCredentials

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from resolver_svc.upstream import UpstreamClient, UpstreamError, UpstreamTarget, collect, scrub
-from resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
+from modelplane_server.resolver_svc.upstream import UpstreamClient, UpstreamError, UpstreamTarget, collect, scrub
+from modelplane_server.resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
 from tests.fakes import Canned, Fail, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, target_for
 

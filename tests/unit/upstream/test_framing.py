@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver_svc.upstream import ReasoningDelta, TextDelta, UpstreamError
-from resolver_svc.upstream.eventstream import EventStreamDecoder
-from resolver_svc.upstream.openai_chat import ThoughtTagSplitter, split_thought_tags
-from resolver_svc.upstream.sse import SseEvent, SseParser
+from modelplane_server.resolver_svc.upstream import ReasoningDelta, TextDelta, UpstreamError
+from modelplane_server.resolver_svc.upstream.eventstream import EventStreamDecoder
+from modelplane_server.resolver_svc.upstream.openai_chat import ThoughtTagSplitter, split_thought_tags
+from modelplane_server.resolver_svc.upstream.sse import SseEvent, SseParser
 from tests.fakes.bedrock_wire import event, exception, frame
 
 SAMPLE = (

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from resolver_svc.upstream import (
+from modelplane_server.resolver_svc.upstream import (
     AnthropicOptions,
     ChatMessage,
     GatewayReasoningOptions,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from resolver_svc.upstream import (
+from modelplane_server.resolver_svc.upstream import (
     ChatResult,
     Finish,
     ModelOptions,
@@ -116,7 +116,7 @@ async def test_missing_done_is_not_an_error(client: UpstreamClient) -> None:
 
 @pytest.mark.parametrize("kind", ["openrouter", "anthropic", "bedrock", "openai"])
 async def test_stream_cut_short_raises(kind: str, client: UpstreamClient) -> None:
-    from resolver_svc.upstream import UpstreamError
+    from modelplane_server.resolver_svc.upstream import UpstreamError
 
     async with FakeUpstream.start(kind) as fake:
         fake.default = Canned(text="abcdefghij", cut_after=5, chunk_chars=1)

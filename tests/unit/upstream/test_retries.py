@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from resolver_svc.upstream import TextDelta, UpstreamClient, UpstreamError, collect
+from modelplane_server.resolver_svc.upstream import TextDelta, UpstreamClient, UpstreamError, collect
 from tests.fakes import Canned, Fail, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, ManualClock, target_for
 
@@ -153,7 +153,7 @@ async def test_server_delay_beyond_cap_is_not_waited_for(client: UpstreamClient,
 
 
 async def test_connection_refused_is_retried_then_unavailable(clock: ManualClock) -> None:
-    from resolver_svc.upstream import UpstreamTarget
+    from modelplane_server.resolver_svc.upstream import UpstreamTarget
 
     async with FakeUpstream.start("openai") as fake:
         dead_url = fake.base_url

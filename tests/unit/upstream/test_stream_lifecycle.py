@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from resolver_svc.upstream import StreamStalled, TextDelta, UpstreamClient, UpstreamError, collect
+from modelplane_server.resolver_svc.upstream import StreamStalled, TextDelta, UpstreamClient, UpstreamError, collect
 from tests.fakes import KINDS, Canned, FakeUpstream, StreamReply
 from tests.unit.upstream.conftest import CONVERSATION, target_for
 

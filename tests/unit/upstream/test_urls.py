@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver_svc.upstream.protocol import join_url
+from modelplane_server.resolver_svc.upstream.protocol import join_url
 
 
 @pytest.mark.parametrize(

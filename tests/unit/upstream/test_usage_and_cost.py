@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resolver_svc.upstream import Prices, UpstreamClient, Usage, collect, context_usage, cost_usd
+from modelplane_server.resolver_svc.upstream import Prices, UpstreamClient, Usage, collect, context_usage, cost_usd
 from tests.fakes import KINDS, Canned, CannedUsage, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, target_for
 

@@ -1,4 +1,4 @@
-"""Pure input validation: plain data in, core.errors.InvalidArgument out.
+"""Pure input validation: plain data in, modelplane_server.domain.errors.InvalidArgument out.
 
 Every check collects all problems, one FieldViolation each, named by the
 request field path (the caller passes the prefix, e.g. "provider."), so an
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Collection, Sequence
 from urllib.parse import unquote, urlsplit
 
-from core.domain import (
+from modelplane_server.domain.types import (
     BEDROCK_BEARER_DEFAULT_REGION,
     DEFAULT_BASE_URLS,
     OPTIONS_FAMILY,
@@ -30,8 +30,8 @@ from core.domain import (
     ProviderType,
     bedrock_base_url,
 )
-from core.errors import FieldViolation, InvalidArgument
-from core.options import (
+from modelplane_server.domain.errors import FieldViolation, InvalidArgument
+from modelplane_server.domain.options import (
     FAMILY_OPTIONS,
     GENERAL_OPTIONS,
     OPTIONS_BY_PATH,

@@ -28,7 +28,7 @@ import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from core.env import Env, SettingsError, env_str
+from modelplane_server.runtime.env import Env, SettingsError, env_str
 
 
 @dataclass(frozen=True)

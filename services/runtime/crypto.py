@@ -24,8 +24,8 @@ from typing import Iterable, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core.env import Env, SettingsError, env_str
-from core.errors import DataLoss
+from modelplane_server.runtime.env import Env, SettingsError, env_str
+from modelplane_server.domain.errors import DataLoss
 
 ENV_VAR = "MODELPLANE_ENCRYPTION_KEYS"
 KEY_BYTES = 32

@@ -18,7 +18,7 @@ import re
 import secrets
 from typing import NamedTuple
 
-from core.errors import Unauthenticated
+from modelplane_server.domain.errors import Unauthenticated
 
 PREFIX = "mp"
 ID_HEX_CHARS = 12

@@ -1,4 +1,4 @@
-"""`python -m core.healthcheck [TLS options] ADDRESS [SERVICE]`: exit 0 when
+"""`python -m modelplane_server.runtime.healthcheck [TLS options] ADDRESS [SERVICE]`: exit 0 when
 the gRPC health service reports SERVING. The container image's health probe.
 
 With TLS on, pass the CA that signed the server's certificate (--tls-ca), and
@@ -23,7 +23,7 @@ ENV_PREFIX = "HEALTHCHECK_TLS_"
 
 
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.healthcheck",
+    parser = argparse.ArgumentParser(prog="python -m modelplane_server.runtime.healthcheck",
                                      description="Exit 0 when ADDRESS reports SERVING over gRPC health.")
     parser.add_argument("address", help="host:port")
     parser.add_argument("service", nargs="?", default="", help="service name; default: the server overall")

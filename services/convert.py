@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from core.domain import (
+from modelplane_server.domain.types import (
     ApiToken,
     AuditEvent,
     GenerationOptions,
@@ -29,7 +29,7 @@ from core.domain import (
     Settings,
     UserKey,
 )
-from core.errors import InvalidArgument
+from modelplane_server.domain.errors import InvalidArgument
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 

@@ -1,6 +1,6 @@
 """Every model option, defined once.
 
-The GetModelOptionsSchema RPC serves these definitions and core.validation
+The GetModelOptionsSchema RPC serves these definitions and modelplane_server.domain.validation
 checks models against them, so a UI form and the server can never disagree
 about a field's kind, range or allowed values.
 
@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
-from core.domain import OPTIONS_FAMILY, ProviderType
+from modelplane_server.domain.types import OPTIONS_FAMILY, ProviderType
 
 OptionValue = bool | int | float | str
 

@@ -35,9 +35,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from core import errors
-from core.domain import Principal, Role
-from core.logs import get_logger
+from modelplane_server.domain import errors
+from modelplane_server.domain.types import Principal, Role
+from modelplane_server.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

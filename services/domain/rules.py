@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.domain import (
+from modelplane_server.domain.types import (
     CredentialSource,
     Model,
     ModelOverride,
@@ -33,7 +33,7 @@ from core.domain import (
     ProviderType,
     Settings,
 )
-from core.errors import FailedPrecondition
+from modelplane_server.domain.errors import FailedPrecondition
 
 FixableBy = Literal["user", "admin"]
 

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 import grpc
 import grpc.aio
 
-from core.rpc import Health, HookInterceptor, Hooks
+from modelplane_server.runtime.rpc import Health, HookInterceptor, Hooks
 
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 

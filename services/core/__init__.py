@@ -1,1 +1,0 @@
-"""Shared plumbing and domain types for both services."""

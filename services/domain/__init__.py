@@ -1,0 +1,1 @@
+"""Pure domain: types, rules, options, validation, cost, errors. No gRPC, no I/O."""
