@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from modelplane_server.domain.errors import InvalidArgument
-from modelplane_server.domain.validation import has_control_chars, validate_page_size
+from modelplane_server.domain.text import has_control_chars
+from modelplane_server.domain.validation import validate_page_size
 
 # page_size is validated by modelplane_server.domain.validation.validate_page_size.
 page_size = validate_page_size

@@ -21,7 +21,9 @@ from modelplane_server.config_svc.servicer import ConfigServicer, authenticate
 from modelplane_server.config_svc.settings import Settings
 from modelplane_server.config_svc.store import Store
 from modelplane_server.config_svc.watch import Broadcaster
-from modelplane_server.runtime import crypto, metrics, rpc, shutdown, tls
+from modelplane_server.runtime import crypto, metrics, shutdown, tls
+from modelplane_server.runtime.health import Health, add_health_and_reflection
+from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -41,7 +43,7 @@ class ConfigServer:
     server: grpc.aio.Server
     port: int
     store: Store
-    health: rpc.Health
+    health: Health
     registry: CollectorRegistry
     metrics_endpoint: metrics.MetricsEndpoint | None
     _streams: shutdown.EndlessStreams
@@ -84,7 +86,7 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
     registry = CollectorRegistry()
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
-    server = grpc.aio.server(interceptors=rpc.server_interceptors(
+    server = grpc.aio.server(interceptors=server_interceptors(
         auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
         options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
@@ -92,7 +94,7 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
                        allow_metadata_addresses=settings.allow_metadata_addresses,
                        aws_region=settings.aws_region),
         server)
-    health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    health = add_health_and_reflection(server, [SERVICE_NAME])
     try:
         port = tls.add_port(server, settings.listen, settings.tls)
         await server.start()
@@ -121,7 +123,7 @@ def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]
     ]
 
 
-async def _watch_database(store: Store, health: rpc.Health, interval: float = 2.0) -> None:
+async def _watch_database(store: Store, health: Health, interval: float = 2.0) -> None:
     """Health follows the database: NOT_SERVING while Postgres is unreachable."""
     serving = True
     while True:

@@ -14,6 +14,7 @@ from modelplane_server.config_svc.store import UNSET, Store
 from modelplane_server.config_svc.watch import Broadcaster, watch_events
 from modelplane_server import convert
 from modelplane_server.domain import options, validation
+from modelplane_server.domain.base_url import effective_base_url
 from modelplane_server.runtime import tokens
 from modelplane_server.domain.types import (
     ADMIN_CONTEXTS,
@@ -29,7 +30,8 @@ from modelplane_server.domain.types import (
     Role,
 )
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
-from modelplane_server.runtime.rpc import current_principal, require, resolve_user
+from modelplane_server.runtime.auth import require, resolve_user
+from modelplane_server.runtime.context import current_principal
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
 from modelplane.v1 import resources_pb2 as pb
@@ -80,7 +82,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return principal
 
     def _provider_pb(self, p: Provider) -> pb.Provider:
-        return convert.provider_to_pb(p, validation.effective_base_url(p, self.aws_region))
+        return convert.provider_to_pb(p, effective_base_url(p, self.aws_region))
 
     def _validate_provider(self, p: Provider) -> None:
         validation.validate_provider(p, own_addresses=self.own_addresses,

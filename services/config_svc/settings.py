@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ServerTLS, server_tls_from_env
-from modelplane_server.domain.validation import parse_own_address
+from modelplane_server.domain.base_url import parse_own_address
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 

@@ -1,1 +1,1 @@
-"""Pure domain: types, rules, options, validation, cost, errors. No gRPC, no I/O."""
+"""Pure domain: types, errors, options, validation, base URLs, and the resolution rules. No gRPC, no I/O."""

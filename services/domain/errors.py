@@ -1,7 +1,7 @@
 """One domain error hierarchy for both services.
 
 Each error carries a reason (an ErrorReason name from the proto) and a message
-fit for the caller. No message may contain a secret. modelplane_server.runtime.rpc maps the classes
+fit for the caller. No message may contain a secret. modelplane_server.runtime.status maps the classes
 to gRPC status codes in one table.
 """
 

@@ -18,7 +18,9 @@ import grpc.aio
 import structlog
 from prometheus_client import CollectorRegistry
 
-from modelplane_server.runtime import metrics, rpc, shutdown, tls
+from modelplane_server.runtime import metrics, shutdown, tls
+from modelplane_server.runtime.health import Health, add_health_and_reflection
+from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from modelplane_server.resolver_svc import ambient
 from modelplane_server.resolver_svc.caller_auth import CallerAuth
@@ -43,7 +45,7 @@ ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServi
 class ResolverServer:
     server: grpc.aio.Server
     port: int
-    health: rpc.Health
+    health: Health
     config: ConfigClient
     snapshot: Snapshot
     users: UserCache
@@ -112,7 +114,7 @@ async def build_server(settings: Settings, *,
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
-    server = grpc.aio.server(interceptors=rpc.server_interceptors(
+    server = grpc.aio.server(interceptors=server_interceptors(
         auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
@@ -122,7 +124,7 @@ async def build_server(settings: Settings, *,
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
-    health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
     port = tls.add_port(server, settings.listen, settings.tls)
     await server.start()
@@ -138,7 +140,7 @@ async def build_server(settings: Settings, *,
                           upstream, resolver_metrics, endpoint, streams, tasks)
 
 
-async def _serve_when_ready(snapshot: Snapshot, health: rpc.Health, settings: Settings) -> None:
+async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: Settings) -> None:
     def record(found: ambient.AmbientAws) -> None:
         snapshot.set_ambient_aws(found.available, found.region)
 

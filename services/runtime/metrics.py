@@ -29,9 +29,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from modelplane_server.runtime.env import Env, SettingsError, env_str
-# The hook machinery of modelplane_server.runtime.rpc keeps each handler's shape (coroutine or
+# The hook machinery of modelplane_server.runtime.pipeline keeps each handler's shape (coroutine or
 # async generator), which grpc.aio relies on.
-from modelplane_server.runtime.rpc import CompletionHooks, HookInterceptor, Hooks
+from modelplane_server.runtime.pipeline import CompletionHooks, HookInterceptor, Hooks
 
 # RPC latencies span sub-millisecond snapshot reads to minute-long streamed chats.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

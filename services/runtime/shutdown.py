@@ -25,7 +25,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 import grpc
 import grpc.aio
 
-from modelplane_server.runtime.rpc import Health, HookInterceptor, Hooks
+from modelplane_server.runtime.health import Health
+from modelplane_server.runtime.pipeline import HookInterceptor, Hooks
 
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 

@@ -1,4 +1,4 @@
-"""modelplane_server.runtime.rpc against a real grpc.aio server on loopback and a real channel."""
+"""modelplane_server.runtime's gRPC plumbing against a real grpc.aio server on loopback and a real channel."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from grpc_status import rpc_status
 
 from modelplane_server.domain import errors
 
-from modelplane_server.runtime import rpc
+from modelplane_server.runtime.auth import require, resolve_user
+from modelplane_server.runtime.context import REQUEST_ID_KEY, acting_as, current_principal
+from modelplane_server.runtime.health import Health, add_health_and_reflection
+from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.status import STATUS_CODES, STATUS_DETAILS_KEY, to_status
 from modelplane_server.domain.types import Principal, Role
 from modelplane_server.runtime.logs import configure_logging
 from modelplane.v1 import config_service_pb2 as cs
@@ -54,7 +58,7 @@ class Servicer(cs_grpc.ConfigServiceServicer):
     seen: list[Principal] = field(default_factory=list)
 
     async def GetSettings(self, request: cs.GetSettingsRequest, context: Any) -> res.Settings:
-        self.seen.append(rpc.current_principal())
+        self.seen.append(current_principal())
         if self.fail is not None:
             raise self.fail
         return res.Settings(byok_enabled=True, etag="1")
@@ -62,7 +66,7 @@ class Servicer(cs_grpc.ConfigServiceServicer):
     async def ListPersonalOverrides(
         self, request: cs.ListPersonalOverridesRequest, context: Any
     ) -> cs.ListPersonalOverridesResponse:
-        user = rpc.resolve_user(rpc.current_principal(), request.user)
+        user = resolve_user(current_principal(), request.user)
         return cs.ListPersonalOverridesResponse(
             overrides=[res.ModelOverride(user=user, model="m")], enabled=True
         )
@@ -70,7 +74,7 @@ class Servicer(cs_grpc.ConfigServiceServicer):
     async def ListModelOverrides(
         self, request: cs.ListModelOverridesRequest, context: Any
     ) -> cs.ListModelOverridesResponse:
-        rpc.require(rpc.current_principal(), Role.ADMIN, Role.SERVICE)
+        require(current_principal(), Role.ADMIN, Role.SERVICE)
         return cs.ListModelOverridesResponse()
 
     async def WatchConfig(self, request: cs.WatchConfigRequest, context: Any) -> AsyncIterator[cs.ConfigEvent]:
@@ -86,7 +90,7 @@ class Harness:
     channel: grpc.aio.Channel
     stub: cs_grpc.ConfigServiceAsyncStub
     logs: io.StringIO
-    health: rpc.Health
+    health: Health
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.logs.getvalue().splitlines() if line.strip()]
@@ -108,10 +112,10 @@ class Harness:
 async def harness() -> AsyncIterator[Harness]:
     logs = io.StringIO()
     configure_logging("INFO", json=True, stream=logs)
-    server = grpc.aio.server(interceptors=rpc.server_interceptors(authenticate))
+    server = grpc.aio.server(interceptors=server_interceptors(authenticate))
     servicer = Servicer()  # type: ignore[abstract]  # only the methods under test
     cs_grpc.add_ConfigServiceServicer_to_server(servicer, server)
-    health = rpc.add_health_and_reflection(server, [CONFIG_SERVICE])
+    health = add_health_and_reflection(server, [CONFIG_SERVICE])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -144,7 +148,7 @@ def metadata_dict(metadata: Any) -> dict[str, str | bytes]:
 
 def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
     for key, value in metadata_dict(err.trailing_metadata()).items():
-        if key == rpc.STATUS_DETAILS_KEY:
+        if key == STATUS_DETAILS_KEY:
             assert isinstance(value, bytes)
             status = status_pb2.Status.FromString(value)
             assert status.code == err.code().value[0]
@@ -183,20 +187,20 @@ async def test_success_returns_the_response_and_the_request_id(harness: Harness)
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth())
     assert (await call).byok_enabled
     trailer = dict(await call.trailing_metadata())
-    assert len(str(trailer[rpc.REQUEST_ID_KEY])) == 32
+    assert len(str(trailer[REQUEST_ID_KEY])) == 32
     # Unary calls carry it in trailing metadata only (no extra write).
-    assert rpc.REQUEST_ID_KEY not in dict(await call.initial_metadata())
+    assert REQUEST_ID_KEY not in dict(await call.initial_metadata())
     assert harness.servicer.seen == [TOKENS["admin-token"]]
 
 
 async def test_a_sane_incoming_request_id_is_kept_and_an_insane_one_replaced(harness: Harness) -> None:
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth(**{"x-request-id": "lb-1234.abc"}))
     await call
-    assert dict(await call.trailing_metadata())[rpc.REQUEST_ID_KEY] == "lb-1234.abc"
+    assert dict(await call.trailing_metadata())[REQUEST_ID_KEY] == "lb-1234.abc"
     forged = "x\" level=error injected=1"
     call = harness.stub.GetSettings(cs.GetSettingsRequest(), metadata=auth(**{"x-request-id": forged}))
     await call
-    assert dict(await call.trailing_metadata())[rpc.REQUEST_ID_KEY] != forged
+    assert dict(await call.trailing_metadata())[REQUEST_ID_KEY] != forged
 
 
 @pytest.mark.parametrize(
@@ -223,7 +227,7 @@ async def test_domain_errors_map_to_codes_with_error_info(
     assert err.details() == error.message
     info = error_info(err)
     assert (info.reason, info.domain) == (reason, "modelplane.dev")
-    assert info.metadata["request_id"] == trailing(err, rpc.REQUEST_ID_KEY)
+    assert info.metadata["request_id"] == trailing(err, REQUEST_ID_KEY)
     assert bad_request(err) is None
     [line] = await harness.wait_rpc_lines(1)
     assert (line["code"], line["reason"]) == (code.name, reason)
@@ -252,7 +256,7 @@ async def test_unexpected_exceptions_are_internal_and_leak_nothing(harness: Harn
     harness.servicer.fail = KeyError("sk-canary-leaked-through-exception")
     err = await call_settings(harness)
     assert err.code() == grpc.StatusCode.INTERNAL
-    request_id = trailing(err, rpc.REQUEST_ID_KEY)
+    request_id = trailing(err, REQUEST_ID_KEY)
     assert isinstance(request_id, str)
     assert err.details() == f"internal error (request id {request_id})"
     assert error_info(err).reason == "INTERNAL_ERROR"
@@ -436,51 +440,51 @@ ADMIN = Principal(Role.ADMIN, "root")
     [(ALICE, "", "alice"), (ALICE, "alice", "alice"), (SERVICE, "bob", "bob"), (ADMIN, "bob", "bob")],
 )
 def test_resolve_user_allows(principal: Principal, requested: str, expected: str) -> None:
-    assert rpc.resolve_user(principal, requested) == expected
+    assert resolve_user(principal, requested) == expected
 
 
 def test_resolve_user_refuses() -> None:
     with pytest.raises(errors.PermissionDenied) as denied:
-        rpc.resolve_user(ALICE, "bob")
+        resolve_user(ALICE, "bob")
     assert denied.value.reason == "OTHER_USER"
     for principal in (SERVICE, ADMIN):
         with pytest.raises(errors.InvalidArgument) as invalid:
-            rpc.resolve_user(principal, "", field="request.user")
+            resolve_user(principal, "", field="request.user")
         assert invalid.value.violations[0].field == "request.user"
 
 
 def test_require() -> None:
-    assert rpc.require(ADMIN, Role.ADMIN) is ADMIN
+    assert require(ADMIN, Role.ADMIN) is ADMIN
     with pytest.raises(errors.PermissionDenied) as denied:
-        rpc.require(ALICE, Role.ADMIN, Role.SERVICE)
+        require(ALICE, Role.ADMIN, Role.SERVICE)
     assert denied.value.reason == "ROLE_FORBIDDEN"
 
 
 def test_every_error_class_has_exactly_one_code() -> None:
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.DomainError)]
-    assert set(classes) == set(rpc.STATUS_CODES)
+    assert set(classes) == set(STATUS_CODES)
 
 
 def test_to_status_is_a_grpc_status_with_rich_details() -> None:
-    status = rpc.to_status(errors.NotFound("gone", reason="MODEL_NOT_FOUND"), request_id="r1")
+    status = to_status(errors.NotFound("gone", reason="MODEL_NOT_FOUND"), request_id="r1")
     assert status.code == grpc.StatusCode.NOT_FOUND
     assert status.details == "gone"
     metadata = dict(status.trailing_metadata)
-    proto = status_pb2.Status.FromString(metadata[rpc.STATUS_DETAILS_KEY])
+    proto = status_pb2.Status.FromString(metadata[STATUS_DETAILS_KEY])
     assert proto.code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert metadata[rpc.REQUEST_ID_KEY] == "r1"
+    assert metadata[REQUEST_ID_KEY] == "r1"
 
 
 def test_current_principal_outside_a_call() -> None:
     with pytest.raises(errors.Unauthenticated):
-        rpc.current_principal()
-    with rpc.acting_as(ALICE):
-        assert rpc.current_principal() is ALICE
+        current_principal()
+    with acting_as(ALICE):
+        assert current_principal() is ALICE
     with pytest.raises(errors.Unauthenticated):
-        rpc.current_principal()
+        current_principal()
 
 
 async def test_a_stream_sends_the_request_id_before_its_first_message(harness: Harness) -> None:
     call = harness.stub.WatchConfig(cs.WatchConfigRequest(), metadata=auth(**{"x-request-id": "lb-stream.1"}))
-    assert dict(await call.initial_metadata())[rpc.REQUEST_ID_KEY] == "lb-stream.1"
+    assert dict(await call.initial_metadata())[REQUEST_ID_KEY] == "lb-stream.1"
     call.cancel()

@@ -1,4 +1,4 @@
-"""Table tests for modelplane_server.domain.rules: both seeds' credential rules, key status,
+"""Table tests for the domain rules (credentials, selection, resolution): both seeds' credential rules, key status,
 model selection and the override resolution order."""
 
 from __future__ import annotations
@@ -22,22 +22,16 @@ from modelplane_server.domain.types import (
     Settings,
 )
 from modelplane_server.domain.errors import FailedPrecondition
-from modelplane_server.domain.rules import (
+from modelplane_server.domain.credentials import KeyStatus, key_status, resolve_credential
+from modelplane_server.domain.resolution import LayerOutcome, NoUsableModel, ResolutionLayer, resolve_model
+from modelplane_server.domain.selection import (
     AvailableModels,
-    ConfigView,
     EmptyReason,
-    KeyStatus,
-    LayerOutcome,
-    NoUsableModel,
     Preselection,
-    ResolutionLayer,
     SkipReason,
-    UserView,
     available_models,
-    key_status,
-    resolve_credential,
-    resolve_model,
 )
+from modelplane_server.domain.view import ConfigView, UserView
 
 CS = CredentialSource
 CTX = OverrideContext

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from modelplane_server.domain import rules
+from modelplane_server.domain.credentials import resolve_credential
+from modelplane_server.domain.view import UserView
 from modelplane_server.domain.types import CredentialSource, OverrideContext
 from modelplane_server.domain.errors import Unavailable
 from modelplane.v1 import config_service_pb2 as cs
@@ -79,10 +80,10 @@ def test_not_ready_until_snapshot_and_ambient_check() -> None:
 
 def test_ambient_aws_change_rebuilds_the_view() -> None:
     snap = loaded(snapshot_event())
-    user = rules.UserView("alice")
-    assert rules.resolve_credential(snap.current().view, user, "bedrock").source is CredentialSource.UNAVAILABLE
+    user = UserView("alice")
+    assert resolve_credential(snap.current().view, user, "bedrock").source is CredentialSource.UNAVAILABLE
     snap.set_ambient_aws(True)
-    assert rules.resolve_credential(snap.current().view, user, "bedrock").source is CredentialSource.AMBIENT_AWS
+    assert resolve_credential(snap.current().view, user, "bedrock").source is CredentialSource.AMBIENT_AWS
 
 
 def test_changes_apply_in_order_and_invalidate() -> None:

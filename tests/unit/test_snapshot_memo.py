@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from modelplane_server.domain.rules import UserView
+from modelplane_server.domain.view import UserView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane_server.resolver_svc.servicer import AnswerMemo

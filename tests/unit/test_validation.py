@@ -1,4 +1,4 @@
-"""Table tests for modelplane_server.domain.validation: each rule, valid and invalid, by exact field path."""
+"""Table tests for modelplane_server.domain.validation and .base_url: each rule, valid and invalid, by exact field path."""
 
 from __future__ import annotations
 
@@ -27,16 +27,13 @@ from modelplane_server.domain.types import (
 )
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument
 from modelplane_server.domain.options import ALL_OPTIONS, OptionDef, OptionKind
+from modelplane_server.domain.base_url import base_url_violations, effective_base_url, metadata_address, parse_own_address
 from modelplane_server.domain.validation import (
     DEFAULT_PAGE_SIZE,
     NAME_PATTERN,
     api_key_violations,
-    base_url_violations,
     derive_model_name,
-    effective_base_url,
-    metadata_address,
     model_violations,
-    parse_own_address,
     provider_violations,
     update_mask_violations,
     user_violations,

@@ -1,0 +1,106 @@
+"""The inputs of the pure rules: the deployment configuration and one user's data.
+
+The rules run on the resolver's hot path, so everything that depends only on
+the deployment configuration (credential decisions per provider, the
+enabled-model order, the default model) is computed once when a
+``ConfigView`` is built; per call, only the user's data (which providers
+they hold a key for, their personal overrides) is consulted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from modelplane_server.domain.credentials import ProviderEntry, provider_entry
+from modelplane_server.domain.types import (
+    Model,
+    ModelOverride,
+    OverrideContext,
+    Provider,
+    Settings,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    provider: Provider
+    models: tuple[Model, ...]  # display order: display_name (casefolded), then name
+
+
+def _model_order(m: Model) -> tuple[str, str, str]:
+    return (m.display_name.casefold(), m.display_name, m.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigView:
+    """The deployment configuration as the rules see it.
+
+    Build it once per snapshot revision with ``ConfigView.build``; the fields
+    after ``ambient_aws_available`` are derived in ``__post_init__``.
+    """
+
+    providers: Mapping[str, Provider]
+    models: Mapping[str, Model]
+    settings: Settings
+    admin_overrides: Mapping[OverrideContext, str]  # context -> model name
+    default_model: str | None
+    ambient_aws_available: bool  # the standard AWS chain yields credentials and a region
+    # Derived:
+    groups: tuple[ModelGroup, ...] = field(init=False, repr=False, compare=False)
+    entries: Mapping[str, ProviderEntry] = field(init=False, repr=False, compare=False)
+    status_order: tuple[ProviderEntry, ...] = field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def build(
+        cls,
+        providers: Iterable[Provider],
+        models: Iterable[Model],
+        settings: Settings,
+        admin_overrides: Iterable[ModelOverride],
+        ambient_aws_available: bool,
+    ) -> ConfigView:
+        """The default model is the one marked ``is_default`` (first in
+        display order if, against the invariant, several are)."""
+        provs = {p.name: p for p in sorted(providers, key=lambda p: p.name)}
+        mods = {
+            m.name: m for m in sorted(models, key=lambda m: (m.provider, *_model_order(m)))
+        }
+        default = next((m.name for m in mods.values() if m.is_default), None)
+        return cls(
+            providers=provs,
+            models=mods,
+            settings=settings,
+            admin_overrides={o.context: o.model for o in admin_overrides},
+            default_model=default,
+            ambient_aws_available=ambient_aws_available,
+        )
+
+    def __post_init__(self) -> None:
+        entries = {
+            name: provider_entry(p, self.settings.byok_enabled, self.ambient_aws_available)
+            for name, p in self.providers.items()
+        }
+        enabled = sorted(
+            (m for m in self.models.values() if m.enabled),
+            key=lambda m: (m.provider, *_model_order(m)),
+        )
+        groups: list[ModelGroup] = []
+        for pname in sorted({m.provider for m in enabled}):
+            p = self.providers.get(pname)
+            if p is not None and p.enabled:
+                groups.append(ModelGroup(p, tuple(m for m in enabled if m.provider == pname)))
+        object.__setattr__(self, "entries", entries)
+        object.__setattr__(self, "groups", tuple(groups))
+        object.__setattr__(
+            self,
+            "status_order",
+            tuple(entries[n] for n in sorted(entries) if entries[n].provider.enabled),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    user: str
+    personal_overrides: Mapping[OverrideContext, str] = field(default_factory=dict)
+    key_providers: frozenset[str] = frozenset()  # providers the user saved a key for
