@@ -50,9 +50,9 @@ from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
-from modelplane_server.resolver_svc.chat import ChatServicer
 from modelplane_server.resolver_svc.server import build_server as build_resolver
-from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.server import resolver_servicer
+from modelplane_server.resolver_svc.settings import ResolverSettings
 from modelplane_server.resolver_svc.upstream import ChatMessage, TextDelta, UpstreamClient, UpstreamTarget, protocol_for
 
 # BENCH_QUICK=1: a few calls each, only to prove the benchmark runs (the
@@ -320,7 +320,7 @@ async def _run(server_dsn: str, fast_url: str, slow_url: str, api_key: str, upst
             credential_ttl_seconds=600.0, stale_if_unavailable_seconds=900.0, reconnect_initial_seconds=0.2,
             reconnect_max_seconds=5.0, ambient_aws=False, ambient_aws_refresh_seconds=300.0,
             log_level="WARNING"),
-            servicer_factory=lambda snap, users, creds: ChatServicer(snap, users, creds, upstream=upstream))
+            servicer_factory=lambda snap, users, creds: resolver_servicer(snap, users, creds, upstream=upstream))
         try:
             await resolver.wait_ready(30)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{config.port}") as cch:

@@ -48,7 +48,7 @@ from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.server import ResolverServer
 from modelplane_server.resolver_svc.server import build_server as build_resolver
-from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 
 # Short phases, interleaved in rounds (health, resolve, list, health, ...),
 # and the median of per-round ratios: on a shared machine, background load

@@ -20,14 +20,14 @@ from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.server import SERVICE_NAME, ResolverServer, build_server
-from modelplane_server.resolver_svc.settings import Settings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
 
 
-def resolver_settings(config_address: str, service_token: str, **overrides: object) -> Settings:
-    settings = Settings(
+def resolver_settings(config_address: str, service_token: str, **overrides: object) -> ResolverSettings:
+    settings = ResolverSettings(
         config_svc_address=config_address,
         service_token=service_token,
         listen="127.0.0.1:0",

@@ -29,7 +29,7 @@ import asyncpg
 from modelplane_server.config_svc.settings import Settings as ConfigSettings
 from modelplane_server.runtime import crypto
 from modelplane_server.runtime.env import describe
-from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 
 DATABASE = "modelplane"
 # How much longer than a service's own shutdown grace period it gets before SIGKILL.

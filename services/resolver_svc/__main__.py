@@ -13,7 +13,7 @@ import structlog
 from modelplane_server.runtime import logs
 from modelplane_server.runtime.env import Env, SettingsError, describe, render_help
 from modelplane_server.resolver_svc.server import build_server
-from modelplane_server.resolver_svc.settings import Settings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 
 log = structlog.get_logger("resolver_svc")
 
@@ -24,11 +24,11 @@ def _parser() -> argparse.ArgumentParser:
         description="modelplane resolver: credential and model resolution from an in-memory snapshot "
                     "of config_svc's configuration",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=render_help(describe(Settings.from_env)),
+        epilog=render_help(describe(ResolverSettings.from_env)),
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: ResolverSettings) -> None:
     srv = await build_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -46,7 +46,7 @@ async def _serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(Env())
+        settings = ResolverSettings.from_env(Env())
     except SettingsError as exc:
         print(f"resolver-svc: {exc}", file=sys.stderr)
         return 2

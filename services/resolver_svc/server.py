@@ -1,6 +1,7 @@
 """build_server(): wires the config_svc client, the snapshot and its watcher,
-the caches, caller authentication, health and reflection into one grpc.aio
-server. Nothing happens at import time.
+the caches, caller authentication, the servicer (resolution and the chat
+gateway over them), health and reflection into one grpc.aio server.
+Nothing happens at import time.
 
 Health is NOT_SERVING until the first snapshot is loaded (and the first
 ambient AWS check has run), then SERVING, and it stays SERVING while
@@ -21,24 +22,40 @@ from prometheus_client import CollectorRegistry
 from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
-from modelplane_server.resolver_svc import ambient
-from modelplane_server.resolver_svc.caller_auth import CallerAuth
-from modelplane_server.resolver_svc.chat import ChatServicer
-from modelplane_server.resolver_svc.config_client import ConfigClient
-from modelplane_server.resolver_svc.credentials import CredentialCache
-from modelplane_server.resolver_svc.servicer import ResolverServicer
-from modelplane_server.resolver_svc.settings import Settings
-from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.api.servicer import ResolverServicer
+from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
+from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.resolver_svc.caches.users import UserCache
+from modelplane_server.resolver_svc.chat.gateway import DEFAULT_PROBE_TIMEOUT_S, ChatGateway
+from modelplane_server.resolver_svc.resolution.service import ResolutionService
+from modelplane_server.resolver_svc.settings import ResolverSettings
+from modelplane_server.resolver_svc.state import ambient
+from modelplane_server.resolver_svc.state.config_client import ConfigClient
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
+from modelplane_server.resolver_svc.state.watcher import ConfigWatcher
 from modelplane_server.resolver_svc.upstream import UpstreamClient
-from modelplane_server.resolver_svc.user_cache import UserCache
-from modelplane_server.resolver_svc.watcher import ConfigWatcher
+from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"].full_name
 
 ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServicer]
+
+
+def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: CredentialCache, *,
+                      upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
+                      probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S, aws_region: str | None = None,
+                      metrics: ResolverMetrics | None = None) -> ResolverServicer:
+    """The one ResolverServicer: resolution over the snapshot and the user
+    cache, and the chat gateway over that resolution, the credentials and
+    `upstream` (see ChatGateway for the options)."""
+    resolution = ResolutionService(snapshot, users)
+    gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
+                          probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics)
+    return ResolverServicer(resolution, gateway)
 
 
 @dataclass
@@ -82,11 +99,11 @@ class ResolverServer:
             self.metrics_endpoint.close()
 
 
-async def build_server(settings: Settings, *,
+async def build_server(settings: ResolverSettings, *,
                        servicer_factory: ServicerFactory | None = None) -> ResolverServer:
     """Start serving at once (health NOT_SERVING); the watcher loads the
-    snapshot in the background. ``servicer_factory`` lets a subclass (chat)
-    take the servicer's place."""
+    snapshot in the background. ``servicer_factory`` builds the servicer
+    instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
     config = ConfigClient(settings.config_svc_address, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
@@ -118,9 +135,9 @@ async def build_server(settings: Settings, *,
         auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
-        servicer: ResolverServicer = ChatServicer(snapshot, users, credentials, upstream=upstream,
-                                                  idle_timeout_seconds=settings.stream_idle_timeout_seconds,
-                                                  metrics=resolver_metrics)
+        servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
+                                     idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+                                     metrics=resolver_metrics)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
@@ -140,7 +157,7 @@ async def build_server(settings: Settings, *,
                           upstream, resolver_metrics, endpoint, streams, tasks)
 
 
-async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: Settings) -> None:
+async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:
     def record(found: ambient.AmbientAws) -> None:
         snapshot.set_ambient_aws(found.available, found.region)
 

@@ -1,4 +1,7 @@
-"""resolver_svc settings, read once from the environment."""
+"""resolver_svc process settings, read once from the environment.
+
+ResolverSettings, not Settings: modelplane_server.domain.types.Settings is
+the deployment's (BYOK, personal overrides) that config_svc pushes."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
 
 @dataclass(frozen=True)
-class Settings:
+class ResolverSettings:
     config_svc_address: str
     service_token: str
     listen: str
@@ -30,7 +33,7 @@ class Settings:
     log_level: str
     stream_idle_timeout_seconds: float = 60.0
     upstream_max_connections: int = 1000
-    # Defaults below are for code that builds Settings directly (tests): no
+    # Defaults below are for code that builds ResolverSettings directly (tests): no
     # TLS, no metrics port. The environment's defaults are in from_env.
     tls: ServerTLS | None = None
     config_tls: ClientTLS | None = None
@@ -49,10 +52,10 @@ class Settings:
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
-        return f"Settings(config_svc_address={self.config_svc_address!r}, listen={self.listen!r}, ...)"
+        return f"ResolverSettings(config_svc_address={self.config_svc_address!r}, listen={self.listen!r}, ...)"
 
     @classmethod
-    def from_env(cls, env: Env) -> "Settings":
+    def from_env(cls, env: Env) -> "ResolverSettings":
         settings = cls(
             config_svc_address=env_str(env, "CONFIG_SVC_ADDRESS", "127.0.0.1:50051",
                                        "host:port of config_svc (WatchConfig, GetUserConfig, ...)"),

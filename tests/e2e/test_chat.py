@@ -27,12 +27,12 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from modelplane.v1 import resources_pb2 as pb
-from modelplane_server.resolver_svc.chat import ChatServicer
-from modelplane_server.resolver_svc.credentials import CredentialCache
-from modelplane_server.resolver_svc.server import ResolverServer, build_server
-from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.api.servicer import ResolverServicer
+from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.resolver_svc.server import ResolverServer, build_server, resolver_servicer
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
 from modelplane_server.resolver_svc.upstream import UpstreamClient
-from modelplane_server.resolver_svc.user_cache import UserCache
+from modelplane_server.resolver_svc.caches.users import UserCache
 from tests.fakes import TEST_AWS_CREDENTIALS, TEST_REGION, Canned, CannedToolCall, Fail, FakeUpstream, StreamReply
 from tests.harness import ConfigHarness, Metadata
 from tests.resolver_harness import error_reason, eventually, resolver_settings
@@ -76,9 +76,9 @@ async def start_chat_stack(cfg: ConfigHarness, *, idle_timeout_seconds: float = 
     service_token = await cfg.token(Role.SERVICE, "resolver")
     upstream = UpstreamClient(trust_env=False)
 
-    def servicer(snapshot: Snapshot, users: UserCache, credentials: CredentialCache) -> ChatServicer:
-        return ChatServicer(snapshot, users, credentials, upstream=upstream,
-                            idle_timeout_seconds=idle_timeout_seconds)
+    def servicer(snapshot: Snapshot, users: UserCache, credentials: CredentialCache) -> ResolverServicer:
+        return resolver_servicer(snapshot, users, credentials, upstream=upstream,
+                                 idle_timeout_seconds=idle_timeout_seconds)
 
     server = await build_server(resolver_settings(cfg.address, service_token, **settings),
                                 servicer_factory=servicer)

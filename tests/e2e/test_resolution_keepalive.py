@@ -30,7 +30,7 @@ from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.server import ResolverServer
-from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 from tests.harness import ConfigHarness, config_settings, keyring_env, start_config
 from tests.resolver_harness import eventually, free_port, start_resolver
 

@@ -15,8 +15,7 @@ from typing import AsyncIterator
 import pytest
 
 from modelplane_server.domain.types import Role
-from modelplane_server.resolver_svc.chat import ChatServicer
-from modelplane_server.resolver_svc.server import ResolverServer, build_server
+from modelplane_server.resolver_svc.server import ResolverServer, build_server, resolver_servicer
 from modelplane_server.resolver_svc.upstream import UpstreamClient
 from tests.fakes.canned import Canned
 from tests.fakes.upstream import DEFAULT_KEYS, FakeUpstream
@@ -190,7 +189,7 @@ async def chat_resolver(config_address: str, service_token: str) -> AsyncIterato
     """resolver_svc with the chat servicer, sending upstream over real HTTP."""
     upstream = UpstreamClient(trust_env=False)
     server = await build_server(resolver_settings(config_address, service_token),
-                                servicer_factory=lambda snapshot, users, credentials: ChatServicer(
+                                servicer_factory=lambda snapshot, users, credentials: resolver_servicer(
                                     snapshot, users, credentials, upstream=upstream))
     try:
         await server.wait_ready(10)

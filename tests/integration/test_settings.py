@@ -24,7 +24,7 @@ from modelplane_server.config_svc.settings import Settings as ConfigSettings
 from modelplane_server.runtime import healthcheck
 from modelplane_server.runtime.env import FILE_SUFFIX, Env, EnvVar, describe
 from modelplane_server.resolver_svc.__main__ import _parser as resolver_parser
-from modelplane_server.resolver_svc.settings import Settings as ResolverSettings
+from modelplane_server.resolver_svc.settings import ResolverSettings
 from tests.harness import keyring_env
 
 pytestmark = pytest.mark.integration

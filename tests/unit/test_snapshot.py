@@ -14,9 +14,9 @@ from modelplane_server.domain.types import CredentialSource, OverrideContext
 from modelplane_server.domain.errors import Unavailable
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from modelplane_server.resolver_svc import config_state
-from modelplane_server.resolver_svc.snapshot import Snapshot
-from modelplane_server.resolver_svc.watcher import ConfigWatcher
+from modelplane_server.resolver_svc.state import config_state
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
+from modelplane_server.resolver_svc.state.watcher import ConfigWatcher
 
 
 def provider(name: str, *, key: bool = True, enabled: bool = True, type: int = pb.PROVIDER_TYPE_ANTHROPIC,

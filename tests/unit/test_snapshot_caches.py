@@ -12,14 +12,14 @@ from modelplane_server.domain.types import Principal, Role
 from modelplane_server.domain.errors import NotFound, Unauthenticated, Unavailable
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from modelplane_server.resolver_svc.caller_auth import CallerAuth
-from modelplane_server.resolver_svc.config_client import ConfigUnreachable
-from modelplane_server.resolver_svc.config_state import Invalidations
-from modelplane_server.resolver_svc.credentials import CredentialCache
-from modelplane_server.resolver_svc.lru import LruCache
-from modelplane_server.resolver_svc.snapshot import Snapshot
-from modelplane_server.resolver_svc.user_cache import UserCache
-from modelplane_server.resolver_svc.watcher import backoff_delay
+from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
+from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
+from modelplane_server.resolver_svc.state.config_state import Invalidations
+from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.resolver_svc.caches.lru import LruCache
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
+from modelplane_server.resolver_svc.caches.users import UserCache
+from modelplane_server.resolver_svc.state.watcher import backoff_delay
 from tests.unit.test_snapshot import snapshot_event
 
 

@@ -10,7 +10,7 @@ import weakref
 from modelplane_server.domain.view import UserView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
-from modelplane_server.resolver_svc.servicer import AnswerMemo
+from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from tests.unit.test_snapshot import changes, loaded, model, snapshot_event
 
 ANSWER = rs.ListAvailableModelsResponse()

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from modelplane_server import convert
-from modelplane_server.domain.rules import UserView
+from modelplane_server.domain.view import UserView
 from modelplane.v1 import config_service_pb2 as cs
-from modelplane_server.resolver_svc.config_state import Invalidations
-from modelplane_server.resolver_svc.lru import LookupObserver, LruCache, SingleFlight, ignore_lookup
+from modelplane_server.resolver_svc.caches.lru import LookupObserver, LruCache, SingleFlight, ignore_lookup
+from modelplane_server.resolver_svc.state.config_state import Invalidations
+from modelplane_server.resolver_svc.state.from_config import user_view
 
 FetchUserConfig = Callable[[str], Awaitable[cs.UserConfig]]
-
-
-def user_view(reply: cs.UserConfig) -> UserView:
-    return UserView(
-        user=reply.user,
-        personal_overrides={convert.CONTEXTS[o.context]: o.model for o in reply.personal_overrides
-                            if o.context in convert.CONTEXTS},
-        key_providers=frozenset(reply.key_providers),
-    )
 
 
 class UserCache:

@@ -1,5 +1,5 @@
 """The snapshot every resolution reads: the current ConfigState and the
-modelplane_server.domain.rules.ConfigView built from it.
+modelplane_server.domain.view.ConfigView built from it.
 
 Both are replaced together, by one assignment, once per watch event, so a
 request sees one revision throughout and readers never wait. Building the
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from modelplane_server.domain.types import ModelOverride
 from modelplane_server.domain.errors import Unavailable
-from modelplane_server.domain.rules import ConfigView
+from modelplane_server.domain.view import ConfigView
 from modelplane.v1 import config_service_pb2 as cs
-from modelplane_server.resolver_svc import config_state
-from modelplane_server.resolver_svc.config_state import ConfigState, Invalidations
+from modelplane_server.resolver_svc.state import config_state
+from modelplane_server.resolver_svc.state.config_state import ConfigState, Invalidations
 
 SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
 
@@ -95,7 +95,7 @@ class Snapshot:
 
     @property
     def aws_region(self) -> str | None:
-        """The region the last ambient AWS check found (see resolver_svc.ambient):
+        """The region the last ambient AWS check found (see resolver_svc.state.ambient):
         bedrock requests without a region of their own use this one, so what
         the check reported usable is what the call uses."""
         return self._aws_region

@@ -1,26 +1,28 @@
-"""Chat messages between the proto and the upstream engine's plain data.
+"""Chat, StreamChat and ProbeProvider messages between the proto and the
+chat gateway's plain data.
 
 Inbound: validate a ChatRequest's conversation and tools (INVALID_ARGUMENT
-naming the field) and build the UpstreamTarget from the resolved domain
-provider and model. Outbound: ChatResult and stream events as proto
-messages, with cost and context usage from the model's prices and limits.
-Pure: no I/O, no gRPC context.
+naming the field) into a ChatInput. Outbound: the gateway's reply, stream
+events and probe result as proto messages, with context usage from the
+model's limits. Pure: no I/O, no gRPC context.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 from google.protobuf import json_format
 
-from modelplane_server.domain.types import BEDROCK_BEARER_DEFAULT_REGION, Model, Provider, ProviderType
+from modelplane_server import convert
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument
-from modelplane_server.domain.validation import effective_base_url
+from modelplane_server.domain.types import Model
 from modelplane.v1 import resolver_service_pb2 as rs
+from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc import upstream as up
+from modelplane_server.resolver_svc.chat.gateway import ChatInput, ChatReply, ProbeResult, StreamEnd
 from modelplane_server.resolver_svc.upstream.types import Role
 
 # Matched with fullmatch: "$" would also accept a trailing newline.
@@ -49,19 +51,17 @@ FINISH_REASONS: Final[Mapping[up.FinishReason, Any]] = {
 # is "takes no arguments", which this says on every protocol.
 NO_PARAMETERS: Final[Mapping[str, object]] = {"type": "object", "properties": {}}
 
-# Model oneof field (modelplane_server.domain.types.ProviderOptions.family) -> the ModelOptions
-# group and dataclass the engine reads. openrouter and vercel share the
-# gateway group: same `reasoning` object on the wire.
-_OPTION_GROUPS: Final[Mapping[str, tuple[str, type[Any]]]] = {
-    "anthropic": ("anthropic", up.AnthropicOptions),
-    "openai": ("openai", up.OpenAIOptions),
-    "google": ("google", up.GoogleOptions),
-    "openrouter": ("gateway", up.GatewayReasoningOptions),
-    "vercel": ("gateway", up.GatewayReasoningOptions),
-}
-
 
 # --------------------------------------------------------------------------- inbound
+
+
+def chat_input(request: rs.ChatRequest) -> ChatInput:
+    """The request as the gateway takes it. Bad input fails here, before
+    any lookup: the conversation first, then the context."""
+    messages, tools = conversation(request)
+    context = convert.context(request.context or pb.OVERRIDE_CONTEXT_ROOT, "context")
+    return ChatInput(user=request.user, context=context, chat_model=request.chat_model or None,
+                     chat_id=request.chat_id, messages=messages, tools=tools)
 
 
 def conversation(request: rs.ChatRequest) -> tuple[list[up.ChatMessage], list[up.ToolDefinition]]:
@@ -135,55 +135,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def model_options(model: Model) -> up.ModelOptions:
-    """The model's general options plus its provider-specific group.
-    Unset stays None, so the engine sends nothing for it."""
-    o = model.options
-    groups: dict[str, Any] = {}
-    po = model.provider_options
-    if po is not None and po.family in _OPTION_GROUPS:
-        group, cls = _OPTION_GROUPS[po.family]
-        groups[group] = cls(**{k: v for k, v in po.values.items() if k in cls.__dataclass_fields__})
-    return up.ModelOptions(
-        max_output_tokens=o.max_output_tokens,
-        temperature=o.temperature,
-        top_p=o.top_p,
-        top_k=o.top_k,
-        presence_penalty=o.presence_penalty,
-        frequency_penalty=o.frequency_penalty,
-        **groups,
-    )
-
-
-def upstream_target(provider: Provider, api_key: str | None, env_region: str | None,
-                    model: Model | None = None) -> up.UpstreamTarget:
-    """Where and as whom to send: the provider's effective URL, the chosen
-    key (None: no key, or SigV4 from the ambient chain for bedrock).
-
-    Bedrock region: the provider's own, else the environment's; a bearer
-    token may fall back to us-east-1, SigV4 may not (DESIGN.md), so the
-    engine refuses a keyless target without one. Without a model (the
-    probe) there is no identifier and no options.
-    """
-    region: str | None = None
-    if provider.type is ProviderType.BEDROCK:
-        region = provider.region or env_region or (BEDROCK_BEARER_DEFAULT_REGION if api_key else None)
-    return up.UpstreamTarget(
-        provider_type=provider.type.value,
-        base_url=effective_base_url(provider, env_region),
-        api_key=api_key,
-        region=region,
-        model_identifier=model.model_identifier if model else "",
-        options=model_options(model) if model else up.ModelOptions(),
-    )
-
-
 # --------------------------------------------------------------------------- outbound
-
-
-def prices(model: Model) -> up.Prices:
-    p = model.pricing
-    return up.Prices(p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok)
 
 
 def usage_pb(u: up.Usage) -> rs.Usage:
@@ -202,7 +154,8 @@ def tool_call_pb(c: up.ToolCall) -> rs.ToolCall:
     return rs.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
 
 
-def chat_response(result: up.ChatResult, model: Model, resolution: rs.ResolvedModel) -> rs.ChatResponse:
+def chat_response(reply: ChatReply, model: Model, resolution: rs.ResolvedModel) -> rs.ChatResponse:
+    result = reply.result
     out = rs.ChatResponse(
         text=result.text,
         reasoning=result.reasoning,
@@ -213,26 +166,26 @@ def chat_response(result: up.ChatResult, model: Model, resolution: rs.ResolvedMo
         upstream_request_id=result.upstream_request_id or "",
         resolution=resolution,
     )
-    cost = up.cost_usd(result.usage, prices(model))
-    if cost is not None:  # proto3 optional: absent means unpriced, never 0
-        out.cost_usd = cost
+    if reply.cost_usd is not None:  # proto3 optional: absent means unpriced, never 0
+        out.cost_usd = reply.cost_usd
     return out
 
 
-def chat_finish(finish: up.Finish, usage: up.Usage | None, model: Model) -> rs.ChatFinish:
+def chat_finish(end: StreamEnd, model: Model) -> rs.ChatFinish:
     """The last stream event. Without a usage report there is nothing to
-    price or measure, so cost stays absent and the context ratio 0."""
-    out = rs.ChatFinish(finish_reason=FINISH_REASONS[finish.finish_reason],
-                        context_usage=context_usage_pb(usage or up.Usage(), model),
-                        upstream_request_id=finish.upstream_request_id or "")
-    cost = None if usage is None else up.cost_usd(usage, prices(model))
-    if cost is not None:
-        out.cost_usd = cost
+    measure, so the context ratio is 0 (and the gateway left cost absent)."""
+    out = rs.ChatFinish(finish_reason=FINISH_REASONS[end.finish.finish_reason],
+                        context_usage=context_usage_pb(end.usage or up.Usage(), model),
+                        upstream_request_id=end.finish.upstream_request_id or "")
+    if end.cost_usd is not None:
+        out.cost_usd = end.cost_usd
     return out
 
 
-def stream_event(event: up.StreamEvent) -> rs.ChatEvent:
-    """A delta event 1:1 (Finish is built by chat_finish, which needs usage)."""
+def stream_event(event: up.StreamEvent | StreamEnd, model: Model) -> rs.ChatEvent:
+    """A delta event 1:1; the stream's end as its finish."""
+    if isinstance(event, StreamEnd):
+        return rs.ChatEvent(finish=chat_finish(event, model))
     if isinstance(event, up.TextDelta):
         return rs.ChatEvent(text_delta=event.text)
     if isinstance(event, up.ReasoningDelta):
@@ -245,6 +198,8 @@ def stream_event(event: up.StreamEvent) -> rs.ChatEvent:
     raise TypeError(f"not a delta event: {type(event).__name__}")
 
 
-def configured_identifiers(models: Sequence[Model], provider: str) -> list[str]:
-    """Model identifiers of the provider's enabled models, sorted, unique."""
-    return sorted({m.model_identifier for m in models if m.provider == provider and m.enabled})
+def probe_response(r: ProbeResult) -> rs.ProbeProviderResponse:
+    return rs.ProbeProviderResponse(reachable=r.reachable, authenticated=r.authenticated, error=r.error,
+                                    upstream_models=r.upstream_models,
+                                    configured_models_missing=r.configured_models_missing,
+                                    latency_ms=r.latency_ms)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from typing import Awaitable, Callable
 
-from modelplane_server.resolver_svc.config_client import ConfigUnreachable
-from modelplane_server.resolver_svc.config_state import Invalidations
-from modelplane_server.resolver_svc.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
+from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
+from modelplane_server.resolver_svc.state.config_state import Invalidations
+from modelplane_server.resolver_svc.caches.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
 
 FetchCredential = Callable[[str, str], Awaitable[str]]
 CredentialKey = tuple[str, str]  # (provider, user); user "" names the provider's central key

@@ -29,9 +29,9 @@ import structlog
 
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2 as cs
-from modelplane_server.resolver_svc.config_client import ConfigClient, ConfigUnreachable
-from modelplane_server.resolver_svc.config_state import EpochChanged, Invalidations
-from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.state.config_client import ConfigClient, ConfigUnreachable
+from modelplane_server.resolver_svc.state.config_state import EpochChanged, Invalidations
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
 

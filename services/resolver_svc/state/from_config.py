@@ -1,4 +1,5 @@
-"""Domain values from the messages config_svc sends the resolver.
+"""Domain values from the messages config_svc sends the resolver (the
+pushed configuration, a user's data, a token's principal).
 
 modelplane_server.convert reads *input* messages (what a caller may set); these are
 *output* messages, so the output-only fields the rules need (api_key_set,
@@ -10,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 from modelplane_server import convert
-from modelplane_server.domain.types import ModelOverride, Model, Principal, Provider, Settings
+from modelplane_server.domain.view import UserView
+from modelplane_server.domain.types import Model, Principal, Provider, Settings
 from modelplane_server.domain.errors import Unauthenticated
+from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 
 
@@ -34,12 +37,17 @@ def settings(msg: pb.Settings) -> Settings:
                     version=_version(msg.etag))
 
 
-def override(msg: pb.ModelOverride) -> ModelOverride:
-    return ModelOverride(context=convert.CONTEXTS[msg.context], model=msg.model, user=msg.user)
-
-
 def principal(msg: pb.ApiToken) -> Principal:
     role = convert.ROLES.get(msg.role)
     if role is None:  # a token config_svc vouches for always has a role; refuse rather than guess
         raise Unauthenticated("the bearer token has no role")
     return Principal(role=role, subject=msg.subject, token_id=msg.id)
+
+
+def user_view(reply: cs.UserConfig) -> UserView:
+    return UserView(
+        user=reply.user,
+        personal_overrides={convert.CONTEXTS[o.context]: o.model for o in reply.personal_overrides
+                            if o.context in convert.CONTEXTS},
+        key_providers=frozenset(reply.key_providers),
+    )

@@ -1,4 +1,4 @@
-"""modelplane_server.domain.rules results as ResolverService messages.
+"""The domain rules' results (credentials, selection, resolution) as ResolverService messages.
 
 The rules' enums are the proto enums without their prefix, so each table is
 built by name; a rule value with no proto counterpart fails at import, not
@@ -12,11 +12,13 @@ from typing import Any, Mapping, TypeVar
 
 from modelplane_server import convert
 
-from modelplane_server.domain import rules
+from modelplane_server.domain.credentials import CredentialDecision, KeyStatus, ProviderKeyStatus
+from modelplane_server.domain.resolution import LayerOutcome, Resolution, ResolutionLayer, TraceStep
+from modelplane_server.domain.selection import AvailableModels, EmptyReason, Preselection, SkipReason
 from modelplane_server.domain.types import CredentialSource
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
-from modelplane_server.resolver_svc.config_state import ConfigState
+from modelplane_server.resolver_svc.state.config_state import ConfigState
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -29,23 +31,23 @@ def _by_name(rule_enum: type[E], prefix: str, proto_enum: Any) -> Mapping[E, Any
 
 
 CREDENTIAL_SOURCES = _by_name(CredentialSource, "CREDENTIAL_SOURCE_", cs.CredentialSource)
-KEY_STATUSES = _by_name(rules.KeyStatus, "KEY_STATUS_", rs.KeyStatus)
-PRESELECTIONS = _by_name(rules.Preselection, "PRESELECTION_", rs.Preselection)
-EMPTY_REASONS = _by_name(rules.EmptyReason, "EMPTY_REASON_", rs.EmptyReason)
-LAYERS = _by_name(rules.ResolutionLayer, "RESOLUTION_LAYER_", rs.ResolutionLayer)
-OUTCOMES = _by_name(rules.LayerOutcome, "LAYER_OUTCOME_", rs.LayerOutcome)
-SKIP_REASONS = _by_name(rules.SkipReason, "SKIP_REASON_", rs.SkipReason)
+KEY_STATUSES = _by_name(KeyStatus, "KEY_STATUS_", rs.KeyStatus)
+PRESELECTIONS = _by_name(Preselection, "PRESELECTION_", rs.Preselection)
+EMPTY_REASONS = _by_name(EmptyReason, "EMPTY_REASON_", rs.EmptyReason)
+LAYERS = _by_name(ResolutionLayer, "RESOLUTION_LAYER_", rs.ResolutionLayer)
+OUTCOMES = _by_name(LayerOutcome, "LAYER_OUTCOME_", rs.LayerOutcome)
+SKIP_REASONS = _by_name(SkipReason, "SKIP_REASON_", rs.SkipReason)
 FIXABLE_BY: Mapping[str, Any] = {"user": rs.FIXABLE_BY_USER, "admin": rs.FIXABLE_BY_ADMIN}
 
 
-def credential_resolution(provider: str, d: rules.CredentialDecision) -> rs.CredentialResolution:
+def credential_resolution(provider: str, d: CredentialDecision) -> rs.CredentialResolution:
     out = rs.CredentialResolution(provider=provider, source=CREDENTIAL_SOURCES[d.source], reason=d.reason)
     if d.fixable_by is not None:
         out.fixable_by = FIXABLE_BY[d.fixable_by]
     return out
 
 
-def key_statuses(byok_enabled: bool, statuses: list[rules.ProviderKeyStatus]) -> rs.ListUserKeyStatusResponse:
+def key_statuses(byok_enabled: bool, statuses: list[ProviderKeyStatus]) -> rs.ListUserKeyStatusResponse:
     return rs.ListUserKeyStatusResponse(
         byok_enabled=byok_enabled,
         providers=[
@@ -57,7 +59,7 @@ def key_statuses(byok_enabled: bool, statuses: list[rules.ProviderKeyStatus]) ->
     )
 
 
-def available_models(a: rules.AvailableModels) -> rs.ListAvailableModelsResponse:
+def available_models(a: AvailableModels) -> rs.ListAvailableModelsResponse:
     out = rs.ListAvailableModelsResponse(message=a.message)
     for g in a.groups:
         group = out.groups.add(provider=g.provider.name, display_name=g.provider.display_name or g.provider.name,
@@ -74,7 +76,7 @@ def available_models(a: rules.AvailableModels) -> rs.ListAvailableModelsResponse
     return out
 
 
-def trace_step(step: rules.TraceStep) -> rs.TraceStep:
+def trace_step(step: TraceStep) -> rs.TraceStep:
     out = rs.TraceStep(layer=LAYERS[step.layer], outcome=OUTCOMES[step.outcome],
                        model=step.model or "", detail=step.detail)
     if step.skip_reason is not None:
@@ -82,7 +84,7 @@ def trace_step(step: rules.TraceStep) -> rs.TraceStep:
     return out
 
 
-def resolved_model(r: rules.Resolution, state: ConfigState) -> rs.ResolvedModel:
+def resolved_model(r: Resolution, state: ConfigState) -> rs.ResolvedModel:
     """The resolution with the model and provider exactly as config_svc
     described them (options included, never a key)."""
     return rs.ResolvedModel(

@@ -19,10 +19,10 @@ from typing import Awaitable, Callable
 from modelplane_server.runtime import tokens
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import Unauthenticated
-from modelplane_server.resolver_svc.config_client import ConfigUnreachable
-from modelplane_server.resolver_svc.config_state import Invalidations
-from modelplane_server.resolver_svc.lru import LookupObserver, Clock, LruCache, SingleFlight, ignore_lookup
-from modelplane_server.resolver_svc.snapshot import Snapshot
+from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
+from modelplane_server.resolver_svc.state.config_state import Invalidations
+from modelplane_server.resolver_svc.caches.lru import LookupObserver, Clock, LruCache, SingleFlight, ignore_lookup
+from modelplane_server.resolver_svc.state.snapshot import Snapshot
 
 Introspect = Callable[[str], Awaitable[Principal]]
 
@@ -48,7 +48,7 @@ class CallerAuth:
         return len(self._cache)
 
     async def authenticate(self, bearer: str) -> Principal:
-        """The caller's Principal, for modelplane_server.runtime.rpc's AuthInterceptor."""
+        """The caller's Principal, for modelplane_server.runtime.interceptors' AuthInterceptor."""
         # Nothing can be answered before the first snapshot; say so rather
         # than make every caller wait on a token check first.
         self._snapshot.current()

@@ -16,20 +16,21 @@ TOKEN_NOT_FOUND) becomes UNAUTHENTICATED.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping
 
 import grpc
 import grpc.aio
 import structlog
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from modelplane_server.domain import errors
 from modelplane_server.domain.types import Principal
 from modelplane_server.runtime.tls import ClientTLS, client_channel
-from modelplane_server.runtime.rpc import STATUS_CODES, STATUS_DETAILS_KEY
+from modelplane_server.runtime.status import STATUS_CODES
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
-from modelplane_server.resolver_svc import from_config
+from modelplane_server.resolver_svc.state import from_config
 
 log = structlog.get_logger(__name__)
 
@@ -68,15 +69,17 @@ class ServiceCredentialsRefused(errors.Unavailable):
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str | None:
-    # Any: the stubs type aio metadata as one item, it iterates as (key, value) pairs.
-    trailers: Any = exc.trailing_metadata() or ()
-    for key, value in trailers:
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return str(info.reason)
+    """The ErrorInfo reason of config_svc's google.rpc.Status, if it sent one."""
+    try:
+        # The raised AioRpcError answers code(), details() and
+        # trailing_metadata() at once, which is all from_call reads.
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except ValueError:  # a status contradicting the call's own code or message: not config_svc's
+        return None
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
     return None
 
 

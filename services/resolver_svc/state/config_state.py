@@ -19,7 +19,7 @@ from modelplane_server import convert
 from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
-from modelplane_server.resolver_svc import from_config
+from modelplane_server.resolver_svc.state import from_config
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ and the region that goes with them.
 botocore's standard chain may read files or ask the instance metadata
 service, so the check runs in a worker thread, at start and then every few
 minutes, never on a request. Ambient mode needs a region from the chain too,
-and the region found here is the one requests use (ChatServicer reads it
-from the Snapshot), so the check and the call always agree: a region only in
+and the region found here is the one requests use (the chat gateway reads
+it from the Snapshot), so the check and the call always agree: a region only in
 the ~/.aws/config profile counts for both, and with no region anywhere
 ambient mode is reported unavailable rather than failing at call time.
 """

@@ -12,15 +12,6 @@ older) answer goes to the callers already waiting but is not stored.
 
 from __future__ import annotations
 
-from typing import Callable as _Callable
-
-# Told of every lookup a cache answers: (cache name, hit). Metrics count them.
-LookupObserver = _Callable[[str, bool], None]
-
-
-def ignore_lookup(cache: str, hit: bool) -> None:
-    """The default observer: nothing is counted."""
-
 import asyncio
 import time
 from collections import OrderedDict
@@ -31,6 +22,13 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 Clock = Callable[[], float]
+
+# Told of every lookup a cache answers: (cache name, hit). Metrics count them.
+LookupObserver = Callable[[str, bool], None]
+
+
+def ignore_lookup(cache: str, hit: bool) -> None:
+    """The default observer: nothing is counted."""
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""ResolverService: one servicer over two collaborators. The resolution
+RPCs go to the ResolutionService, Chat, StreamChat and ProbeProvider to the
+ChatGateway; this class checks required fields, converts proto <-> domain
+(resolution_pb, chat_pb) and keeps the answer memo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+import grpc
+import grpc.aio
+
+from modelplane_server import convert
+from modelplane_server.domain.errors import InvalidArgument
+from modelplane.v1 import resolver_service_pb2 as rs
+from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
+from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
+from modelplane_server.resolver_svc.api.memo import AnswerMemo
+from modelplane_server.resolver_svc.chat.gateway import ChatGateway
+from modelplane_server.resolver_svc.resolution.service import ResolutionService
+from modelplane_server.resolver_svc.upstream import deadline_in
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _deadline(context: Context) -> float | None:
+    """The call's gRPC deadline as the upstream engine counts time."""
+    remaining = context.time_remaining()
+    return None if remaining is None else deadline_in(remaining)
+
+
+class ResolverServicer(rs_grpc.ResolverServiceServicer):
+    def __init__(self, resolution: ResolutionService, chat: ChatGateway) -> None:
+        self.resolution = resolution
+        self.chat = chat
+        self.answers = AnswerMemo(resolution.snapshot)
+
+    # --- resolution ------------------------------------------------------------
+
+    async def ResolveCredential(self, request: rs.ResolveCredentialRequest,
+                                context: Context) -> rs.CredentialResolution:
+        if not request.provider:
+            raise InvalidArgument.one("provider", "is required")
+        loaded, user = await self.resolution.views(request.user)
+        decision = self.resolution.credential(loaded, user, request.provider)
+        return resolution_pb.credential_resolution(request.provider, decision)
+
+    async def ListUserKeyStatus(self, request: rs.ListUserKeyStatusRequest,
+                                context: Context) -> rs.ListUserKeyStatusResponse:
+        loaded, user = await self.resolution.views(request.user)
+        found = self.answers.get(loaded, user, "ListUserKeyStatus")
+        if isinstance(found, rs.ListUserKeyStatusResponse):
+            return found
+        answer = resolution_pb.key_statuses(*self.resolution.key_status(loaded, user))
+        return self.answers.put(loaded, user, answer, "ListUserKeyStatus")
+
+    async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
+                                  context: Context) -> rs.ListAvailableModelsResponse:
+        loaded, user = await self.resolution.views(request.user)
+        found = self.answers.get(loaded, user, "ListAvailableModels", request.last_used_model)
+        if isinstance(found, rs.ListAvailableModelsResponse):
+            return found
+        answer = resolution_pb.available_models(
+            self.resolution.available_models(loaded, user, request.last_used_model or None))
+        return self.answers.put(loaded, user, answer, "ListAvailableModels", request.last_used_model)
+
+    async def ResolveModel(self, request: rs.ResolveModelRequest,
+                           context: Context) -> rs.ResolvedModel:
+        chat_context = convert.context(request.context, "context")  # INVALID_ARGUMENT before any lookup
+        loaded, user = await self.resolution.views(request.user)
+        key = ("ResolveModel", request.context, request.chat_model)
+        found = self.answers.get(loaded, user, *key)
+        if isinstance(found, rs.ResolvedModel):
+            return found
+        resolution = self.resolution.model(loaded, user, chat_context, request.chat_model or None)
+        return self.answers.put(loaded, user, resolution_pb.resolved_model(resolution, loaded.state), *key)
+
+    # --- chat --------------------------------------------------------------------
+
+    async def Chat(self, request: rs.ChatRequest, context: Context) -> rs.ChatResponse:
+        call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
+        reply = await self.chat.chat(call)
+        return chat_pb.chat_response(reply, call.model, resolution_pb.resolved_model(call.resolution, call.state))
+
+    async def StreamChat(self, request: rs.ChatRequest, context: Context) -> AsyncIterator[rs.ChatEvent]:
+        call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
+        yield rs.ChatEvent(resolution=resolution_pb.resolved_model(call.resolution, call.state))
+        # aclosing: a client cancel at one of our yields must close the
+        # gateway's stream now (and with it the upstream response), not
+        # whenever the generator is collected.
+        async with contextlib.aclosing(self.chat.stream(call)) as events:
+            async for event in events:
+                yield chat_pb.stream_event(event, call.model)
+
+    async def ProbeProvider(self, request: rs.ProbeProviderRequest,
+                            context: Context) -> rs.ProbeProviderResponse:
+        if not request.provider:
+            raise InvalidArgument.one("provider", "is required")
+        result = await self.chat.probe(request.provider, use_own_key=request.use_own_key,
+                                       requested_user=request.user, deadline=_deadline(context))
+        return chat_pb.probe_response(result)

@@ -1,0 +1,303 @@
+"""The chat gateway: resolve the model and the credential, send the
+conversation upstream (unary or streamed), probe a provider.
+
+Domain values in and out: the api converts proto, resolver_svc.upstream
+does HTTP. What lives here is the order of things, which key is used, how
+an upstream failure becomes a domain error (chat.failures), and the one log
+line and metrics per upstream call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from modelplane_server.domain.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
+from modelplane_server.domain.resolution import Resolution
+from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
+from modelplane_server.runtime.metrics import ResolverMetrics
+from modelplane_server.runtime.auth import require
+from modelplane_server.runtime.context import current_principal
+from modelplane_server.runtime.status import status_code_for
+from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.resolver_svc.chat.failures import upstream_failure
+from modelplane_server.resolver_svc.chat.target import configured_identifiers, prices, upstream_target
+from modelplane_server.resolver_svc.resolution.service import ResolutionService, user_for
+from modelplane_server.resolver_svc.state.config_state import ConfigState
+from modelplane_server.resolver_svc.state.snapshot import Loaded
+from modelplane_server.resolver_svc.upstream import (
+    ChatMessage,
+    ChatResult,
+    Finish,
+    StreamEvent,
+    ToolDefinition,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTarget,
+    Usage,
+    UsageEvent,
+    cost_usd,
+    deadline_in,
+)
+from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+
+log = structlog.get_logger(__name__)
+
+MAX_PROBE_MODELS: Final = 500
+DEFAULT_PROBE_TIMEOUT_S: Final = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInput:
+    """A chat as the caller asked for it, its conversation already validated."""
+
+    user: str  # the user the call names; "" for the caller's own
+    context: OverrideContext
+    chat_model: str | None
+    chat_id: str
+    messages: list[ChatMessage]
+    tools: list[ToolDefinition]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """Everything one chat needs once resolution and the key are done."""
+
+    user: str
+    chat_id: str
+    provider: Provider
+    model: Model
+    credential: CredentialSource
+    resolution: Resolution
+    state: ConfigState  # the configuration `resolution` was made from
+    target: UpstreamTarget
+    messages: list[ChatMessage]
+    tools: list[ToolDefinition]
+    deadline: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    result: ChatResult
+    cost_usd: float | None  # None: the model is unpriced
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """A stream's last event: the upstream's Finish with the usage reported
+    before it (None when there was none) and its cost."""
+
+    finish: Finish
+    usage: Usage | None
+    cost_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    reachable: bool
+    authenticated: bool
+    latency_ms: int
+    error: str = ""
+    upstream_models: list[str] = field(default_factory=list)
+    configured_models_missing: list[str] = field(default_factory=list)
+
+
+class ChatGateway:
+    """upstream: the process's one UpstreamClient (the caller owns and closes it).
+    idle_timeout_seconds: a stream that sends no bytes this long ends with
+    DEADLINE_EXCEEDED UPSTREAM_TIMEOUT.
+    aws_region: a fixed region for bedrock providers without their own;
+    by default the one the ambient AWS check found (Snapshot.aws_region), so
+    the region requests use is the one the check reported usable.
+    """
+
+    def __init__(self, resolution: ResolutionService, credentials: CredentialCache, *,
+                 upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
+                 probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S,
+                 aws_region: str | None = None, metrics: ResolverMetrics | None = None) -> None:
+        self.resolution = resolution
+        self.credentials = credentials
+        self.upstream = upstream
+        self.metrics = metrics
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self.probe_timeout_seconds = probe_timeout_seconds
+        self._fixed_aws_region = aws_region
+
+    @property
+    def aws_region(self) -> str | None:
+        return self._fixed_aws_region or self.resolution.snapshot.aws_region
+
+    async def prepare(self, chat: ChatInput, deadline: float | None) -> ChatCall:
+        """Resolve model and credential, fetch the key, build the target."""
+        loaded, user_view = await self.resolution.views(chat.user)
+        resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
+        provider, model = resolution.provider, resolution.model
+        structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
+                                               chat_id=chat.chat_id or None)
+        api_key = await self._chat_key(provider, resolution.credential, user_view.user)
+        return ChatCall(
+            user=user_view.user, chat_id=chat.chat_id, provider=provider, model=model,
+            credential=resolution.credential, resolution=resolution, state=loaded.state,
+            target=upstream_target(provider, api_key, self.aws_region, model),
+            messages=chat.messages, tools=chat.tools, deadline=deadline,
+        )
+
+    async def chat(self, call: ChatCall) -> ChatReply:
+        try:
+            result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline)
+        except UpstreamError as err:
+            raise self._failed(call, err) from None
+        cost = cost_usd(result.usage, prices(call.model))
+        self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
+        return ChatReply(result, cost)
+
+    async def stream(self, call: ChatCall) -> AsyncGenerator[StreamEvent | StreamEnd, None]:
+        """The upstream's delta events as they come, then one StreamEnd
+        instead of its Finish."""
+        events = self.upstream.stream(call.target, call.messages, call.tools, call.deadline,
+                                      idle_timeout=self.idle_timeout_seconds)
+        usage: Usage | None = None
+        try:
+            async for event in events:
+                if isinstance(event, Finish):
+                    # Without a usage report there is nothing to price.
+                    cost = None if usage is None else cost_usd(usage, prices(call.model))
+                    self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
+                    yield StreamEnd(event, usage, cost)
+                else:
+                    if isinstance(event, UsageEvent):
+                        usage = event.usage
+                    yield event
+        except UpstreamError as err:
+            raise self._failed(call, err) from None
+        finally:
+            # A client cancel or deadline lands here (CancelledError, or
+            # GeneratorExit at a yield): closing the engine's generator
+            # closes the upstream response, so the provider stops generating.
+            await events.aclose()
+
+    async def probe(self, provider_name: str, *, use_own_key: bool, requested_user: str,
+                    deadline: float | None) -> ProbeResult:
+        """Whether the provider answers and accepts the key: the caller's own
+        (use_own_key) or the central one (admins only)."""
+        principal = current_principal()
+        if use_own_key:
+            # The caller's own key: a member's, or that of the user a service
+            # acts for. An admin holds nobody's key; they probe the central one.
+            if principal.role is Role.ADMIN:
+                raise PermissionDenied("use_own_key probes with the caller's own key, and an admin's calls use "
+                                       "the provider's central key; omit use_own_key")
+            user = user_for(principal, requested_user)
+        else:
+            require(principal, Role.ADMIN)  # the central key is an admin's to test
+            user = ""
+        loaded = self.resolution.snapshot.current()
+        provider = loaded.state.providers.get(provider_name)
+        if provider is None:
+            raise NotFound(f"provider {provider_name} does not exist", reason="PROVIDER_NOT_FOUND")
+        api_key: str | None = None
+        if user:
+            api_key = await self._own_key(loaded, provider, user)
+        elif provider.api_key_set:
+            api_key = await self.credentials.get(provider.name, "")
+        else:
+            _check_keyless_probe(provider)
+        target = upstream_target(provider, api_key, self.aws_region)
+        probe_deadline = deadline_in(self.probe_timeout_seconds)
+        started = time.perf_counter()
+        try:
+            listed = await self.upstream.list_models(
+                target, probe_deadline if deadline is None else min(deadline, probe_deadline))
+        except UpstreamError as err:
+            # Reported, not raised: telling the admin why is the probe's job.
+            # An HTTP status means the upstream answered, so it is reachable.
+            log.info("probe", provider=provider.name, ok=False, kind=err.kind, http_status=err.http_status)
+            return ProbeResult(reachable=err.http_status is not None, authenticated=False,
+                               error=f"{provider.name}: {err.message}", latency_ms=_ms_since(started))
+        present = set(listed)
+        configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
+        log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
+        return ProbeResult(
+            reachable=True, authenticated=True, upstream_models=listed[:MAX_PROBE_MODELS],
+            configured_models_missing=[i for i in configured if i not in present],
+            latency_ms=_ms_since(started))
+
+    # --- steps ---------------------------------------------------------------
+
+    async def _chat_key(self, provider: Provider, source: CredentialSource, user: str) -> str | None:
+        """The key modelplane_server.domain.credentials chose; None means SigV4 from the ambient chain."""
+        if source is CredentialSource.USER_KEY:
+            return await self.credentials.get(provider.name, user)
+        if source is CredentialSource.CENTRAL_KEY:
+            return await self.credentials.get(provider.name, "")
+        if source is CredentialSource.AMBIENT_AWS:
+            return None
+        # A resolved model always has a credential; a snapshot swap between
+        # resolving and here is the only way to arrive, and retrying fixes it.
+        raise FailedPrecondition(f"no credential for provider {provider.name}", reason="NO_CREDENTIAL")
+
+    async def _own_key(self, loaded: Loaded, provider: Provider, user: str) -> str:
+        """The user's own key for a probe, only where modelplane_server.domain.credentials would give
+        them their own key for a chat: a saved key the key policy ignores
+        (BYOK off, or the provider refuses user keys) is not used here either.
+        FAILED_PRECONDITION BYOK_DISABLED, USER_KEYS_NOT_ALLOWED,
+        PROVIDER_UNAVAILABLE, or USER_KEY_REQUIRED when none is saved."""
+        label = provider.display_name or provider.name
+        if not loaded.view.settings.byok_enabled:
+            raise FailedPrecondition("personal API keys are turned off for this deployment, so there is no own "
+                                     "key to probe with", reason="BYOK_DISABLED")
+        if not provider.key_policy.allow_user_keys:
+            raise FailedPrecondition(f"{label} does not accept personal API keys, so there is no own key to "
+                                     "probe with", reason="USER_KEYS_NOT_ALLOWED")
+        user_view = await self.resolution.users.get(user)
+        decision = self.resolution.credential(loaded, user_view, provider.name)
+        if decision.source is not CredentialSource.USER_KEY:
+            if not provider.enabled:
+                raise FailedPrecondition(f"provider {provider.name} is disabled", reason="PROVIDER_UNAVAILABLE")
+            raise FailedPrecondition(f"no personal API key is saved for {label}; save one to probe with it",
+                                     reason="USER_KEY_REQUIRED")
+        return await self.credentials.get(provider.name, user)
+
+    def _failed(self, call: ChatCall, err: UpstreamError) -> DomainError:
+        log.info("chat.failed", provider=call.provider.name, model=call.model.name,
+                 model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
+                 credential_source=call.credential.value, kind=err.kind, http_status=err.http_status,
+                 provider_code=err.provider_code)
+        failure = upstream_failure(err, call.provider.name)
+        if self.metrics is not None:
+            self.metrics.upstream_done(call.provider.name, call.model.name, status_code_for(failure).name,
+                                       time.perf_counter() - call.started)
+        return failure
+
+    def _done(self, call: ChatCall, usage: Usage | None, cost: float | None, finish_reason: str,
+              upstream_request_id: str | None, *, stream: bool) -> None:
+        u = usage or Usage()
+        log.info("chat", provider=call.provider.name, model=call.model.name,
+                 model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
+                 credential_source=call.credential.value, stream=stream, finish_reason=finish_reason,
+                 upstream_request_id=upstream_request_id, input_tokens=u.input_tokens,
+                 cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+                 output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
+        if self.metrics is not None:
+            self.metrics.upstream_done(
+                call.provider.name, call.model.name, "OK", time.perf_counter() - call.started,
+                tokens={"input": u.input_tokens, "output": u.output_tokens, "cache_read": u.cache_read_tokens,
+                        "cache_write": u.cache_write_tokens, "reasoning": u.reasoning_tokens},
+                cost_usd=cost)
+
+
+def _check_keyless_probe(provider: Provider) -> None:
+    """No central key stored: bedrock probes with ambient SigV4, an
+    openai-compatible server may need no key; the rest cannot be probed."""
+    if provider.type not in (ProviderType.BEDROCK, ProviderType.OPENAI_COMPATIBLE):
+        raise FailedPrecondition(f"provider {provider.name} has no central key to probe with",
+                                 reason="NO_CREDENTIAL")
+
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

@@ -1,0 +1,70 @@
+"""The resolution use cases: which credential a user gets for a provider,
+the user's key status, the models they may pick, the model a chat uses.
+
+Each reads one snapshot and the data of the user the call is about, and
+answers with the domain's own results; nothing here knows proto. Memory
+only once the caller's token and the user's data are cached.
+
+A caller first asks for the views (``views()``) and then for answers over
+them, so the api can skip a question already answered over the same views
+(its answer memo) without this layer knowing about it.
+"""
+
+from __future__ import annotations
+
+from modelplane_server.domain.credentials import (
+    CredentialDecision,
+    ProviderKeyStatus,
+    key_status,
+    resolve_credential,
+)
+from modelplane_server.domain.resolution import Resolution, resolve_model
+from modelplane_server.domain.selection import AvailableModels, available_models
+from modelplane_server.domain.types import OverrideContext, Principal
+from modelplane_server.domain.validation import validate_user
+from modelplane_server.domain.view import UserView
+from modelplane_server.runtime.auth import resolve_user
+from modelplane_server.runtime.context import current_principal
+from modelplane_server.resolver_svc.caches.users import UserCache
+from modelplane_server.resolver_svc.state.snapshot import Loaded, Snapshot
+
+
+def user_for(principal: Principal, requested_user: str) -> str:
+    """modelplane_server.runtime.auth.resolve_user, then the name checked as config_svc checks it
+    (INVALID_ARGUMENT on `user`): a name config_svc would refuse must fail
+    here as the caller's mistake, before any fetch, not come back from
+    config_svc as the resolver's own (INTERNAL)."""
+    user = resolve_user(principal, requested_user)
+    validate_user(user, "user")
+    return user
+
+
+class ResolutionService:
+    def __init__(self, snapshot: Snapshot, users: UserCache) -> None:
+        self.snapshot = snapshot
+        self.users = users
+
+    async def views(self, requested_user: str) -> tuple[Loaded, UserView]:
+        """The snapshot (raises SNAPSHOT_NOT_READY) and the data of the user
+        the call is about: a member's own, or the one a service or admin
+        names (PERMISSION_DENIED OTHER_USER for a member naming someone else)."""
+        loaded = self.snapshot.current()
+        user = user_for(current_principal(), requested_user)
+        user_view = await self.users.get(user)
+        return loaded, user_view
+
+    def credential(self, loaded: Loaded, user: UserView, provider: str) -> CredentialDecision:
+        return resolve_credential(loaded.view, user, provider)
+
+    def key_status(self, loaded: Loaded, user: UserView) -> tuple[bool, list[ProviderKeyStatus]]:
+        """Whether BYOK is on, and each provider's key status for the user."""
+        return key_status(loaded.view, user)
+
+    def available_models(self, loaded: Loaded, user: UserView, last_used_model: str | None) -> AvailableModels:
+        return available_models(loaded.view, user, last_used_model)
+
+    def model(self, loaded: Loaded, user: UserView, context: OverrideContext,
+              chat_model: str | None) -> Resolution:
+        """The model (and its provider and credential) for a chat in
+        `context`; NoUsableModel propagates (FAILED_PRECONDITION NO_USABLE_MODEL)."""
+        return resolve_model(loaded.view, user, context, chat_model)
