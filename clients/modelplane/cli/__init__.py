@@ -21,7 +21,8 @@ from typing import Any, Callable, Final, Iterable, Sequence, TextIO
 
 from google.protobuf.message import Message
 
-from modelplane import calls, render
+from modelplane import calls
+from modelplane.cli import render
 from modelplane.client import DEFAULT_CONFIG_ADDRESS, DEFAULT_RESOLVER_ADDRESS, TLS, ModelplaneClient
 from modelplane.errors import ModelplaneError
 
@@ -706,6 +707,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             session._client.close()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
