@@ -3,8 +3,8 @@
 modelplane servers put a google.rpc.Status in the trailing metadata
 (`grpc-status-details-bin`): ErrorInfo (domain "modelplane.dev", reason an
 ErrorReason name) on every error, BadRequest field violations on bad input.
-`error_from_rpc` reads both, so callers can branch on `.reason` instead of
-parsing messages:
+`error_from_rpc` reads both (the Status itself through grpcio-status), so
+callers can branch on `.reason` instead of parsing messages:
 
     try:
         client.set_user_key("openai", key)
@@ -14,13 +14,13 @@ parsing messages:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Protocol, cast
+from typing import Iterable, Mapping, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 ERROR_DOMAIN = "modelplane.dev"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 REQUEST_ID_KEY = "x-request-id"
 
 
@@ -121,44 +121,43 @@ ERRORS_BY_CODE: Mapping[grpc.StatusCode, type[ModelplaneError]] = {
 }
 
 
-class _FailedCall(Protocol):
-    """What both grpc's sync errors and grpc.aio.AioRpcError offer."""
+def _rich_status(call: grpc.Call) -> status_pb2.Status | None:
+    """The google.rpc.Status in the trailers, decoded by grpcio-status. None
+    when there is none (the connection failed, a proxy answered) or when
+    grpcio-status refuses it for contradicting the call's own code or
+    message: the caller still gets the error for the code, not a ValueError.
 
-    def code(self) -> grpc.StatusCode: ...
-    def details(self) -> str | None: ...
-    def initial_metadata(self) -> Any: ...
-    def trailing_metadata(self) -> Any: ...
-
-
-def _pairs(metadata: Any) -> list[tuple[str, Any]]:
-    return [(key, value) for key, value in (metadata or ())]
+    rpc_status.from_call serves both clients: a failed call raises an
+    exception whose accessors answer at once, grpc.aio.AioRpcError included
+    (rpc_status.aio.from_call is for a live grpc.aio.Call, awaited instead).
+    """
+    try:
+        return rpc_status.from_call(call)
+    except ValueError:
+        return None
 
 
 def error_from_rpc(error: grpc.RpcError) -> ModelplaneError:
     """The ModelplaneError subclass for a failed call, with the rich status read."""
-    call = cast(_FailedCall, error)
+    call = cast(grpc.Call, error)
     code = call.code()
-    message = call.details() or ""
-    metadata = _pairs(call.initial_metadata()) + _pairs(call.trailing_metadata())
-    request_id = next((str(v) for k, v in metadata if k == REQUEST_ID_KEY), "")
     reason = ""
     info_metadata: dict[str, str] = {}
     violations: list[tuple[str, str]] = []
-    raw = next((v for k, v in metadata if k == STATUS_DETAILS_KEY and isinstance(v, bytes)), None)
-    if raw is not None:
-        status = status_pb2.Status.FromString(raw)
-        message = status.message or message
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-                info_metadata = dict(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations += [(v.field, v.description) for v in bad.field_violations]
+    status = _rich_status(call)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+            info_metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [(v.field, v.description) for v in bad.field_violations]
+    metadata = [*(call.initial_metadata() or ()), *(call.trailing_metadata() or ())]
+    request_id = next((str(v) for k, v in metadata if k == REQUEST_ID_KEY), "")
     request_id = request_id or info_metadata.get("request_id", "")
     cls = ERRORS_BY_CODE.get(code, ModelplaneError)
-    return cls(message, code=code, reason=reason, field_violations=violations, request_id=request_id,
+    return cls(call.details() or "", code=code, reason=reason, field_violations=violations, request_id=request_id,
                metadata=info_metadata)

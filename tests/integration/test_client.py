@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from modelplane_server.domain.types import Role
 from modelplane import errors
-from modelplane.client import AsyncModelplaneClient, ModelplaneClient, RetryPolicy
+from modelplane.client import AsyncModelplaneClient, CallRetry, ModelplaneClient
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness
@@ -25,7 +25,7 @@ from tests.resolver_harness import free_port
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
+FAST_RETRY = CallRetry(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
 
 
 @pytest.fixture

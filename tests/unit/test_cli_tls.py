@@ -8,6 +8,7 @@ import io
 import pytest
 
 from modelplane import cli
+from modelplane.cli import session
 from modelplane.client import TLS
 
 TLS_VARIABLES = ("MODELPLANE_TLS", "MODELPLANE_TLS_CA", "MODELPLANE_TLS_CERT", "MODELPLANE_TLS_KEY",
@@ -23,7 +24,7 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _tls_of(*argv: str) -> TLS | None:
     args = cli.build_parser().parse_args([*argv, "settings", "get"])
-    client = cli._build_client(args)
+    client = session._build_client(args)
     try:
         return client._tls
     finally:

@@ -1,0 +1,86 @@
+"""Friendly names for the API's enums, both ways: "azure-openai" ->
+PROVIDER_TYPE_AZURE_OPENAI for requests, and back for tables."""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+from modelplane.v1 import resolver_service_pb2 as rs
+from modelplane.v1 import resources_pb2 as pb
+
+V = TypeVar("V", bound=int)
+
+
+class _EnumWrapper(Protocol[V]):
+    def Name(self, number: V) -> str: ...
+    def Value(self, name: str) -> V: ...
+    def keys(self) -> list[str]: ...
+
+
+def _enum_value(wrapper: _EnumWrapper[V], prefix: str, value: str | int, what: str) -> V:
+    names = [n for n in wrapper.keys() if not n.endswith("_UNSPECIFIED")]
+    if isinstance(value, int):
+        try:
+            wrapper.Name(value)  # type: ignore[arg-type]  # a plain int is checked here
+        except ValueError:
+            pass
+        else:
+            return value  # type: ignore[return-value]
+    else:
+        name = value.strip().upper().replace("-", "_")
+        if not name.startswith(prefix):
+            name = prefix + name
+        if name in names:
+            return wrapper.Value(name)
+    friendly = ", ".join(n.removeprefix(prefix).lower() for n in names)
+    raise ValueError(f"unknown {what} {value!r}: use one of {friendly}")
+
+
+def _friendly(wrapper: _EnumWrapper[V], prefix: str, number: V, separator: str) -> str:
+    try:
+        name = wrapper.Name(number)
+    except ValueError:
+        return str(number)
+    if name.endswith("_UNSPECIFIED"):
+        return ""
+    return name.removeprefix(prefix).lower().replace("_", separator)
+
+
+def provider_type(value: str | int) -> pb.ProviderType.ValueType:
+    """"openai", "azure-openai", "PROVIDER_TYPE_OPENAI" or the number."""
+    return _enum_value(pb.ProviderType, "PROVIDER_TYPE_", value, "provider type")
+
+
+def override_context(value: str | int) -> pb.OverrideContext.ValueType:
+    """"root", "general", "explore", "title_generation" (or title-generation)."""
+    return _enum_value(pb.OverrideContext, "OVERRIDE_CONTEXT_", value, "context")
+
+
+def role(value: str | int) -> pb.Role.ValueType:
+    """"admin", "member" or "service"."""
+    return _enum_value(pb.Role, "ROLE_", value, "role")
+
+
+def chat_role(value: str | int) -> rs.ChatRole.ValueType:
+    """"system", "user", "assistant" or "tool"."""
+    return _enum_value(rs.ChatRole, "CHAT_ROLE_", value, "chat role")
+
+
+def provider_type_name(value: pb.ProviderType.ValueType) -> str:
+    return _friendly(pb.ProviderType, "PROVIDER_TYPE_", value, "-")
+
+
+def context_name(value: pb.OverrideContext.ValueType) -> str:
+    return _friendly(pb.OverrideContext, "OVERRIDE_CONTEXT_", value, "_")
+
+
+def role_name(value: pb.Role.ValueType) -> str:
+    return _friendly(pb.Role, "ROLE_", value, "-")
+
+
+def provider_type_names() -> list[str]:
+    return [provider_type_name(v) for v in pb.ProviderType.values() if v]
+
+
+def context_names() -> list[str]:
+    return [context_name(v) for v in pb.OverrideContext.values() if v]

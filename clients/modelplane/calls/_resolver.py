@@ -1,0 +1,116 @@
+"""ResolverService calls (resolution, chat, probes) and grpc.health.v1 on either server."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Mapping, Sequence, Unpack
+
+from google.protobuf import wrappers_pb2
+
+from modelplane.calls._base import RESOLVER_SERVICE, CallOptions, Stream, Target, Unary, parse, resolver_call
+from modelplane.calls._names import chat_role, override_context
+from modelplane.v1 import resolver_service_pb2 as rs
+
+# -- resolution ---------------------------------------------------------------------------------------------
+
+
+def resolve_credential(provider: str, *, user: str = "",
+                       **per_call: Unpack[CallOptions]) -> Unary[rs.CredentialResolution]:
+    request = rs.ResolveCredentialRequest(user=user, provider=provider)
+    return resolver_call("ResolveCredential", request, rs.CredentialResolution.FromString, read=True,
+                         per_call=per_call)
+
+
+def list_user_key_status(*, user: str = "",
+                         **per_call: Unpack[CallOptions]) -> Unary[rs.ListUserKeyStatusResponse]:
+    return resolver_call("ListUserKeyStatus", rs.ListUserKeyStatusRequest(user=user),
+                         rs.ListUserKeyStatusResponse.FromString, read=True, per_call=per_call)
+
+
+def list_available_models(*, user: str = "", last_used_model: str = "",
+                          **per_call: Unpack[CallOptions]) -> Unary[rs.ListAvailableModelsResponse]:
+    request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model)
+    return resolver_call("ListAvailableModels", request, rs.ListAvailableModelsResponse.FromString, read=True,
+                         per_call=per_call)
+
+
+def resolve_model(context: str | int = "root", chat_model: str = "", *, user: str = "",
+                  **per_call: Unpack[CallOptions]) -> Unary[rs.ResolvedModel]:
+    request = rs.ResolveModelRequest(user=user, context=override_context(context), chat_model=chat_model)
+    return resolver_call("ResolveModel", request, rs.ResolvedModel.FromString, read=True, per_call=per_call)
+
+
+# -- chat and probes ----------------------------------------------------------------------------------------
+
+ChatInput = str | Sequence[rs.ChatMessage | tuple[str, str]]
+ToolInput = Sequence[rs.ToolDefinition | Mapping[str, Any]]
+
+
+def chat_request(
+    messages: ChatInput,
+    *,
+    context: str | int = "root",
+    chat_model: str = "",
+    chat_id: str = "",
+    tools: ToolInput = (),
+    user: str = "",
+) -> rs.ChatRequest:
+    """messages: one user message as a string, or ChatMessage / (role, text) pairs
+    with role one of system, user, assistant, tool."""
+    if isinstance(messages, str):
+        messages = [("user", messages)]
+    built = [m if isinstance(m, rs.ChatMessage) else rs.ChatMessage(role=chat_role(m[0]), text=m[1])
+             for m in messages]
+    definitions: list[rs.ToolDefinition] = []
+    for tool in tools:
+        definition = rs.ToolDefinition()
+        parse(tool, definition, "tools")
+        definitions.append(definition)
+    return rs.ChatRequest(user=user, context=override_context(context), chat_model=chat_model, chat_id=chat_id,
+                          messages=built, tools=definitions)
+
+
+def chat(messages: ChatInput, *, context: str | int = "root", chat_model: str = "", chat_id: str = "",
+         tools: ToolInput = (), user: str = "", **per_call: Unpack[CallOptions]) -> Unary[rs.ChatResponse]:
+    """Chat: never retried (the upstream may have run it)."""
+    request = chat_request(messages, context=context, chat_model=chat_model, chat_id=chat_id, tools=tools,
+                           user=user)
+    return resolver_call("Chat", request, rs.ChatResponse.FromString, per_call=per_call)
+
+
+def stream_chat(messages: ChatInput, *, context: str | int = "root", chat_model: str = "", chat_id: str = "",
+                tools: ToolInput = (), user: str = "", **per_call: Unpack[CallOptions]) -> Stream[rs.ChatEvent]:
+    """StreamChat: the resolution first, then deltas, usage, and finish last."""
+    request = chat_request(messages, context=context, chat_model=chat_model, chat_id=chat_id, tools=tools,
+                           user=user)
+    return Stream(Target.RESOLVER, f"/{RESOLVER_SERVICE}/StreamChat", request, rs.ChatEvent.FromString,
+                  user_scoped=True, per_call=per_call)
+
+
+def probe_provider(provider: str, *, use_own_key: bool = False, user: str = "",
+                   **per_call: Unpack[CallOptions]) -> Unary[rs.ProbeProviderResponse]:
+    """ProbeProvider: reachability, authentication and missing models upstream."""
+    request = rs.ProbeProviderRequest(provider=provider, use_own_key=use_own_key, user=user)
+    return resolver_call("ProbeProvider", request, rs.ProbeProviderResponse.FromString, user_scoped=use_own_key,
+                         per_call=per_call)
+
+
+# -- standard health ----------------------------------------------------------------------------------------
+
+# grpc.health.v1 without depending on grpcio-health-checking: HealthCheckRequest
+# is {string service = 1} and HealthCheckResponse {enum status = 1}, the same
+# wire format as StringValue and Int32Value.
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_STATUSES: Final = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+
+
+def _health_status(data: bytes) -> str:
+    number = wrappers_pb2.Int32Value.FromString(data).value
+    return HEALTH_STATUSES[number] if 0 <= number < len(HEALTH_STATUSES) else str(number)
+
+
+def health(target: str | Target = Target.CONFIG, service: str = "",
+           **per_call: Unpack[CallOptions]) -> Unary[str]:
+    """grpc.health.v1 Check on one server: "SERVING", "NOT_SERVING", ...;
+    service "" asks about the server as a whole."""
+    return Unary(Target(target), HEALTH_CHECK, wrappers_pb2.StringValue(value=service), _health_status,
+                 idempotent=True, per_call=per_call)

@@ -1,0 +1,232 @@
+"""The command line: every command, its flags and the handler it runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from modelplane import calls
+from modelplane.cli import admin, runtime
+from modelplane.cli.session import Handler
+
+ENVIRONMENT = """environment:
+  MODELPLANE_CONFIG_ADDR     config_svc address (default 127.0.0.1:50051)
+  MODELPLANE_RESOLVER_ADDR   resolver_svc address (default 127.0.0.1:50052)
+  MODELPLANE_TOKEN           bearer token (or MODELPLANE_TOKEN_FILE: a file holding it)
+  MODELPLANE_TLS             1/true/yes/on: TLS with the system's root certificates
+                             (0/false/no/off: plaintext; anything else is refused)
+  MODELPLANE_TLS_CA          CA certificate (PEM) to trust
+  MODELPLANE_TLS_CERT, MODELPLANE_TLS_KEY   client certificate and key for mutual TLS
+  MODELPLANE_TLS_SERVER_NAME name expected in the server certificate
+  Any MODELPLANE_TLS_* setting (or its flag) turns TLS on.
+"""
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand (defaults suppressed,
+    so a later position does not reset an earlier one)."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("connection and output")
+    group.add_argument("--json", action="store_true", help="print JSON (proto field names) instead of tables")
+    group.add_argument("--config-addr", metavar="HOST:PORT", help="config_svc address [MODELPLANE_CONFIG_ADDR]")
+    group.add_argument("--resolver-addr", metavar="HOST:PORT",
+                       help="resolver_svc address [MODELPLANE_RESOLVER_ADDR]")
+    group.add_argument("--token-file", metavar="PATH", help="file holding the bearer token [MODELPLANE_TOKEN_FILE]")
+    group.add_argument("--tls", action="store_true", help="use TLS with the system roots [MODELPLANE_TLS]")
+    group.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust [MODELPLANE_TLS_CA]")
+    group.add_argument("--tls-cert", metavar="PEM", help="client certificate for mTLS [MODELPLANE_TLS_CERT]")
+    group.add_argument("--tls-key", metavar="PEM", help="client key for mTLS [MODELPLANE_TLS_KEY]")
+    group.add_argument("--tls-server-name", metavar="NAME",
+                       help="name expected in the server certificate [MODELPLANE_TLS_SERVER_NAME]")
+    group.add_argument("--timeout", type=float, metavar="SECONDS", help="per-call deadline (default 30)")
+    return common
+
+
+class _Builder:
+    def __init__(self, common: argparse.ArgumentParser) -> None:
+        self.common = common
+
+    def group(self, parent: Any, name: str, help: str) -> Any:
+        parser = parent.add_parser(name, help=help, description=help)
+        return parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(self, parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help,
+                                                            parents=[self.common])
+        parser.set_defaults(handler=handler)
+        return parser
+
+
+def _on_off(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    parser.add_argument(flag, choices=("on", "off"), help=help)
+
+
+def _user(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", help="the user (required for admin and service tokens; members: themselves)")
+
+
+def _api_key_source(parser: argparse.ArgumentParser, stdin_flag: bool) -> None:
+    if stdin_flag:
+        parser.add_argument("--api-key-stdin", action="store_true",
+                            help="read the central API key from stdin (prompted without echo on a terminal)")
+    parser.add_argument("--api-key-file", metavar="PATH", help="read the API key from this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="modelplane", parents=[common], epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Operate modelplane: providers, models, settings, overrides, keys, tokens, audit, "
+                    "resolution and chat.")
+    top = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    b = _Builder(common)
+    types = ", ".join(calls.provider_type_names())
+    contexts = ", ".join(calls.context_names())
+
+    g = b.group(top, "providers", "LLM providers and their central keys")
+    b.command(g, "list", admin.providers_list, "list providers")
+    b.command(g, "get", admin.providers_get, "show one provider").add_argument("name")
+    p = b.command(g, "create", admin.providers_create, "add a provider (the key is read from stdin or a file)")
+    p.add_argument("name", help="lowercase kebab-case, immutable")
+    p.add_argument("--type", required=True, help=types)
+    p.add_argument("--display-name")
+    p.add_argument("--base-url", help="upstream URL; default: the type's public endpoint")
+    p.add_argument("--region", help="bedrock: the AWS region")
+    p.add_argument("--disabled", action="store_true", help="create it disabled")
+    _api_key_source(p, stdin_flag=True)
+    _on_off(p, "--central-key", "key policy: may the central key be used (default on)")
+    _on_off(p, "--user-keys", "key policy: may users save their own key (default on)")
+    _on_off(p, "--fallback", "key policy: users without a key fall back to the central key (default on)")
+    p = b.command(g, "update", admin.providers_update, "change the given fields of a provider")
+    p.add_argument("name")
+    p.add_argument("--etag", help="fail with ABORTED unless the provider still has this etag")
+    p.add_argument("--display-name")
+    p.add_argument("--base-url", help='"" returns to the default endpoint')
+    p.add_argument("--region")
+    _on_off(p, "--enabled", "enable or disable the provider")
+    _api_key_source(p, stdin_flag=True)
+    p.add_argument("--remove-api-key", action="store_true", help="remove the central key")
+    _on_off(p, "--central-key", "key policy: central key")
+    _on_off(p, "--user-keys", "key policy: users' own keys")
+    _on_off(p, "--fallback", "key policy: fall back to the central key")
+    p = b.command(g, "delete", admin.providers_delete, "delete a provider, its key and users' keys for it")
+    p.add_argument("name")
+    p.add_argument("--etag")
+    p.add_argument("--force", action="store_true", help="also delete its models")
+
+    g = b.group(top, "models", "models, their options and the default model")
+    b.command(g, "list", admin.models_list, "list models").add_argument("--provider", help="only this provider's")
+    b.command(g, "get", admin.models_get, "show one model").add_argument("name")
+    set_help = ("SECTION.FIELD=VALUE with SECTION options, pricing or the provider's options field "
+                "(anthropic, openai, google, openrouter, vercel); repeatable. See options-schema.")
+    p = b.command(g, "create", admin.models_create, "add a model to a provider (the first becomes the default)")
+    p.add_argument("provider")
+    p.add_argument("model_identifier", help="the exact model string the upstream expects")
+    p.add_argument("--display-name", required=True)
+    p.add_argument("--context-limit", required=True, type=int, help="tokens in the context window")
+    p.add_argument("--name", help="default: derived from provider and model identifier")
+    p.add_argument("--disabled", action="store_true")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", help=set_help)
+    p = b.command(g, "update", admin.models_update, "change the given fields of a model")
+    p.add_argument("name")
+    p.add_argument("--etag")
+    p.add_argument("--display-name")
+    p.add_argument("--model-identifier")
+    p.add_argument("--context-limit", type=int)
+    _on_off(p, "--enabled", "enable or disable the model")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", help=set_help)
+    p.add_argument("--unset", action="append", metavar="PATH", help="clear an option, e.g. options.temperature")
+    p = b.command(g, "delete", admin.models_delete, "delete a model (overrides naming it fall through)")
+    p.add_argument("name")
+    p.add_argument("--etag")
+    p = b.command(g, "default", admin.models_default, "show, set (star) or clear the default model")
+    p.add_argument("name", nargs="?", help="the model to star; omit to show the current default")
+    p.add_argument("--clear", action="store_true", help="clear the default")
+
+    b.command(top, "options-schema", admin.options_schema, "the model options a provider type takes").add_argument(
+        "type", help=types)
+
+    g = b.group(top, "settings", "deployment settings (BYOK, personal overrides)")
+    b.command(g, "get", admin.settings_get, "show the settings")
+    p = b.command(g, "set", admin.settings_set, "change settings")
+    _on_off(p, "--byok", "users may bring their own keys")
+    _on_off(p, "--personal-overrides", "users may set personal model overrides")
+    p.add_argument("--etag")
+
+    g = b.group(top, "overrides", "admin model overrides per context (general, explore, title_generation)")
+    b.command(g, "list", admin.overrides_list, "list admin overrides")
+    p = b.command(g, "set", admin.overrides_set, "pin a context to a model")
+    p.add_argument("context", help="general, explore or title_generation")
+    p.add_argument("model")
+    b.command(g, "clear", admin.overrides_clear, "remove an admin override").add_argument("context")
+
+    g = b.group(top, "personal-overrides", "a user's own model overrides (root, general, explore)")
+    _user(b.command(g, "list", admin.personal_list, "list a user's personal overrides"))
+    p = b.command(g, "set", admin.personal_set, "pin a personal context to a model")
+    p.add_argument("context", help="root, general or explore")
+    p.add_argument("model")
+    _user(p)
+    p = b.command(g, "clear", admin.personal_clear, "remove a personal override")
+    p.add_argument("context")
+    _user(p)
+
+    g = b.group(top, "keys", "users' own API keys (BYOK); keys are never shown")
+    p = b.command(g, "set", admin.keys_set, "save your key for a provider, read from stdin or --api-key-file")
+    p.add_argument("provider")
+    _api_key_source(p, stdin_flag=False)
+    _user(p)
+    p = b.command(g, "delete", admin.keys_delete, "delete a saved key")
+    p.add_argument("provider")
+    _user(p)
+    _user(b.command(g, "list", admin.keys_list, "list providers a user holds a key for"))
+    _user(b.command(g, "status", admin.keys_status, "key status per enabled provider (resolver)"))
+
+    g = b.group(top, "tokens", "API tokens")
+    p = b.command(g, "create", admin.tokens_create, "mint a token; its secret is printed once")
+    p.add_argument("--role", required=True, choices=("admin", "member", "service"))
+    p.add_argument("--subject", required=True, help="the user for members; a service or operator name otherwise")
+    p.add_argument("--description")
+    b.command(g, "list", admin.tokens_list, "list tokens").add_argument("--include-revoked", action="store_true")
+    b.command(g, "revoke", admin.tokens_revoke, "revoke a token now").add_argument("id")
+    p = b.command(g, "introspect", admin.tokens_introspect, "check a token read from stdin (service role)")
+    p.add_argument("--api-key-file", metavar="PATH", help="read the token from this file")
+
+    g = b.group(top, "audit", "the audit log")
+    p = b.command(g, "list", admin.audit_list, "list audit events, newest first")
+    p.add_argument("--resource-prefix", help='e.g. "providers/"')
+    p.add_argument("--limit", type=int, default=50, help="at most this many (0: all; default 50)")
+
+    g = b.group(top, "resolve", "what the resolver decides for a user")
+    p = b.command(g, "credential", runtime.resolve_credential, "which credential a user gets for a provider")
+    p.add_argument("provider")
+    _user(p)
+    p = b.command(g, "models", runtime.resolve_models, "the models a user may pick, and the pre-selected one")
+    p.add_argument("--last-used", metavar="MODEL", help="the client's last-used model")
+    _user(p)
+    p = b.command(g, "model", runtime.resolve_model, "which model a chat or subagent gets")
+    p.add_argument("--context", default="root", help=f"{contexts} (default root)")
+    p.add_argument("--chat-model", metavar="MODEL", help="the chat's selected model")
+    p.add_argument("--explain", action="store_true", help="print every layer considered")
+    _user(p)
+
+    p = b.command(top, "chat", runtime.chat, "send a message through the resolver")
+    p.add_argument("message", help='the user message ("-" reads stdin)')
+    p.add_argument("--system", help="a system message")
+    p.add_argument("--context", default="root", help=f"{contexts} (default root)")
+    p.add_argument("--model", help="the chat's selected model")
+    p.add_argument("--chat-id")
+    p.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    _user(p)
+
+    p = b.command(top, "probe", runtime.probe, "check a provider's URL and credentials against its /models")
+    p.add_argument("provider")
+    p.add_argument("--own-key", action="store_true", help="probe with your own key instead of the central one")
+    _user(p)
+
+    p = b.command(top, "health", runtime.health, "gRPC health of config_svc (or --resolver)")
+    p.add_argument("--resolver", action="store_true", help="ask resolver_svc")
+    p.add_argument("--service", help="a service name, e.g. modelplane.v1.ConfigService")
+    p = b.command(top, "watch", runtime.watch, "stream configuration changes (service or admin)")
+    p.add_argument("--after-revision", type=int, default=0)
+    _user(b.command(top, "user-config", runtime.user_config, "a user's overrides and key providers as resolvers see them"))
+    return parser

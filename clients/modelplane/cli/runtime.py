@@ -1,0 +1,94 @@
+"""Commands about what the running system decides and does: resolution,
+chat, provider probes, health, the config stream and a user's config."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from modelplane.cli import render
+from modelplane.cli.session import Session
+
+
+def resolve_credential(s: Session) -> None:
+    resolution = s.client.resolve_credential(s.args.provider, user=s.args.user or "")
+    s.show(resolution, render.credential(resolution))
+
+
+def resolve_models(s: Session) -> None:
+    response = s.client.list_available_models(user=s.args.user or "", last_used_model=s.args.last_used or "")
+    s.show(response, render.available_models(response))
+
+
+def resolve_model(s: Session) -> None:
+    resolved = s.client.resolve_model(s.args.context, s.args.chat_model or "", user=s.args.user or "")
+    s.show(resolved, render.resolved_model(resolved, s.args.explain))
+
+
+def chat(s: Session) -> None:
+    a = s.args
+    text = sys.stdin.read() if a.message == "-" else a.message
+    messages: list[tuple[str, str]] = [("system", a.system)] if a.system else []
+    messages.append(("user", text))
+    options = dict(context=a.context, chat_model=a.model or "", chat_id=a.chat_id or "", user=a.user or "")
+    if not a.stream:
+        response = s.client.chat(messages, **options)
+        if s.json:
+            s.show(response)
+            return
+        if response.reasoning:
+            s.note(response.reasoning)
+        s.print(response.text)
+        s.note(render.chat_summary(response.resolution.model.name, response.usage, response))
+        return
+    model, usage, finish = "", None, None
+    for event in s.client.stream_chat(messages, **options):
+        if s.json:
+            s.print(render.event_json(event))
+            continue
+        kind = event.WhichOneof("event")
+        if kind == "text_delta":
+            s.out.write(event.text_delta)
+            s.out.flush()
+        elif kind == "reasoning_delta":
+            s.err.write(event.reasoning_delta)
+            s.err.flush()
+        elif kind == "resolution":
+            model = event.resolution.model.name
+        elif kind == "usage":
+            usage = event.usage
+        elif kind == "finish":
+            finish = event.finish
+        elif kind == "tool_call_delta" and event.tool_call_delta.name:
+            s.note(f"[tool call {event.tool_call_delta.name}]")
+    if not s.json:
+        s.print("")
+        s.note(render.chat_summary(model, usage, finish))
+
+
+def probe(s: Session) -> None:
+    result = s.client.probe_provider(s.args.provider, use_own_key=s.args.own_key, user=s.args.user or "")
+    s.show(result)
+
+
+def health(s: Session) -> None:
+    target = "resolver" if s.args.resolver else "config"
+    status = s.client.health(target, s.args.service or "")
+    s.print(json.dumps({"status": status}) if s.json else f"{target}: {status}")
+
+
+def watch(s: Session) -> None:
+    for event in s.client.watch_config(after_revision=s.args.after_revision):
+        if s.json:
+            s.print(render.event_json(event))
+        elif event.HasField("snapshot"):
+            snap = event.snapshot
+            s.print(f"revision {event.revision}: snapshot ({len(snap.providers)} providers, "
+                    f"{len(snap.models)} models)")
+        else:
+            changed = ", ".join(str(c.WhichOneof("change")) for c in event.changes)
+            s.print(f"revision {event.revision}: {changed}")
+
+
+def user_config(s: Session) -> None:
+    s.show(s.client.get_user_config(user=s.args.user or ""))
