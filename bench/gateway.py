@@ -42,7 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.resolution import fresh_database, mint, postgres
 from modelplane_server.config_svc.server import build_server as build_config
-from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.runtime import crypto, logs
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs

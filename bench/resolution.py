@@ -38,7 +38,7 @@ from google.protobuf import field_mask_pb2
 
 from modelplane_server.config_svc.server import ConfigServer
 from modelplane_server.config_svc.server import build_server as build_config
-from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.runtime import crypto, logs, tokens
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs

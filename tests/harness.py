@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import grpc
 
 from modelplane_server.config_svc.server import ConfigServer, build_server
-from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.settings import ConfigServiceSettings
 from modelplane_server.runtime import crypto, tokens
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2_grpc
@@ -22,8 +22,8 @@ def keyring_env(*key_ids: str) -> str:
     return ",".join(crypto.generate_key_entry(k) for k in key_ids or ("k1",))
 
 
-def config_settings(database_url: str, keys: str | None = None, **overrides: object) -> Settings:
-    settings = Settings(
+def config_settings(database_url: str, keys: str | None = None, **overrides: object) -> ConfigServiceSettings:
+    settings = ConfigServiceSettings(
         database_url=database_url,
         encryption_keys=keys or keyring_env("k1"),
         listen="127.0.0.1:0",
@@ -60,7 +60,7 @@ class ConfigHarness:
         return bearer(await self.token(role, subject))
 
 
-async def start_config(settings: Settings) -> AsyncIterator[ConfigHarness]:
+async def start_config(settings: ConfigServiceSettings) -> AsyncIterator[ConfigHarness]:
     server = await build_server(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:

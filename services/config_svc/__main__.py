@@ -15,7 +15,8 @@ import structlog
 
 from modelplane_server.config_svc import db
 from modelplane_server.config_svc.server import KeyringMismatch, build_server
-from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.service.tokens import list_tokens, live_token
+from modelplane_server.config_svc.settings import ConfigServiceSettings
 from modelplane_server.config_svc.store import Store
 from modelplane_server.runtime import crypto, logs, tokens
 from modelplane_server.domain.types import ApiToken, Role
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="config-svc", description="modelplane configuration service",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=render_help(describe(Settings.from_env)))
+        epilog=render_help(describe(ConfigServiceSettings.from_env)))
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="apply migrations and serve gRPC (the default)")
     sub.add_parser("migrate", help="apply pending migrations and exit")
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: ConfigServiceSettings) -> None:
     srv = await build_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,7 +84,7 @@ async def _stored_token(store: Store, token_id: str) -> ApiToken | None:
     """The token with this id, revoked or not. Ids are fixed-length hex, so
     every id after the id's one-shorter prefix and up to it shares that
     prefix: at most 16 rows."""
-    for token in await store.list_tokens(16, token_id[:-1], include_revoked=True):
+    for token in await list_tokens(store, 16, token_id[:-1], include_revoked=True):
         if token.id == token_id:
             return token
     return None
@@ -96,7 +97,7 @@ async def _import_token(store: Store, token: str, role: Role, subject: str) -> s
         token_id, secret = tokens.parse(token)
     except DomainError as exc:
         raise CommandError(f"--token-file: {exc}") from None
-    live = await store.token_for_auth(token_id)
+    live = await live_token(store, token_id)
     if live is not None:
         principal, stored_hash = live
         differences = [what for what, same in (
@@ -118,7 +119,7 @@ async def _import_token(store: Store, token: str, role: Role, subject: str) -> s
     return f"imported token {token_id}"
 
 
-async def _with_store(settings: Settings, command: str, args: argparse.Namespace) -> int:
+async def _with_store(settings: ConfigServiceSettings, command: str, args: argparse.Namespace) -> int:
     pool = await db.create_pool(settings.database_url, max_size=2)
     try:
         async with pool.acquire() as conn:
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     try:
-        settings = Settings.from_env(Env())
+        settings = ConfigServiceSettings.from_env(Env())
     except SettingsError as exc:
         print(f"config-svc: {exc}", file=sys.stderr)
         return 2

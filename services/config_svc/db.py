@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 from importlib import resources
-from typing import Awaitable, Callable, ParamSpec, TypeVar
+from typing import Iterator
 
 import asyncpg
 import structlog
@@ -16,9 +16,6 @@ log = structlog.get_logger(__name__)
 
 # Any fixed number works; it only has to be the same for every replica.
 MIGRATION_LOCK_ID = 0x6D6F64656C706C  # "modelpl"
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Driver errors that mean "the database is not there right now", as opposed
 # to a bug in our SQL.
@@ -37,23 +34,16 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def database_unavailable() -> Unavailable:
-    return Unavailable("the configuration database is unavailable; try again shortly",
-                       reason="DATABASE_UNAVAILABLE")
-
-
-def wrap_driver_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn connectivity failures into a domain Unavailable error."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except _UNAVAILABLE_ERRORS as exc:
-            log.warning("database unavailable", error_type=type(exc).__name__)
-            raise database_unavailable() from exc
-
-    return wrapper
+@contextlib.contextmanager
+def driver_errors() -> Iterator[None]:
+    """Turn connectivity failures into a domain Unavailable error. The store
+    enters the driver only inside this (Store.write, read, connection)."""
+    try:
+        yield
+    except _UNAVAILABLE_ERRORS as exc:
+        log.warning("database unavailable", error_type=type(exc).__name__)
+        raise Unavailable("the configuration database is unavailable; try again shortly",
+                          reason="DATABASE_UNAVAILABLE") from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

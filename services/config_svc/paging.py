@@ -1,25 +1,56 @@
-"""Opaque page tokens: base64url JSON of where the previous page ended."""
+"""List pages: page_size and opaque page tokens (base64url JSON of where the
+previous page ended), one helper for every List call.
+
+    at = paging.cursor(request.page_size, request.page_token, start="")
+    items, next_token = at.page(await list_x(store, at.limit, at.after), lambda x: x.name)
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane_server.domain.text import has_control_chars
 from modelplane_server.domain.validation import validate_page_size
 
-# page_size is validated by modelplane_server.domain.validation.validate_page_size.
-page_size = validate_page_size
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cursor(Generic[K]):
+    size: int
+    after: K  # where the previous page ended: the start value on the first page
+
+    @property
+    def limit(self) -> int:
+        """Rows to read: one more than a page, to tell whether another follows."""
+        return self.size + 1
+
+    def page(self, rows: Sequence[T], position: Callable[[T], K]) -> tuple[Sequence[T], str]:
+        """The page among `limit` rows, and the token of the next page ("" when this is the last)."""
+        if len(rows) <= self.size:
+            return rows, ""
+        page = rows[:self.size]
+        return page, encode(position(page[-1]))
+
+
+def cursor(page_size: int, page_token: str, start: K) -> Cursor[K]:
+    """Where a List call starts. A token's JSON must have the shape of
+    `start`, the position before the first row."""
+    size = validate_page_size(page_size)
+    return Cursor(size, _decode(page_token, start))
 
 
 def encode(position: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
-def decode(token: str, default: Any, field: str = "page_token") -> Any:
+def _decode(token: str, default: Any, field: str = "page_token") -> Any:
     if not token:
         return default
     try:

@@ -17,10 +17,12 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from modelplane_server.config_svc import db
-from modelplane_server.config_svc.servicer import ConfigServicer, authenticate
-from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.service.providers import BaseUrlPolicy
+from modelplane_server.config_svc.service.tokens import authenticate
+from modelplane_server.config_svc.service.watch import Broadcaster
+from modelplane_server.config_svc.servicer import ConfigServicer
+from modelplane_server.config_svc.settings import ConfigServiceSettings
 from modelplane_server.config_svc.store import Store
-from modelplane_server.config_svc.watch import Broadcaster
 from modelplane_server.runtime import crypto, metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
@@ -63,7 +65,7 @@ class ConfigServer:
             self.metrics_endpoint.close()
 
 
-async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigServer:
+async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True) -> ConfigServer:
     keyring = crypto.Keyring.parse(settings.encryption_keys)
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
     try:
@@ -90,8 +92,8 @@ async def build_server(settings: Settings, *, migrate: bool = True) -> ConfigSer
         auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
         options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
-        ConfigServicer(store, broadcaster, own_addresses=settings.own_addresses,
-                       allow_metadata_addresses=settings.allow_metadata_addresses,
+        ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
+                                                                   settings.allow_metadata_addresses),
                        aws_region=settings.aws_region),
         server)
     health = add_health_and_reflection(server, [SERVICE_NAME])

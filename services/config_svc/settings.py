@@ -1,4 +1,5 @@
-"""config_svc settings, read once from the environment."""
+"""config_svc's process settings, read once from the environment (the
+deployment's settings are the domain's Settings, kept in the database)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConfigServiceSettings:
     database_url: str
     encryption_keys: str
     listen: str
@@ -22,8 +23,8 @@ class Settings:
     aws_region: str | None
     db_pool_size: int
     log_level: str
-    # Defaults below are for code that builds Settings directly (tests): no
-    # TLS, no metrics port. The environment's defaults are in from_env.
+    # Defaults below are for code that builds ConfigServiceSettings directly
+    # (tests): no TLS, no metrics port. The environment's defaults are in from_env.
     tls: ServerTLS | None = None
     metrics_listen: str = ""
     shutdown_grace_seconds: float = 10.0
@@ -38,10 +39,11 @@ class Settings:
 
     def __repr__(self) -> str:
         # The dataclass repr would print the DSN (it may hold a password) and the keyring.
-        return f"Settings(listen={self.listen!r}, metrics_listen={self.metrics_listen!r}, tls={self.tls!r}, ...)"
+        return (f"ConfigServiceSettings(listen={self.listen!r}, metrics_listen={self.metrics_listen!r}, "
+                f"tls={self.tls!r}, ...)")
 
     @classmethod
-    def from_env(cls, env: Env) -> "Settings":
+    def from_env(cls, env: Env) -> "ConfigServiceSettings":
         listen = env_str(env, "CONFIG_SVC_LISTEN", "127.0.0.1:50051", "host:port config_svc serves gRPC on")
         own = env_list(env, "MODELPLANE_OWN_ADDRESSES", [],
                        "Addresses (host:port or URL) where modelplane itself is reachable; provider base "

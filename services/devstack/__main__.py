@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import asyncpg
 
-from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.runtime import crypto
 from modelplane_server.runtime.env import describe
 from modelplane_server.resolver_svc.settings import ResolverSettings

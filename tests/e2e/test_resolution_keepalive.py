@@ -25,7 +25,7 @@ from typing import AsyncIterator
 import pytest
 
 from modelplane_server.config_svc.server import build_server as build_config_server
-from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb

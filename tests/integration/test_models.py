@@ -322,7 +322,7 @@ async def test_options_schema_for_every_type(cfg: ConfigHarness) -> None:
     assert list(next(f for f in oai.provider_specific if f.path == "openai.reasoning_effort").enum_values) == [
         "minimal", "low", "medium", "high", "xhigh"]
     # Every schema path is a path UpdateModel accepts in its mask.
-    from modelplane_server.config_svc.servicer import MODEL_MASK
+    from modelplane_server.config_svc.wire import MODEL_MASK
     for ptype in EXPECTED_FAMILIES:
         schema = await cfg.stub.GetModelOptionsSchema(cs.GetModelOptionsSchemaRequest(provider_type=ptype),
                                                       metadata=member)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from modelplane_server.config_svc.__main__ import _parser as config_parser
-from modelplane_server.config_svc.settings import Settings as ConfigSettings
+from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.runtime import healthcheck
 from modelplane_server.runtime.env import FILE_SUFFIX, Env, EnvVar, describe
 from modelplane_server.resolver_svc.__main__ import _parser as resolver_parser

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from modelplane_server.config_svc.server import ConfigServer, build_server
-from modelplane_server.config_svc.settings import Settings
+from modelplane_server.config_svc.settings import ConfigServiceSettings
 from modelplane_server.runtime import healthcheck, tokens
 from modelplane_server.domain.types import Role
 from modelplane_server.runtime.env import Env, SettingsError
@@ -134,10 +134,10 @@ async def test_healthcheck_probe_speaks_tls(mtls_server: tuple[ConfigServer, str
 # -- start-up validation ------------------------------------------------------------------------
 
 
-def _settings(pki: Pki, **tls_env: str) -> Settings:
+def _settings(pki: Pki, **tls_env: str) -> ConfigServiceSettings:
     environ = {"DATABASE_URL": "postgresql://x@127.0.0.1/x", "MODELPLANE_ENCRYPTION_KEYS": keyring_env("k1"),
                **tls_env}
-    return Settings.from_env(Env(environ=environ))
+    return ConfigServiceSettings.from_env(Env(environ=environ))
 
 
 def test_tls_settings_read_from_the_environment(pki: Pki) -> None:

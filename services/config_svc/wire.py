@@ -1,0 +1,164 @@
+"""config_svc's own proto <-> domain conversion, at the servicer's edge:
+request fields, update masks, the options schema and watch events. The
+resource messages both services share convert in modelplane_server.convert.
+
+A request's values also leave here "as written" (JSON-ready, for the audit
+log); secrets never do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Collection
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from modelplane_server import convert
+from modelplane_server.config_svc.patch import Update
+from modelplane_server.config_svc.service.watch import Changed, WatchEvent
+from modelplane_server.domain import options, validation
+from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.text import has_control_chars
+from modelplane_server.domain.types import Model, ModelOverride, OverrideContext, Provider, Settings
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resources_pb2 as pb
+
+# Fields whose values are secrets: they reach the service as arguments of
+# their own, never inside what a request wrote.
+SECRET_FIELDS = frozenset({"api_key"})
+
+PROVIDER_MASK = frozenset({"display_name", "base_url", "enabled", "key_policy", "key_policy.central_key_enabled",
+                           "key_policy.allow_user_keys", "key_policy.central_key_fallback", "api_key", "region"})
+SETTINGS_MASK = frozenset({"byok_enabled", "personal_overrides_enabled"})
+
+
+def _model_mask() -> frozenset[str]:
+    paths = {"model_identifier", "display_name", "context_limit", "enabled", "options", "pricing"}
+    paths |= {f"options.{f}" for f in convert.GENERAL_OPTION_FIELDS}
+    paths |= {f"pricing.{f}" for f in convert.PRICING_FIELDS}
+    for family in convert.OPTION_FAMILIES:
+        paths.add(family)
+        paths |= {f"{family}.{f.name}" for f in getattr(pb.Model(), family).DESCRIPTOR.fields}
+    return frozenset(paths)
+
+
+MODEL_MASK = _model_mask()
+
+
+# ---------------------------------------------------------------- request fields
+
+def text(value: str, field: str) -> str:
+    """Names and filters are plain text: Postgres cannot even hold a NUL, so
+    refuse control characters here rather than fail in the driver."""
+    if has_control_chars(value):
+        raise InvalidArgument.one(field, "must not contain control characters")
+    return value
+
+
+def required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument.one(field, "is required")
+    return text(value, field)
+
+
+def context(value: int, allowed: frozenset[OverrideContext], field: str) -> OverrideContext:
+    ctx = convert.CONTEXTS.get(pb.OverrideContext.ValueType(value))
+    return validation.validate_override_context(ctx, allowed, field)
+
+
+def written(message: Message) -> dict[str, Any]:
+    """A create request's resource as written, without its secrets."""
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return {k: v for k, v in data.items() if k not in SECRET_FIELDS}
+
+
+# ---------------------------------------------------------------- updates
+
+def _mask(request: Any, allowed: Collection[str], prefix: str = "") -> list[str]:
+    paths = [p.removeprefix(prefix + ".") if prefix else p for p in request.update_mask.paths]
+    validation.validate_update_mask(paths, allowed)
+    return paths
+
+
+def _path_value(message: Message, path: str) -> Any:
+    head, _, tail = path.partition(".")
+    value = getattr(message, head)
+    if tail:
+        value = getattr(value, tail)
+    if isinstance(value, Message):
+        return json_format.MessageToDict(value, preserving_proto_field_name=True)
+    return value
+
+
+def _written_at(message: Message, paths: list[str]) -> dict[str, Any]:
+    return {path: _path_value(message, path) for path in paths if path not in SECRET_FIELDS}
+
+
+def provider_update(request: cs.UpdateProviderRequest) -> Update[Provider]:
+    req = request.provider
+    paths = _mask(request, PROVIDER_MASK)
+    if "api_key" in paths and req.api_key:
+        validation.validate_api_key(req.api_key, "provider.api_key")
+    return Update(required(req.name, "provider.name"), req.etag, paths, _written_at(req, paths),
+                  convert.provider_from_pb(req), api_key=req.api_key or None)
+
+
+def model_update(request: cs.UpdateModelRequest) -> Update[Model]:
+    req = request.model
+    paths = _mask(request, MODEL_MASK)
+    return Update(required(req.name, "model.name"), req.etag, paths, _written_at(req, paths),
+                  convert.model_from_pb(req))
+
+
+def settings_update(request: cs.UpdateSettingsRequest) -> Update[None]:
+    paths = _mask(request, SETTINGS_MASK, prefix="settings")
+    return Update("", request.settings.etag, paths, _written_at(request.settings, paths), None)
+
+
+# ---------------------------------------------------------------- responses
+
+def option_field(d: options.OptionDef) -> cs.OptionField:
+    kinds = {"integer": cs.OptionField.KIND_INTEGER, "number": cs.OptionField.KIND_NUMBER,
+             "boolean": cs.OptionField.KIND_BOOLEAN, "enum": cs.OptionField.KIND_ENUM}
+    field = cs.OptionField(path=d.path, display_name=d.display_name, description=d.description,
+                           kind=kinds[d.kind.value], enum_values=list(d.enum_values),
+                           default_json=d.default_json)
+    if d.minimum is not None:
+        field.minimum = d.minimum
+    if d.maximum is not None:
+        field.maximum = d.maximum
+    return field
+
+
+def event_pb(event: WatchEvent, provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigEvent:
+    s = event.state
+    snapshot = None if s is None else cs.ConfigSnapshot(
+        providers=[provider_pb(p) for p in s.providers],
+        models=[convert.model_to_pb(m) for m in s.models],
+        settings=convert.settings_to_pb(s.settings),
+        model_overrides=[convert.override_to_pb(o) for o in s.model_overrides],
+    )
+    changes = [c for c in (_change_pb(c, provider_pb) for c in event.changes) if c is not None]
+    return cs.ConfigEvent(revision=event.revision, epoch=event.epoch, snapshot=snapshot, changes=changes)
+
+
+def _change_pb(c: Changed, provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigChange | None:
+    kind, ref, entity = c.ref["kind"], c.ref, c.entity
+    if kind == "provider":
+        return (cs.ConfigChange(provider=provider_pb(entity)) if isinstance(entity, Provider)
+                else cs.ConfigChange(deleted_provider=ref["name"]))
+    if kind == "model":
+        return (cs.ConfigChange(model=convert.model_to_pb(entity)) if isinstance(entity, Model)
+                else cs.ConfigChange(deleted_model=ref["name"]))
+    if kind == "settings" and isinstance(entity, Settings):
+        return cs.ConfigChange(settings=convert.settings_to_pb(entity))
+    if kind == "model_override":
+        return (cs.ConfigChange(model_override=convert.override_to_pb(entity)) if isinstance(entity, ModelOverride)
+                else cs.ConfigChange(cleared_model_override=convert.CONTEXT_TO_PB[OverrideContext(ref["context"])]))
+    if kind == "user":
+        return cs.ConfigChange(user=ref["user"])
+    if kind == "credential":
+        return cs.ConfigChange(credential=convert.credential_ref(ref["provider"], ref["user"]))
+    if kind == "token":
+        return cs.ConfigChange(revoked_token=ref["id"])
+    return None
