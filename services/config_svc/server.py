@@ -116,7 +116,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
 
 def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]:
     """Accept the keepalive pings resolvers send on their quiet watch streams
-    (resolver_svc.config_client.channel_options). gRPC's server defaults
+    (resolver_svc.state.config_client.channel_options). gRPC's server defaults
     allow one ping without data per 5 minutes and none without a call, and
     answer more with GOAWAY too_many_pings, which would cut every watch."""
     return [

@@ -12,10 +12,10 @@ import contextvars
 from dataclasses import dataclass
 from typing import Iterator
 
+# One spelling for servers and clients (re-exported for the interceptors).
+from modelplane.errors import REQUEST_ID_KEY as REQUEST_ID_KEY
 from modelplane_server.domain import errors
 from modelplane_server.domain.types import Principal
-
-REQUEST_ID_KEY = "x-request-id"
 
 
 @dataclass

@@ -16,10 +16,10 @@ import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+# One ErrorInfo domain for the servers' statuses and the clients' checks.
+from modelplane.errors import ERROR_DOMAIN as ERROR_DOMAIN
 from modelplane_server.domain import errors
 from modelplane_server.runtime.context import REQUEST_ID_KEY, current_call, current_request_id
-
-ERROR_DOMAIN = "modelplane.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the trailer rpc_status writes and reads
 
 # The one mapping from domain error to status code. Looked up along the
