@@ -19,7 +19,7 @@ from typing import AsyncIterator, Sequence
 import structlog
 
 from modelplane_server.config_svc.store import Store, watch
-from modelplane_server.config_svc.store.watch import ChangeRecord, ConfigState, Entity
+from modelplane_server.config_svc.store.watch import ChangeRecord, StoredConfig, Entity
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ class WatchEvent:
 
     revision: int
     epoch: str
-    state: ConfigState | None = None
+    state: StoredConfig | None = None
     changes: Sequence[Changed] = ()
 
 

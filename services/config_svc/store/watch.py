@@ -29,7 +29,7 @@ Entity = Provider | Model | Settings | ModelOverride
 
 
 @dataclass(frozen=True)
-class ConfigState:
+class StoredConfig:
     """The whole configuration resolvers hold, at one revision."""
 
     revision: int
@@ -48,10 +48,10 @@ async def epoch(conn: asyncpg.Connection) -> str:
     return str((await conn.fetchrow(REVISION_AND_EPOCH))["epoch"])
 
 
-async def state(conn: asyncpg.Connection) -> ConfigState:
+async def state(conn: asyncpg.Connection) -> StoredConfig:
     """Call inside a repeatable-read transaction, so all of it is one revision."""
     revision, at_epoch = await conn.fetchrow(REVISION_AND_EPOCH)
-    return ConfigState(revision, await providers.list_all(conn), await models.list_all(conn),
+    return StoredConfig(revision, await providers.list_all(conn), await models.list_all(conn),
                        await settings.get(conn), await overrides.list_admin(conn), at_epoch)
 
 
