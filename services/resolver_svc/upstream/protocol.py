@@ -133,6 +133,9 @@ def loads_object(body: bytes) -> dict[str, Any]:
 class MappingContext:
     target: UpstreamTarget
     has_tools: bool
+    # Per-request facts a protocol derived from the conversation (e.g.
+    # claude.WITHOUT_THINKING) that rules may depend on.
+    flags: frozenset[str] = frozenset()
 
 
 Condition = Callable[[MappingContext], bool]
