@@ -68,7 +68,7 @@ def models_reply(models: list[str]) -> RawReply:
 def chat_usage(u: CannedUsage, kind: str) -> dict[str, Any]:
     prompt = u.input + u.cache_read + u.cache_write
     details: dict[str, int] = {"cached_tokens": u.cache_read}
-    if kind in ("openrouter", "openai", "azure-openai") and u.cache_write:
+    if kind != "google" and u.cache_write:  # Gemini's implicit caching reports no writes
         details["cache_write_tokens"] = u.cache_write
     if kind == "google":
         # Gemini's endpoint leaves thoughts out of completion_tokens but not out of the total.

@@ -110,11 +110,12 @@ def _input_items(messages: Sequence[ChatMessage], provider_type: str) -> list[di
 def _assistant_items(parts: Sequence[Part], provider_type: str) -> list[dict[str, Any]]:
     """An assistant turn as input items, in order. A reasoning item goes back
     (id, summaries, encrypted_content) only when it came from this provider
-    type, carries encrypted content and is directly followed by a function
-    call: the stateless tool loop, which is what needs it. Calls right after
-    a replayed reasoning item keep their item ids, which pair them with it;
-    elsewhere ids are left out, since an item id promises its reasoning item
-    (the API refuses an `fc_`/`msg_` item whose reasoning is missing)."""
+    type, carries encrypted content, and something it produced (text or a
+    call) follows it: the API refuses a reasoning item without its following
+    item. The calls after a replayed reasoning item keep their item ids,
+    which pair them with it; elsewhere ids are left out, since an item id
+    promises its reasoning item (the API refuses a `fc_`/`msg_` item whose
+    reasoning is missing)."""
     items: list[dict[str, Any]] = []
     paired = False
     i = 0
@@ -126,9 +127,8 @@ def _assistant_items(parts: Sequence[Part], provider_type: str) -> list[dict[str
                    and cast(ReasoningPart, parts[i + len(group)]).item_id == part.item_id and part.item_id):
                 group.append(cast(ReasoningPart, parts[i + len(group)]))
             i += len(group)
-            follows_call = i < len(parts) and isinstance(parts[i], ToolCall)
             item = _reasoning_item(group, provider_type)
-            paired = item is not None and follows_call
+            paired = item is not None and any(_produced(p) for p in _until_reasoning(parts[i:]))
             if paired and item is not None:
                 items.append(item)
             continue
@@ -139,11 +139,21 @@ def _assistant_items(parts: Sequence[Part], provider_type: str) -> list[dict[str
             if paired and part.item_id and own(provider_type, part.provider_type):
                 call["id"] = part.item_id
             items.append(call)
-            continue
-        paired = False
-        if isinstance(part, TextPart) and part.text:
+        elif isinstance(part, TextPart) and part.text:
             items.append({"role": "assistant", "content": part.text})
     return items
+
+
+def _produced(part: Part) -> bool:
+    """Parts that become an output item after a reasoning item."""
+    return isinstance(part, ToolCall) or (isinstance(part, TextPart) and bool(part.text))
+
+
+def _until_reasoning(parts: Sequence[Part]) -> Sequence[Part]:
+    for n, part in enumerate(parts):
+        if isinstance(part, ReasoningPart):
+            return parts[:n]
+    return parts
 
 
 def _reasoning_item(group: Sequence[ReasoningPart], provider_type: str) -> dict[str, Any] | None:
