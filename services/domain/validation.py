@@ -588,6 +588,10 @@ def _anthropic_violations(m: Model, po: ProviderOptions, prefix: str) -> list[Fi
         found.append(FieldViolation(
             budget_field, f"must be below options.max_output_tokens ({max_output}): "
                           "Anthropic requires budget_tokens < max_tokens"))
+    effort = po.values.get("effort")
+    if effort in ("xhigh", "max") and mode in ("disabled", "between_tools"):
+        found.append(FieldViolation(prefix + "anthropic.effort", f"must be low, medium or high when "
+                                    f"anthropic.thinking is {mode}: with thinking off, effort is capped at high"))
     thinking = mode == "adaptive" or (not mode and budget is not None)
     if not thinking:
         if opts.temperature is not None and opts.top_p is not None:

@@ -481,7 +481,8 @@ def check_responses(kind: str, body: dict[str, Any], memory: ReplayMemory) -> Ra
     """The stateless (store: false) input rules, with the API's own errors.
     Replayed reasoning is decrypted and remembered; reasoning that is not
     replayed is simply gone (memory.remembered_reasoning shows which)."""
-    items: list[dict[str, Any]] = body.get("input") or []
+    given = body.get("input")
+    items: list[dict[str, Any]] = given if isinstance(given, list) else []  # a string is one user message
     stateless = body.get("store") is False
     remembered: list[str] = []
     calls: set[str] = set()

@@ -257,7 +257,10 @@ class FakeUpstream:
         if self.api_key is None:
             return None
         if self.kind == "anthropic":
-            if h.get("x-api-key") == self.api_key and h.get("anthropic-version"):
+            # x-api-key is the documented header (modelplane sends it); the
+            # official SDK (anthropic 2.14) sends the key as a Bearer token.
+            keyed = h.get("x-api-key") == self.api_key or h.get("authorization") == f"Bearer {self.api_key}"
+            if keyed and h.get("anthropic-version"):
                 return None
             return self._fail(Fail(401, "invalid x-api-key"))
         if self.kind == "azure-openai":
