@@ -120,7 +120,7 @@ OPENAI_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh",
 ANTHROPIC_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 # Anthropic's thinking.type values but "enabled", which a budget means.
 ANTHROPIC_THINKING_TYPES = ("adaptive", "disabled", "between_tools")
-GOOGLE_THINKING_LEVELS = ("minimal", "low", "medium", "high")
+GOOGLE_THINKING_LEVELS = ("minimal", "low", "medium", "high", "xhigh")
 GATEWAY_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 

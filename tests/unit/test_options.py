@@ -113,7 +113,7 @@ def test_definition_is_self_consistent(d: OptionDef) -> None:
         ("openai.api", OptionKind.ENUM, None, None, "responses", ("responses", "chat_completions")),
         ("google.thinking_budget", OptionKind.INTEGER, -1, 32768, None, ()),
         ("google.include_thoughts", OptionKind.BOOLEAN, None, None, None, ()),
-        ("google.thinking_level", OptionKind.ENUM, None, None, None, ("minimal", "low", "medium", "high")),
+        ("google.thinking_level", OptionKind.ENUM, None, None, None, ("minimal", "low", "medium", "high", "xhigh")),
         ("openrouter.reasoning_enabled", OptionKind.BOOLEAN, None, None, None, ()),
         ("openrouter.reasoning_effort", OptionKind.ENUM, None, None, None,
          ("none", "minimal", "low", "medium", "high", "xhigh")),

@@ -466,7 +466,7 @@ class GoogleOptions(_message.Message):
     include_thoughts: _builtins.bool
     """include_thoughts: Optional."""
     thinking_level: _builtins.str
-    """thinking_level: Optional. minimal, low, medium or high (Gemini 3 models);
+    """thinking_level: Optional. minimal, low, medium, high or xhigh (Gemini 3 models);
     not together with thinking_budget.
     """
     def __init__(

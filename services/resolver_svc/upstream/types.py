@@ -72,7 +72,7 @@ class OpenAIOptions:
 class GoogleOptions:
     thinking_budget: int | None = None
     include_thoughts: bool | None = None
-    thinking_level: str | None = None  # minimal | low | medium | high
+    thinking_level: str | None = None  # minimal | low | medium | high | xhigh
 
 
 @dataclass(frozen=True)
