@@ -1113,12 +1113,21 @@ class ReasoningState(_message.Message):
     PROVIDER_TYPE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     signature_delta: _builtins.str
+    """signature_delta: A piece of ReasoningPart.signature; pieces concatenate."""
     redacted_data: _builtins.str
+    """redacted_data: ReasoningPart.redacted_data, whole."""
     encrypted_content: _builtins.str
+    """encrypted_content: ReasoningPart.encrypted_content, whole (OpenAI
+    Responses sends it with the finished item, after the summary text).
+    """
     item_id: _builtins.str
+    """item_id: ReasoningPart.item_id."""
     summary: _builtins.bool
+    """summary: ReasoningPart.summary (set when true)."""
     provider_type: _resources_pb2.ProviderType.ValueType
+    """provider_type: ReasoningPart.provider_type; set on the part's first event."""
     format: _builtins.str
+    """format: ReasoningPart.format."""
     def __init__(
         self,
         *,
