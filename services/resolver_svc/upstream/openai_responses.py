@@ -316,6 +316,7 @@ class ResponsesStreamParser:
         self._calls: dict[int, int] = {}  # output_index -> tool-call ordinal
         self._args_seen: set[int] = set()
         self._reasoning_ids: dict[int, str] = {}  # output_index -> reasoning item id
+        self._texted: set[tuple[int, str, int]] = set()  # reasoning texts that arrived as deltas
         self._parts = PartIndexer()
         self._done: list[StreamEvent] | None = None
         self._response_id: str | None = None
@@ -368,12 +369,14 @@ class ResponsesStreamParser:
             events = self._reasoning_part(output_index, ("summary", int(event.get("summary_index", 0))))
             if event.get("delta"):
                 key = (output_index, "summary", int(event.get("summary_index", 0)))
+                self._texted.add(key)
                 events.append(ReasoningDelta(event["delta"], self._parts(key)))
             return events
         elif kind == "response.reasoning_text.delta":
             events = self._reasoning_part(output_index, ("text", int(event.get("content_index", 0))))
             if event.get("delta"):
                 key = (output_index, "text", int(event.get("content_index", 0)))
+                self._texted.add(key)
                 events.append(ReasoningDelta(event["delta"], self._parts(key)))
             return events
         elif kind == "response.output_item.added":
@@ -411,6 +414,13 @@ class ResponsesStreamParser:
             # one in output_item.added may be partial); it belongs to the
             # item's first part, as in parse_response.
             events = self._reasoning_part(output_index, ("summary", 0))
+            # Texts a server sent only in the finished item (no deltas).
+            for kind, entries in (("summary", item.get("summary")), ("text", item.get("content"))):
+                for n, entry in enumerate(entries or []):
+                    text = entry.get("text") if isinstance(entry, Mapping) else None
+                    if text and (output_index, kind, n) not in self._texted:
+                        events += self._reasoning_part(output_index, (kind, n))
+                        events.append(ReasoningDelta(text, self._parts((output_index, kind, n))))
             if item.get("encrypted_content"):
                 events.append(ReasoningState(self._parts((output_index, "summary", 0)),
                                              encrypted_content=str(item["encrypted_content"])))

@@ -177,3 +177,22 @@ def test_fold_refuses_gaps_and_kind_changes() -> None:
         fold([TextDelta("a", 1)])
     with pytest.raises(ValueError):
         fold([TextDelta("a", 0), ReasoningDelta("b", 0)])
+
+
+def test_responses_stream_takes_reasoning_sent_only_in_the_finished_item() -> None:
+    """Some servers send no summary deltas: the finished item's texts count."""
+    import json as _json
+
+    from modelplane_server.resolver_svc.upstream.openai_responses import ResponsesStreamParser
+
+    target = UpstreamTarget("openai", "https://x", "k", None, "m")
+    item = {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "A"},
+                                                           {"type": "summary_text", "text": "B"}],
+            "content": [{"type": "reasoning_text", "text": "raw"}], "encrypted_content": "enc"}
+    events = [{"type": "response.output_item.added", "output_index": 0, "item": {**item, "summary": []}},
+              {"type": "response.output_item.done", "output_index": 0, "item": item},
+              {"type": "response.completed", "response": {"status": "completed", "output": [item]}}]
+    parser = ResponsesStreamParser(target)
+    out = parser.feed(b"".join(b"data: " + _json.dumps(e).encode() + b"\n\n" for e in events)) + parser.finish()
+    assert fold(out) == protocol_for(target).parse_response(
+        _json.dumps({"status": "completed", "output": [item]}).encode(), None, target).parts
