@@ -3,7 +3,6 @@ google's OpenAI endpoint, and openai/azure-openai when api=chat_completions."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -25,13 +24,8 @@ from modelplane_server.resolver_svc.upstream.protocol import (
     provider_is,
     provider_is_not,
 )
-from modelplane_server.resolver_svc.upstream.parts import (
-    PartIndexer,
-    call_for_replay,
-    current_turn_start,
-    own_reasoning,
-    texts,
-)
+from modelplane_server.resolver_svc.upstream.openai_chat_state import call_signature, detail_part, wire_messages
+from modelplane_server.resolver_svc.upstream.parts import PartIndexer
 from modelplane_server.resolver_svc.upstream.sse import SseParser
 from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
@@ -50,17 +44,10 @@ from modelplane_server.resolver_svc.upstream.types import (
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
-    ToolResult,
     UpstreamTarget,
     Usage,
     UsageEvent,
 )
-
-GATEWAYS: Final = ("openrouter", "vercel-ai-gateway")
-# Gemini's documented value for a function call it did not sign (histories
-# from other models, injected calls); Vertex documents only this one of the two.
-GEMINI_SKIP_SIGNATURE: Final = "skip_thought_signature_validator"
-
 
 def _openai_not_reasoning(ctx: MappingContext) -> bool:
     # OpenAI reasoning models reject sampling parameters outright, except
@@ -164,99 +151,6 @@ def normalise_usage(usage: Mapping[str, Any]) -> Usage:
     )
 
 
-def _messages(messages: Sequence[ChatMessage], provider_type: str) -> list[dict[str, Any]]:
-    current = current_turn_start(messages)
-    out: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        if msg.role == "assistant":
-            out.append(_assistant(msg.content_parts(), provider_type, in_current_turn=i >= current))
-            continue
-        results = [p for p in msg.content_parts() if isinstance(p, ToolResult)]
-        for result in results:
-            out.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": result.text})
-        if msg.role != "tool":
-            out.append({"role": msg.role, "content": "".join(texts(msg))})
-    return out
-
-
-def _assistant(parts: Sequence[Part], provider_type: str, *, in_current_turn: bool) -> dict[str, Any]:
-    """An assistant turn with the reasoning state each endpoint documents
-    (docs/upstream.md "Reasoning state")."""
-    text = "".join(p.text for p in parts if isinstance(p, TextPart))
-    calls = [call_for_replay(p, provider_type) for p in parts if isinstance(p, ToolCall)]
-    message: dict[str, Any] = {"role": "assistant", "content": (text or None) if calls else text}
-    reasoning = own_reasoning(parts, provider_type)
-    if provider_type in GATEWAYS:
-        details = [_detail(p, i) for i, p in enumerate(p for p in reasoning if p.format)]
-        if details:
-            message["reasoning_details"] = details
-    elif provider_type == "openai-compatible" and in_current_turn:
-        # DeepSeek-style servers want the reasoning of the tool loop in
-        # progress back (and ignore or refuse it for finished turns).
-        thought = "".join(p.text for p in reasoning)
-        if thought:
-            message["reasoning_content"] = thought
-    elif provider_type in OPENAI_FAMILY:
-        refusal = "".join(p.text for p in parts if isinstance(p, RefusalPart))
-        if refusal:
-            message["refusal"] = refusal
-    if calls:
-        if provider_type == "google" and not calls[0].signature:
-            # Gemini validates the first call of each step; a call it did not
-            # sign (another model's, or a legacy replay) gets the documented bypass.
-            calls[0] = dataclasses.replace(calls[0], signature=GEMINI_SKIP_SIGNATURE)
-        message["tool_calls"] = [_wire_call(call) for call in calls]
-    return message
-
-
-def _wire_call(call: ToolCall) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments_json},
-    }
-    if call.signature:
-        out["extra_content"] = {"google": {"thought_signature": call.signature}}
-    return out
-
-
-def _detail(part: ReasoningPart, index: int) -> dict[str, Any]:
-    """A reasoning part back as the reasoning_details entry it came from."""
-    detail: dict[str, Any]
-    if part.redacted_data:
-        detail = {"type": "reasoning.encrypted", "data": part.redacted_data}
-    elif part.summary:
-        detail = {"type": "reasoning.summary", "summary": part.text}
-    else:
-        detail = {"type": "reasoning.text", "text": part.text}
-        if part.signature:
-            detail["signature"] = part.signature
-    if part.item_id:
-        detail["id"] = part.item_id
-    detail["format"] = part.format
-    detail["index"] = index
-    return detail
-
-
-def _detail_part(detail: Mapping[str, Any], provider_type: str) -> ReasoningPart | None:
-    kind = detail.get("type")
-    base = ReasoningPart(item_id=str(detail.get("id") or ""), format=str(detail.get("format") or ""),
-                         provider_type=provider_type)
-    if kind == "reasoning.text":
-        return dataclasses.replace(base, text=str(detail.get("text") or ""),
-                                   signature=str(detail.get("signature") or ""))
-    if kind == "reasoning.summary":
-        return dataclasses.replace(base, text=str(detail.get("summary") or ""), summary=True)
-    if kind == "reasoning.encrypted":
-        return dataclasses.replace(base, redacted_data=str(detail.get("data") or ""))
-    return None
-
-
-def _signature(call: Mapping[str, Any]) -> str:
-    value = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
-    return value if isinstance(value, str) else ""
-
-
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
     return {
         "type": "function",
@@ -281,7 +175,7 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
     ) -> WireRequest:
         body: dict[str, Any] = {
             "model": target.model_identifier,
-            "messages": _messages(messages, target.provider_type),
+            "messages": wire_messages(messages, target.provider_type),
         }
         if tools:
             body["tools"] = [_tool(t) for t in tools]
@@ -304,7 +198,7 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
         kind = target.provider_type
         parts: list[Part] = []
         text = message.get("content") or ""
-        details = [p for p in (_detail_part(d, kind) for d in message.get("reasoning_details") or []
+        details = [p for p in (detail_part(d, kind) for d in message.get("reasoning_details") or []
                                if isinstance(d, Mapping)) if p is not None]
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         if details:
@@ -319,7 +213,7 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
         if isinstance(message.get("refusal"), str) and message["refusal"]:
             parts.append(RefusalPart(message["refusal"]))
         for call in message.get("tool_calls") or []:
-            signature = _signature(call)
+            signature = call_signature(call)
             parts.append(ToolCall(
                 id=str(call.get("id") or ""),
                 name=str((call.get("function") or {}).get("name") or ""),
@@ -421,7 +315,7 @@ class ChatStreamParser:
         for call in delta.get("tool_calls") or []:
             function = call.get("function") or {}
             index = int(call.get("index", 0))
-            signature = _signature(call)
+            signature = call_signature(call)
             events.append(
                 ToolCallDelta(
                     index=index,
