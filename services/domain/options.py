@@ -112,27 +112,42 @@ GOOGLE_MAX_THINKING_BUDGET = 32768
 ANTHROPIC_MIN_THINKING_BUDGET = 1024
 
 
+# The values each vendor's current SDK or API reference lists (openai
+# ReasoningEffort, anthropic ThinkingConfigParam / OutputConfigParam,
+# google-genai ThinkingLevel, OpenRouter's and Vercel's reasoning.effort);
+# tests/unit/test_options_against_sdks.py compares them with the SDKs.
+OPENAI_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+ANTHROPIC_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+# Anthropic's thinking.type values but "enabled", which a budget means.
+ANTHROPIC_THINKING_TYPES = ("adaptive", "disabled", "between_tools")
+GOOGLE_THINKING_LEVELS = ("minimal", "low", "medium", "high", "xhigh")
+GATEWAY_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
 def _reasoning_options(family: str, effort_description: str) -> tuple[OptionDef, ...]:
     # openrouter and vercel share one proto message, ReasoningOptions.
     return (
         _boolean(f"{family}.reasoning_enabled", "Reasoning Enabled", "Enable extended reasoning mode."),
-        _enum(f"{family}.reasoning_effort", "Reasoning Effort", effort_description,
-              ("low", "medium", "high")),
+        _enum(f"{family}.reasoning_effort", "Reasoning Effort", effort_description, GATEWAY_REASONING_EFFORTS),
     )
 
 
 FAMILY_OPTIONS: Mapping[str, tuple[OptionDef, ...]] = {
     "anthropic": (
         _integer("anthropic.thinking_budget_tokens", "Thinking Budget Tokens",
-                 "Maximum tokens allocated for extended thinking; must be below Max Output Tokens.",
+                 "Maximum tokens allocated for extended thinking (this turns thinking on); "
+                 "must be below Max Output Tokens.",
                  minimum=ANTHROPIC_MIN_THINKING_BUDGET),
-        _enum("anthropic.effort", "Effort", "Thinking effort level.",
-              ("low", "medium", "high", "xhigh", "max")),
+        _enum("anthropic.effort", "Effort", "Thinking effort level.", ANTHROPIC_EFFORTS),
+        _enum("anthropic.thinking", "Thinking",
+              "Thinking mode instead of a budget: adaptive (the model decides how much to think, also between "
+              "tool calls), disabled or between_tools; unset means the budget decides, else the model's default.",
+              ANTHROPIC_THINKING_TYPES),
     ),
     "openai": (
         _enum("openai.reasoning_effort", "Reasoning Effort",
-              "How much effort the model spends reasoning.",
-              ("minimal", "low", "medium", "high", "xhigh")),
+              "How much effort the model spends reasoning (not every model takes every value).",
+              OPENAI_REASONING_EFFORTS),
         _integer("openai.max_completion_tokens", "Max Completion Tokens",
                  "Cap on completion tokens for reasoning models.", minimum=1),
         _boolean("openai.parallel_tool_calls", "Parallel Tool Calls",
@@ -146,6 +161,8 @@ FAMILY_OPTIONS: Mapping[str, tuple[OptionDef, ...]] = {
                  minimum=-1, maximum=GOOGLE_MAX_THINKING_BUDGET),
         _boolean("google.include_thoughts", "Include Thoughts",
                  "Whether to include thinking traces in the response."),
+        _enum("google.thinking_level", "Thinking Level",
+              "How much Gemini 3 models think; not together with Thinking Budget.", GOOGLE_THINKING_LEVELS),
     ),
     "openrouter": _reasoning_options("openrouter", "Reasoning effort level."),
     "vercel": _reasoning_options("vercel", "Reasoning effort level."),

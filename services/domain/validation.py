@@ -282,19 +282,47 @@ def _cross_field_violations(m: Model, provider_type: ProviderType, prefix: str) 
             f"must not exceed context_limit ({context_limit}): the response has to fit in the context window"))
 
     po = m.provider_options
-    if po is None or po.family != "anthropic" or OPTIONS_FAMILY.get(provider_type) != "anthropic":
+    family = OPTIONS_FAMILY.get(provider_type)
+    if po is None or po.family != family:
         return found
+    if family == "anthropic":
+        found += _anthropic_violations(m, po, prefix)
+    elif family == "openai":
+        found += _openai_violations(m, po, prefix)
+    elif family == "google" and po.values.get("thinking_level") and po.values.get("thinking_budget") is not None:
+        found.append(FieldViolation(prefix + "google.thinking_level", "must be unset when google.thinking_budget "
+                                    "is set: Gemini refuses both together"))
+    return found
+
+
+def _anthropic_violations(m: Model, po: ProviderOptions, prefix: str) -> list[FieldViolation]:
+    """Claude's documented request rules (Anthropic and Bedrock alike)."""
+    found = []
+    opts = m.options
+    max_output = _valid_int(opts.max_output_tokens)
     budget = _valid_int(po.values.get("thinking_budget_tokens"))
-    if budget is None:
-        return found
+    mode = po.values.get("thinking")
     budget_field = prefix + "anthropic.thinking_budget_tokens"
-    if max_output is not None and budget >= max_output:
+    if mode and budget is not None:
+        found.append(FieldViolation(prefix + "anthropic.thinking", f"must be unset when {budget_field} is set: "
+                                    "a budget means enabled thinking"))
+    if budget is not None and max_output is not None and budget >= max_output:
         found.append(FieldViolation(
             budget_field, f"must be below options.max_output_tokens ({max_output}): "
                           "Anthropic requires budget_tokens < max_tokens"))
+    effort = po.values.get("effort")
+    if effort in ("xhigh", "max") and mode in ("disabled", "between_tools"):
+        found.append(FieldViolation(prefix + "anthropic.effort", f"must be low, medium or high when "
+                                    f"anthropic.thinking is {mode}: with thinking off, effort is capped at high"))
+    thinking = mode == "adaptive" or (not mode and budget is not None)
+    if not thinking:
+        if opts.temperature is not None and opts.top_p is not None:
+            found.append(FieldViolation(prefix + "options.top_p", "must be unset when options.temperature is "
+                                        "set: current Claude models accept only one of temperature and top_p"))
+        return found
     # Anthropic's extended-thinking docs: temperature and top_k cannot be
     # changed while thinking, top_p only within [0.95, 1].
-    why = "while anthropic.thinking_budget_tokens is set: Anthropic refuses it with extended thinking"
+    why = "while anthropic.thinking_budget_tokens (or anthropic.thinking adaptive) is set: Claude refuses it"
     if opts.temperature is not None and opts.temperature != 1:
         found.append(FieldViolation(prefix + "options.temperature", f"must be unset or 1 {why}"))
     if opts.top_k is not None:
@@ -302,6 +330,19 @@ def _cross_field_violations(m: Model, provider_type: ProviderType, prefix: str) 
     if opts.top_p is not None and opts.top_p < 0.95:
         found.append(FieldViolation(prefix + "options.top_p", f"must be unset or between 0.95 and 1 {why}"))
     return found
+
+
+def _openai_violations(m: Model, po: ProviderOptions, prefix: str) -> list[FieldViolation]:
+    """OpenAI reasoning models refuse sampling parameters (effort "none"
+    turns reasoning off, and with it the restriction)."""
+    effort = po.values.get("reasoning_effort")
+    if effort in (None, "", "none"):
+        return []
+    return [FieldViolation(prefix + f"options.{name}",
+                           f"must be unset while openai.reasoning_effort is {effort}: OpenAI reasoning models "
+                           "refuse it")
+            for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+            if getattr(m.options, name) is not None]
 
 
 def model_violations(m: Model, provider_type: ProviderType, field_prefix: str = "model.") -> list[FieldViolation]:

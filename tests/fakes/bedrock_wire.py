@@ -3,6 +3,7 @@ for ConverseStream, and server-side SigV4 verification with botocore."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import struct
@@ -14,6 +15,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.fakes import sealing
+from tests.fakes.anthropic_wire import thinking_problem
 from tests.fakes.canned import Canned, Fail, chunks_of
 from tests.fakes.http_server import RawReply, RecordedRequest, StreamReply
 
@@ -34,6 +37,7 @@ EXCEPTIONS = {
     503: "ServiceUnavailableException",
 }
 _ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+KIND = "bedrock"
 
 
 # --- event-stream framing (written independently of the client's decoder) ---
@@ -86,21 +90,79 @@ def error_reply(fail: Fail) -> RawReply:
     return RawReply(fail.status, json.dumps({"message": fail.message}).encode(), headers)
 
 
-def usage(c: Canned) -> dict[str, int]:
+def usage(c: Canned) -> dict[str, Any]:
     u = c.usage
-    return {
+    out: dict[str, Any] = {
         "inputTokens": u.input,
         "outputTokens": u.output,
         "cacheReadInputTokens": u.cache_read,
         "cacheWriteInputTokens": u.cache_write,
         "totalTokens": u.input + u.output + u.cache_read + u.cache_write,
     }
+    if u.cache_write:
+        out["cacheDetails"] = [{"ttl": "5m", "inputTokens": u.cache_write}]
+    return out
+
+
+# --- opaque state (Claude's, signed for this type) --------------------------------
+
+
+def thinking_signature(text: str) -> str:
+    return sealing.sign(KIND, "thinking:" + text)
+
+
+def redacted_blob(redacted: str) -> str:
+    """redactedContent as JSON carries it: a base64 Blob (of a sealed token)."""
+    return base64.b64encode(sealing.seal(KIND, {"redacted_thinking": redacted}).encode()).decode()
+
+
+def _reasoning_blocks(c: Canned) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if c.reasoning:
+        blocks.append({"reasoningContent": {"reasoningText": {"text": c.reasoning,
+                                                               "signature": thinking_signature(c.reasoning)}}})
+    if c.redacted:
+        blocks.append({"reasoningContent": {"redactedContent": redacted_blob(c.redacted)}})
+    return blocks
+
+
+def _as_claude_blocks(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Converse blocks in the Messages shape the model sees behind Bedrock."""
+    out: list[dict[str, Any]] = []
+    for block in content:
+        reasoning = block.get("reasoningContent")
+        if isinstance(reasoning, dict) and "redactedContent" in reasoning:
+            try:
+                data = base64.b64decode(reasoning["redactedContent"]).decode()
+            except ValueError:
+                data = ""
+            out.append({"type": "redacted_thinking", "data": data})
+        elif isinstance(reasoning, dict):
+            text = reasoning.get("reasoningText") or {}
+            out.append({"type": "thinking", "thinking": text.get("text"), "signature": text.get("signature")})
+        elif "toolUse" in block:
+            out.append({"type": "tool_use", "id": block["toolUse"].get("toolUseId")})
+        elif "toolResult" in block:
+            out.append({"type": "tool_result", "tool_use_id": block["toolResult"].get("toolUseId")})
+        else:
+            out.append({"type": "text"})
+    return out
+
+
+def enforce_thinking_rules(body: dict[str, Any]) -> RawReply | None:
+    """Claude's extended-thinking replay rules, as Bedrock reports them:
+    ValidationException wrapping the model's own message."""
+    thinking = ((body.get("additionalModelRequestFields") or {}).get("thinking") or {}).get("type")
+    messages = [{"role": m.get("role"), "content": _as_claude_blocks(m.get("content") or [])}
+                for m in body.get("messages") or []]
+    problem = thinking_problem(messages, thinking in ("enabled", "adaptive"), kind=KIND)
+    if problem is None:
+        return None
+    return error_reply(Fail(400, f"The model returned the following errors: {problem}"))
 
 
 def converse(c: Canned) -> RawReply:
-    content: list[dict[str, Any]] = []
-    if c.reasoning:
-        content.append({"reasoningContent": {"reasoningText": {"text": c.reasoning, "signature": "sig"}}})
+    content: list[dict[str, Any]] = _reasoning_blocks(c)
     if c.text:
         content.append({"text": c.text})
     content += [{"toolUse": {"toolUseId": t.id, "name": t.name, "input": t.arguments}} for t in c.tool_calls]
@@ -128,9 +190,15 @@ def converse_stream(c: Canned) -> StreamReply:
         events.append(
             event(
                 "contentBlockDelta",
-                {"contentBlockIndex": index, "delta": {"reasoningContent": {"signature": "sig"}}},
+                {"contentBlockIndex": index,
+                 "delta": {"reasoningContent": {"signature": thinking_signature(c.reasoning)}}},
             )
         )
+        events.append(event("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
+    if c.redacted:
+        events.append(event("contentBlockDelta", {"contentBlockIndex": index, "delta": {
+            "reasoningContent": {"redactedContent": redacted_blob(c.redacted)}}}))
         events.append(event("contentBlockStop", {"contentBlockIndex": index}))
         index += 1
     if c.text:

@@ -44,6 +44,12 @@ class Canned:
 
     text: str = "Hello from the fake."
     reasoning: str = ""
+    # Opaque reasoning the provider hides (Anthropic redacted_thinking,
+    # Bedrock redactedContent, OpenRouter reasoning.encrypted); sealed by the fake.
+    redacted: str = ""
+    # The model declines: OpenAI refusal content, Anthropic stop_reason
+    # "refusal" (this text as stop_details.explanation).
+    refusal: str = ""
     tool_calls: tuple[CannedToolCall, ...] = ()
     finish: str = "stop"  # stop | length | tool_calls | content_filter
     usage: CannedUsage = CannedUsage()
@@ -69,6 +75,11 @@ class Fail:
     message: str = "scripted failure"
     code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # OpenAI-shaped error.type (e.g. insufficient_quota next to code
+    # credit_balance_exhausted); default invalid_request_error.
+    error_type: str | None = None
+    # Anthropic error.details.error_code (e.g. enforced_spend_limit_reached).
+    error_code: str | None = None
 
 
 def chunks_of(text: str, size: int) -> list[str]:

@@ -75,6 +75,8 @@ class FakeUpstream:
         self.requests: list[RecordedRequest] = []
         self.default: Scripted = Canned()
         self.models = ["model-a", "model-b"]
+        # What this fake handed out, to hold clients to the replay rules.
+        self.memory = openai_wire.ReplayMemory()
         self._script: deque[Scripted] = deque()
         self._server = FakeHttpServer(self._handle)
 
@@ -120,6 +122,12 @@ class FakeUpstream:
     def connections_opened(self) -> int:
         return self._server.connections_opened
 
+    @property
+    def remembered_reasoning(self) -> list[list[str]]:
+        """Responses fakes: per request, the earlier reasoning the client
+        replayed (decrypted). Reasoning left out of a request is forgotten."""
+        return self.memory.remembered_reasoning
+
     async def wait_for_disconnect(self, timeout: float = 2.0) -> None:
         await asyncio.wait_for(self._server.client_disconnected.wait(), timeout)
 
@@ -136,6 +144,9 @@ class FakeUpstream:
         operation, model = route
         if operation == "models":
             return self._models_reply()
+        refused = self._enforce_rules(operation, request)
+        if refused is not None:
+            return refused
         scripted = self._script.popleft() if self._script else self.default
         if isinstance(scripted, Fail):
             return self._fail(scripted)
@@ -171,7 +182,22 @@ class FakeUpstream:
             return "responses", request.json().get("model", "")
         return None
 
+    def _enforce_rules(self, operation: str, request: RecordedRequest) -> RawReply | None:
+        """The provider's rules for replayed reasoning state (and tool-call
+        pairing), answered with its own error, before any scripted reply."""
+        body = request.json()
+        if operation in ("converse", "converse-stream"):
+            return bedrock_wire.enforce_thinking_rules(body)
+        if operation == "messages":
+            return anthropic_wire.enforce_thinking_rules(body)
+        if operation == "responses":
+            return openai_wire.check_responses(self.kind, body, self.memory)
+        return openai_wire.check_chat(self.kind, body, self.memory)
+
     def _render(self, canned: Canned, operation: str, model: str, request: RecordedRequest) -> Reply:
+        if canned.reasoning:
+            for call in canned.tool_calls:
+                self.memory.reasoning_by_call[call.id] = canned.reasoning
         if operation == "converse":
             return bedrock_wire.converse(canned)
         if operation == "converse-stream":
@@ -182,11 +208,10 @@ class FakeUpstream:
                 anthropic_wire.stream(canned, model) if streaming else anthropic_wire.message(canned, model)
             )
         if operation == "responses":
-            return (
-                openai_wire.responses_stream(canned, model)
-                if streaming
-                else openai_wire.responses_unary(canned, model)
-            )
+            openai_wire.register_response(canned, self.memory)
+            encrypted = "reasoning.encrypted_content" in (request.json().get("include") or [])
+            render = openai_wire.responses_stream if streaming else openai_wire.responses_unary
+            return render(canned, self.kind, model, encrypted)
         return (
             openai_wire.chat_stream(canned, self.kind, model)
             if streaming
@@ -202,10 +227,10 @@ class FakeUpstream:
 
     def _fail(self, fail: Fail) -> RawReply:
         if self.kind == "anthropic":
-            return anthropic_wire.error_reply(fail)
+            return anthropic_wire.error_reply(fail, fail.error_code)
         if self.kind == "bedrock":
             return bedrock_wire.error_reply(fail)
-        return openai_wire.error_reply(self.kind, fail)
+        return openai_wire.error_reply(self.kind, fail, fail.error_type)
 
     def _check_auth(self, request: RecordedRequest) -> RawReply | None:
         h = request.headers
@@ -232,7 +257,10 @@ class FakeUpstream:
         if self.api_key is None:
             return None
         if self.kind == "anthropic":
-            if h.get("x-api-key") == self.api_key and h.get("anthropic-version"):
+            # x-api-key is the documented header (modelplane sends it); the
+            # official SDK (anthropic 2.14) sends the key as a Bearer token.
+            keyed = h.get("x-api-key") == self.api_key or h.get("authorization") == f"Bearer {self.api_key}"
+            if keyed and h.get("anthropic-version"):
                 return None
             return self._fail(Fail(401, "invalid x-api-key"))
         if self.kind == "azure-openai":

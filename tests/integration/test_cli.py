@@ -77,10 +77,10 @@ async def test_readme_tour_tables_json_and_resolution(cfg: ConfigHarness, cli: C
     assert "api_key_set" in created.out and "yes" in created.out
 
     model = json.loads(ok(await cli("models", "create", "openai", "gpt-5", "--display-name", "GPT-5",
-                                    "--context-limit", "400000", "--set", "options.temperature=0.3",
+                                    "--context-limit", "400000", "--set", "options.max_output_tokens=32000",
                                     "--set", "openai.reasoning_effort=high", "--json", token=admin)).out)
     assert model["name"] == "openai-gpt-5" and model["is_default"] is True
-    assert model["openai"]["reasoning_effort"] == "high" and model["options"]["temperature"] == 0.3
+    assert model["openai"]["reasoning_effort"] == "high" and model["options"]["max_output_tokens"] == "32000"
     ok(await cli("models", "create", "openai", "gpt-5-mini", "--display-name", "GPT-5 mini",
                  "--context-limit", "400000", token=admin))
 

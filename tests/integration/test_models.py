@@ -98,7 +98,11 @@ async def test_model_validation_errors_store_nothing(cfg: ConfigHarness) -> None
         (m("bedrock", google=pb.GoogleOptions(thinking_budget=10)), "model.google"),
         # Enums and ranges inside a family.
         (m(anthropic=pb.AnthropicOptions(effort="extreme")), "model.anthropic.effort"),
-        (m("openai", openai=pb.OpenAIOptions(reasoning_effort="max")), "model.openai.reasoning_effort"),
+        (m("openai", openai=pb.OpenAIOptions(reasoning_effort="maximal")), "model.openai.reasoning_effort"),
+        # What the provider would refuse at call time: sampling with reasoning.
+        (m("openai", options=pb.GenerationOptions(temperature=0.3), openai=pb.OpenAIOptions(reasoning_effort="high")),
+         "model.options.temperature"),
+        (m(anthropic=pb.AnthropicOptions(thinking="adaptive", thinking_budget_tokens=2048)), "model.anthropic.thinking"),
         (m("openai", openai=pb.OpenAIOptions(max_completion_tokens=0)), "model.openai.max_completion_tokens"),
         (m("gem", google=pb.GoogleOptions(thinking_budget=-2)), "model.google.thinking_budget"),
         # Thinking budget vs max output tokens (and Anthropic's minimum).
@@ -276,13 +280,16 @@ async def test_partial_unique_index_refuses_second_default(cfg: ConfigHarness) -
 
 
 EXPECTED_FAMILIES = {
-    pb.PROVIDER_TYPE_ANTHROPIC: ("anthropic", {"anthropic.thinking_budget_tokens", "anthropic.effort"}),
-    pb.PROVIDER_TYPE_BEDROCK: ("anthropic", {"anthropic.thinking_budget_tokens", "anthropic.effort"}),
+    pb.PROVIDER_TYPE_ANTHROPIC: ("anthropic", {"anthropic.thinking_budget_tokens", "anthropic.effort",
+                                               "anthropic.thinking"}),
+    pb.PROVIDER_TYPE_BEDROCK: ("anthropic", {"anthropic.thinking_budget_tokens", "anthropic.effort",
+                                             "anthropic.thinking"}),
     pb.PROVIDER_TYPE_OPENAI: ("openai", {"openai.reasoning_effort", "openai.max_completion_tokens",
                                          "openai.parallel_tool_calls", "openai.api"}),
     pb.PROVIDER_TYPE_AZURE_OPENAI: ("openai", {"openai.reasoning_effort", "openai.max_completion_tokens",
                                                "openai.parallel_tool_calls", "openai.api"}),
-    pb.PROVIDER_TYPE_GOOGLE: ("google", {"google.thinking_budget", "google.include_thoughts"}),
+    pb.PROVIDER_TYPE_GOOGLE: ("google", {"google.thinking_budget", "google.include_thoughts",
+                                         "google.thinking_level"}),
     pb.PROVIDER_TYPE_OPENROUTER: ("openrouter", {"openrouter.reasoning_enabled", "openrouter.reasoning_effort"}),
     pb.PROVIDER_TYPE_VERCEL_AI_GATEWAY: ("vercel", {"vercel.reasoning_enabled", "vercel.reasoning_effort"}),
     pb.PROVIDER_TYPE_OPENAI_COMPATIBLE: ("", set()),
@@ -320,7 +327,7 @@ async def test_options_schema_for_every_type(cfg: ConfigHarness) -> None:
     oai = await cfg.stub.GetModelOptionsSchema(cs.GetModelOptionsSchemaRequest(
         provider_type=pb.PROVIDER_TYPE_OPENAI), metadata=member)
     assert list(next(f for f in oai.provider_specific if f.path == "openai.reasoning_effort").enum_values) == [
-        "minimal", "low", "medium", "high", "xhigh"]
+        "none", "minimal", "low", "medium", "high", "xhigh", "max"]
     # Every schema path is a path UpdateModel accepts in its mask.
     from modelplane_server.config_svc.wire import MODEL_MASK
     for ptype in EXPECTED_FAMILIES:

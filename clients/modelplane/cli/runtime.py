@@ -38,7 +38,7 @@ def chat(s: Session) -> None:
             return
         if response.reasoning:
             s.note(response.reasoning)
-        s.print(response.text)
+        s.print(response.text + response.refusal)
         s.note(render.chat_summary(response.resolution.model.name, response.usage, response))
         return
     model, usage, finish = "", None, None
@@ -47,8 +47,8 @@ def chat(s: Session) -> None:
             s.print(render.event_json(event))
             continue
         kind = event.WhichOneof("event")
-        if kind == "text_delta":
-            s.out.write(event.text_delta)
+        if kind in ("text_delta", "refusal_delta"):
+            s.out.write(event.text_delta or event.refusal_delta)
             s.out.flush()
         elif kind == "reasoning_delta":
             s.err.write(event.reasoning_delta)

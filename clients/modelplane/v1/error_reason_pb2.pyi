@@ -72,7 +72,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     UPSTREAM_RATE_LIMITED: _ErrorReason.ValueType  # 23
     """RESOURCE_EXHAUSTED: the provider rate-limited the request."""
     UPSTREAM_QUOTA_EXHAUSTED: _ErrorReason.ValueType  # 24
-    """RESOURCE_EXHAUSTED: the provider account has no quota left."""
+    """RESOURCE_EXHAUSTED: the provider account has no quota left (a spend
+    limit reached, credits or billing gone). Never retried; waiting does not
+    help, unlike UPSTREAM_RATE_LIMITED.
+    """
     CONTEXT_TOO_LONG: _ErrorReason.ValueType  # 25
     """INVALID_ARGUMENT: the conversation does not fit the model's context window."""
     UPSTREAM_MODEL_NOT_FOUND: _ErrorReason.ValueType  # 26
@@ -156,7 +159,10 @@ caller's own token was fine); the key must be replaced.
 UPSTREAM_RATE_LIMITED: ErrorReason.ValueType  # 23
 """RESOURCE_EXHAUSTED: the provider rate-limited the request."""
 UPSTREAM_QUOTA_EXHAUSTED: ErrorReason.ValueType  # 24
-"""RESOURCE_EXHAUSTED: the provider account has no quota left."""
+"""RESOURCE_EXHAUSTED: the provider account has no quota left (a spend
+limit reached, credits or billing gone). Never retried; waiting does not
+help, unlike UPSTREAM_RATE_LIMITED.
+"""
 CONTEXT_TOO_LONG: ErrorReason.ValueType  # 25
 """INVALID_ARGUMENT: the conversation does not fit the model's context window."""
 UPSTREAM_MODEL_NOT_FOUND: ErrorReason.ValueType  # 26

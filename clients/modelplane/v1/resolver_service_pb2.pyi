@@ -222,6 +222,10 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 3
     FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 4
     FINISH_REASON_OTHER: _FinishReason.ValueType  # 5
+    FINISH_REASON_REFUSAL: _FinishReason.ValueType  # 6
+    """The model refused: the answer holds a refusal part (OpenAI refusal,
+    Anthropic stop_reason "refusal").
+    """
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper): ...
 
@@ -231,6 +235,10 @@ FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
 FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 3
 FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
 FINISH_REASON_OTHER: FinishReason.ValueType  # 5
+FINISH_REASON_REFUSAL: FinishReason.ValueType  # 6
+"""The model refused: the answer holds a refusal part (OpenAI refusal,
+Anthropic stop_reason "refusal").
+"""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
@@ -595,41 +603,229 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    PROVIDER_TYPE_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id: The call's id, echoed by the tool result."""
+    """id: Required. The call's id, echoed by the tool result."""
     name: _builtins.str
+    """name: Required. [a-zA-Z0-9_-]{1,64}."""
     arguments_json: _builtins.str
-    """arguments_json: The arguments as a JSON object."""
+    """arguments_json: Optional (default {}). The arguments as a JSON object,
+    at most 1,000,000 characters.
+    """
+    signature: _builtins.str
+    """signature: Optional. Opaque state the provider attached to this call
+    (Gemini's thought_signature), returned exactly as received. At most
+    1,000,000 characters. Replayed only to a provider of provider_type.
+    """
+    provider_type: _resources_pb2.ProviderType.ValueType
+    """provider_type: Optional. The provider type that produced signature and
+    item_id; set by modelplane whenever either is set. Opaque state from
+    another type is dropped on replay.
+    """
+    item_id: _builtins.str
+    """item_id: Optional. The provider's id of the output item holding this
+    call (OpenAI Responses `fc_...`), returned exactly as received so a
+    stateless replay can pair it with its reasoning item. At most 256
+    characters.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments_json: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        provider_type: _resources_pb2.ProviderType.ValueType = ...,
+        item_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "item_id", b"item_id", "name", b"name", "provider_type", b"provider_type", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
 
 @_typing.final
+class ReasoningPart(_message.Message):
+    """ReasoningPart is one piece of the model's reasoning: readable text and/or
+    the provider's opaque reasoning state, which must be replayed unchanged in
+    a tool loop with thinking on. See docs/upstream.md "Reasoning state".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_CONTENT_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """text: Optional. Readable reasoning: the full text, or a summary when
+    summary is true (OpenAI Responses summaries, OpenRouter reasoning.summary).
+    """
+    summary: _builtins.bool
+    """summary: Optional. text is a summary of the reasoning, not the reasoning itself."""
+    signature: _builtins.str
+    """signature: Optional. Anthropic and Bedrock thinking signature, or an
+    OpenRouter/Vercel reasoning.text signature. At most 1,000,000 characters.
+    """
+    redacted_data: _builtins.str
+    """redacted_data: Optional. Anthropic redacted_thinking.data, Bedrock
+    redactedContent (base64), or OpenRouter/Vercel reasoning.encrypted data.
+    At most 1,000,000 characters.
+    """
+    encrypted_content: _builtins.str
+    """encrypted_content: Optional. OpenAI Responses encrypted reasoning
+    (with item_id). At most 1,000,000 characters.
+    """
+    item_id: _builtins.str
+    """item_id: Optional. OpenAI Responses reasoning item id (`rs_...`), or an
+    OpenRouter/Vercel reasoning_details id. At most 256 characters.
+    """
+    provider_type: _resources_pb2.ProviderType.ValueType
+    """provider_type: Optional. The provider type that produced this part; set
+    by modelplane on every reasoning part it returns. Opaque state, and
+    readable text, from another type are dropped on replay.
+    """
+    format: _builtins.str
+    """format: Optional. OpenRouter/Vercel reasoning_details format (e.g.
+    anthropic-claude-v1). At most 64 characters.
+    """
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        summary: _builtins.bool = ...,
+        signature: _builtins.str = ...,
+        redacted_data: _builtins.str = ...,
+        encrypted_content: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        provider_type: _resources_pb2.ProviderType.ValueType = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encrypted_content", b"encrypted_content", "format", b"format", "item_id", b"item_id", "provider_type", b"provider_type", "redacted_data", b"redacted_data", "signature", b"signature", "summary", b"summary", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasoningPart: _TypeAlias = ReasoningPart  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    """ToolResult answers one tool call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """tool_call_id: Required. The id of the call this result answers."""
+    text: _builtins.str
+    """text: Optional. The tool's output."""
+    is_error: _builtins.bool
+    """is_error: Optional. The tool failed; text says how."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_error", b"is_error", "text", b"text", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class ChatPart(_message.Message):
+    """ChatPart is one ordered piece of a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """text: Visible text (system, user and assistant messages)."""
+    refusal: _builtins.str
+    """refusal: Assistant messages: the model declined to answer; what it said."""
+    @_builtins.property
+    def reasoning(self) -> Global___ReasoningPart:
+        """reasoning: Assistant messages: reasoning text and/or opaque state."""
+
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """tool_call: Assistant messages: a call the model made."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """tool_result: Tool messages: the result of one call."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        reasoning: Global___ReasoningPart | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+        refusal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["part", b"part", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part", b"part", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "reasoning", "tool_call", "tool_result", "refusal"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ChatPart: _TypeAlias = ChatPart  # noqa: Y015
+
+@_typing.final
 class ChatMessage(_message.Message):
+    """ChatMessage is one turn. It uses either the legacy fields (text,
+    tool_calls, tool_call_id) or parts, never both: with parts set, the legacy
+    fields must be empty (INVALID_ARGUMENT naming the field otherwise).
+    Legacy messages mean exactly what they meant before parts existed.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROLE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     role: Global___ChatRole.ValueType
+    """role: Required."""
     text: _builtins.str
+    """text: Optional. Legacy: the message's text."""
     tool_call_id: _builtins.str
-    """tool_call_id: Tool messages: the call this result answers."""
+    """tool_call_id: Legacy, tool messages: required, the call this result answers."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
-        """tool_calls: Assistant messages: the calls it made."""
+        """tool_calls: Optional. Legacy, assistant messages: the calls it made."""
+
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatPart]:
+        """parts: Optional. The message as ordered parts, at most 10,000. System and
+        user messages: text. Assistant messages: text, reasoning, tool_call,
+        refusal (replay an assistant turn exactly as Chat's parts, or the parts
+        folded from StreamChat, returned it). Tool messages: tool_result (one
+        or more).
+        """
 
     def __init__(
         self,
@@ -638,10 +834,11 @@ class ChatMessage(_message.Message):
         text: _builtins.str = ...,
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         tool_call_id: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ChatPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -796,20 +993,37 @@ class ChatResponse(_message.Message):
     CONTEXT_USAGE_FIELD_NUMBER: _builtins.int
     UPSTREAM_REQUEST_ID_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """text: The text parts, concatenated."""
     reasoning: _builtins.str
+    """reasoning: The readable text of the reasoning parts, concatenated (the
+    same string StreamChat's reasoning_delta events add up to).
+    """
     finish_reason: Global___FinishReason.ValueType
     cost_usd: _builtins.float
     """cost_usd: Absent when the model is unpriced."""
     upstream_request_id: _builtins.str
+    refusal: _builtins.str
+    """refusal: The refusal parts, concatenated; set with FINISH_REASON_REFUSAL."""
     @_builtins.property
-    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """tool_calls: The tool_call parts, in order."""
+
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     @_builtins.property
     def context_usage(self) -> Global___ContextUsage: ...
     @_builtins.property
     def resolution(self) -> Global___ResolvedModel: ...
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatPart]:
+        """parts: The assistant turn in order, exactly as received (reasoning with
+        its opaque state, text, tool calls, refusal). Append it to the
+        conversation unchanged as an assistant message's parts.
+        """
+
     def __init__(
         self,
         *,
@@ -822,10 +1036,12 @@ class ChatResponse(_message.Message):
         context_usage: Global___ContextUsage | None = ...,
         upstream_request_id: _builtins.str = ...,
         resolution: Global___ResolvedModel | None = ...,
+        parts: _abc.Iterable[Global___ChatPart] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "context_usage", b"context_usage", "cost_usd", b"cost_usd", "resolution", b"resolution", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "context_usage", b"context_usage", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "reasoning", b"reasoning", "resolution", b"resolution", "text", b"text", "tool_calls", b"tool_calls", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "context_usage", b"context_usage", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "parts", b"parts", "reasoning", b"reasoning", "refusal", b"refusal", "resolution", b"resolution", "text", b"text", "tool_calls", b"tool_calls", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
     _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
@@ -841,12 +1057,26 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_DELTA_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_TYPE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """index: The call's position in this answer."""
+    """index: The call's position among this answer's tool calls."""
     id: _builtins.str
     """id, name: Set on the call's first delta."""
     name: _builtins.str
     arguments_delta: _builtins.str
+    """arguments_delta: Pieces that concatenate to arguments_json."""
+    signature: _builtins.str
+    """signature: The call's opaque signature (Gemini), whole, on the delta
+    where it arrives.
+    """
+    item_id: _builtins.str
+    """item_id: The call's output item id (OpenAI Responses), on the delta
+    where it arrives.
+    """
+    provider_type: _resources_pb2.ProviderType.ValueType
+    """provider_type: Set with signature or item_id: the type that produced them."""
     def __init__(
         self,
         *,
@@ -854,14 +1084,68 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments_delta: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        provider_type: _resources_pb2.ProviderType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "item_id", b"item_id", "name", b"name", "provider_type", b"provider_type", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolCallDelta: _TypeAlias = ToolCallDelta  # noqa: Y015
+
+@_typing.final
+class ReasoningState(_message.Message):
+    """ReasoningState carries the opaque pieces of a reasoning part as they
+    arrive. signature_delta pieces concatenate; every other field, when set,
+    is the part's value of that field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_DELTA_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_CONTENT_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    PROVIDER_TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    signature_delta: _builtins.str
+    """signature_delta: A piece of ReasoningPart.signature; pieces concatenate."""
+    redacted_data: _builtins.str
+    """redacted_data: ReasoningPart.redacted_data, whole."""
+    encrypted_content: _builtins.str
+    """encrypted_content: ReasoningPart.encrypted_content, whole (OpenAI
+    Responses sends it with the finished item, after the summary text).
+    """
+    item_id: _builtins.str
+    """item_id: ReasoningPart.item_id."""
+    summary: _builtins.bool
+    """summary: ReasoningPart.summary (set when true)."""
+    provider_type: _resources_pb2.ProviderType.ValueType
+    """provider_type: ReasoningPart.provider_type; set on the part's first event."""
+    format: _builtins.str
+    """format: ReasoningPart.format."""
+    def __init__(
+        self,
+        *,
+        signature_delta: _builtins.str = ...,
+        redacted_data: _builtins.str = ...,
+        encrypted_content: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        summary: _builtins.bool = ...,
+        provider_type: _resources_pb2.ProviderType.ValueType = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encrypted_content", b"encrypted_content", "format", b"format", "item_id", b"item_id", "provider_type", b"provider_type", "redacted_data", b"redacted_data", "signature_delta", b"signature_delta", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasoningState: _TypeAlias = ReasoningState  # noqa: Y015
 
 @_typing.final
 class ChatFinish(_message.Message):
@@ -896,6 +1180,15 @@ Global___ChatFinish: _TypeAlias = ChatFinish  # noqa: Y015
 
 @_typing.final
 class ChatEvent(_message.Message):
+    """ChatEvent is one StreamChat event. Folding the events by part_index gives
+    exactly the parts Chat would return: the first event of an index creates
+    the part (text_delta: text; reasoning_delta or reasoning_state:
+    reasoning; tool_call_delta: tool_call; refusal_delta: refusal); later
+    events add to it (text, reasoning text, arguments, refusal and signature
+    pieces concatenate; other fields are set when present). Indexes count
+    from 0 in order of first appearance.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESOLUTION_FIELD_NUMBER: _builtins.int
@@ -904,8 +1197,18 @@ class ChatEvent(_message.Message):
     TOOL_CALL_DELTA_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    REASONING_STATE_FIELD_NUMBER: _builtins.int
+    REFUSAL_DELTA_FIELD_NUMBER: _builtins.int
+    PART_INDEX_FIELD_NUMBER: _builtins.int
     text_delta: _builtins.str
     reasoning_delta: _builtins.str
+    refusal_delta: _builtins.str
+    """refusal_delta: A piece of the refusal part at part_index."""
+    part_index: _builtins.int
+    """part_index: The index, in the assistant turn's parts, of the part that
+    text_delta, reasoning_delta, tool_call_delta, reasoning_state or
+    refusal_delta belongs to. 0 on other events.
+    """
     @_builtins.property
     def resolution(self) -> Global___ResolvedModel:
         """resolution: First event: the model and why."""
@@ -918,6 +1221,10 @@ class ChatEvent(_message.Message):
     def finish(self) -> Global___ChatFinish:
         """finish: Last event."""
 
+    @_builtins.property
+    def reasoning_state(self) -> Global___ReasoningState:
+        """reasoning_state: Opaque state of the reasoning part at part_index."""
+
     def __init__(
         self,
         *,
@@ -927,12 +1234,15 @@ class ChatEvent(_message.Message):
         tool_call_delta: Global___ToolCallDelta | None = ...,
         usage: Global___Usage | None = ...,
         finish: Global___ChatFinish | None = ...,
+        reasoning_state: Global___ReasoningState | None = ...,
+        refusal_delta: _builtins.str = ...,
+        part_index: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "reasoning_delta", b"reasoning_delta", "resolution", b"resolution", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "reasoning_delta", b"reasoning_delta", "reasoning_state", b"reasoning_state", "refusal_delta", b"refusal_delta", "resolution", b"resolution", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "reasoning_delta", b"reasoning_delta", "resolution", b"resolution", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "part_index", b"part_index", "reasoning_delta", b"reasoning_delta", "reasoning_state", b"reasoning_state", "refusal_delta", b"refusal_delta", "resolution", b"resolution", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["resolution", "text_delta", "reasoning_delta", "tool_call_delta", "usage", "finish"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["resolution", "text_delta", "reasoning_delta", "tool_call_delta", "usage", "finish", "reasoning_state", "refusal_delta"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -119,16 +119,19 @@ class ResolverServiceServicer:
 
     def Chat(self, request, context):
         """Chat resolves model and credential, sends the conversation upstream and
-        returns the normalised answer. Errors: FAILED_PRECONDITION
-        (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+        returns the normalised answer, the assistant turn as ordered parts (with
+        the provider's reasoning state, to replay unchanged). Errors:
+        INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
+        and the UPSTREAM_* reasons mapped to their codes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamChat(self, request, context):
-        """StreamChat is Chat as a stream of normalised events. Cancelling the call
-        closes the upstream request at once.
+        """StreamChat is Chat as a stream of normalised events; folded by
+        part_index they give Chat's parts. Cancelling the call closes the
+        upstream request at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

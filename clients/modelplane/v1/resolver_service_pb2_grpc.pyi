@@ -55,12 +55,15 @@ class ResolverServiceStub:
     """
     Chat: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatResponse]
     """Chat resolves model and credential, sends the conversation upstream and
-    returns the normalised answer. Errors: FAILED_PRECONDITION
-    (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+    returns the normalised answer, the assistant turn as ordered parts (with
+    the provider's reasoning state, to replay unchanged). Errors:
+    INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
+    and the UPSTREAM_* reasons mapped to their codes.
     """
     StreamChat: _grpc.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]
-    """StreamChat is Chat as a stream of normalised events. Cancelling the call
-    closes the upstream request at once.
+    """StreamChat is Chat as a stream of normalised events; folded by
+    part_index they give Chat's parts. Cancelling the call closes the
+    upstream request at once.
     """
     ProbeProvider: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ProbeProviderRequest, _resolver_service_pb2.ProbeProviderResponse]
     """ProbeProvider lists the upstream's models with the provider's central
@@ -100,12 +103,15 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     """
     Chat: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatResponse]  # type: ignore[assignment]
     """Chat resolves model and credential, sends the conversation upstream and
-    returns the normalised answer. Errors: FAILED_PRECONDITION
-    (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+    returns the normalised answer, the assistant turn as ordered parts (with
+    the provider's reasoning state, to replay unchanged). Errors:
+    INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
+    and the UPSTREAM_* reasons mapped to their codes.
     """
     StreamChat: _aio.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]  # type: ignore[assignment]
-    """StreamChat is Chat as a stream of normalised events. Cancelling the call
-    closes the upstream request at once.
+    """StreamChat is Chat as a stream of normalised events; folded by
+    part_index they give Chat's parts. Cancelling the call closes the
+    upstream request at once.
     """
     ProbeProvider: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ProbeProviderRequest, _resolver_service_pb2.ProbeProviderResponse]  # type: ignore[assignment]
     """ProbeProvider lists the upstream's models with the provider's central
@@ -172,8 +178,10 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resolver_service_pb2.ChatResponse, _abc.Awaitable[_resolver_service_pb2.ChatResponse]]:
         """Chat resolves model and credential, sends the conversation upstream and
-        returns the normalised answer. Errors: FAILED_PRECONDITION
-        (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+        returns the normalised answer, the assistant turn as ordered parts (with
+        the provider's reasoning state, to replay unchanged). Errors:
+        INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
+        and the UPSTREAM_* reasons mapped to their codes.
         """
 
     @_abc_1.abstractmethod
@@ -182,8 +190,9 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resolver_service_pb2.ChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_resolver_service_pb2.ChatEvent], _abc.AsyncIterator[_resolver_service_pb2.ChatEvent]]:
-        """StreamChat is Chat as a stream of normalised events. Cancelling the call
-        closes the upstream request at once.
+        """StreamChat is Chat as a stream of normalised events; folded by
+        part_index they give Chat's parts. Cancelling the call closes the
+        upstream request at once.
         """
 
     @_abc_1.abstractmethod

@@ -377,19 +377,30 @@ class AnthropicOptions(_message.Message):
 
     THINKING_BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
     EFFORT_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
     thinking_budget_tokens: _builtins.int
-    """thinking_budget_tokens: Optional. >= 1024 and below max_output_tokens."""
+    """thinking_budget_tokens: Optional. >= 1024 and below max_output_tokens.
+    Set: thinking {type: enabled, budget_tokens}; not together with thinking.
+    """
     effort: _builtins.str
     """effort: Optional. One of low, medium, high, xhigh, max."""
+    thinking: _builtins.str
+    """thinking: Optional. Anthropic's thinking.type other than enabled (which
+    thinking_budget_tokens means): adaptive (the model decides how much to
+    think, interleaved between tool calls), disabled or between_tools. Not
+    together with thinking_budget_tokens. Neither set: no thinking object is
+    sent (the model's default).
+    """
     def __init__(
         self,
         *,
         thinking_budget_tokens: _builtins.int | None = ...,
         effort: _builtins.str = ...,
+        thinking: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_thinking_budget_tokens", b"_thinking_budget_tokens", "thinking_budget_tokens", b"thinking_budget_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_thinking_budget_tokens", b"_thinking_budget_tokens", "effort", b"effort", "thinking_budget_tokens", b"thinking_budget_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_thinking_budget_tokens", b"_thinking_budget_tokens", "effort", b"effort", "thinking", b"thinking", "thinking_budget_tokens", b"thinking_budget_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__thinking_budget_tokens: _TypeAlias = _typing.Literal["thinking_budget_tokens"]  # noqa: Y015
     _WhichOneofArgType__thinking_budget_tokens: _TypeAlias = _typing.Literal["_thinking_budget_tokens", b"_thinking_budget_tokens"]  # noqa: Y015
@@ -408,7 +419,10 @@ class OpenAIOptions(_message.Message):
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     API_FIELD_NUMBER: _builtins.int
     reasoning_effort: _builtins.str
-    """reasoning_effort: Optional. One of minimal, low, medium, high, xhigh."""
+    """reasoning_effort: Optional. One of none, minimal, low, medium, high,
+    xhigh, max (not every model takes every value). Any value but none
+    refuses temperature, top_p and the penalties.
+    """
     max_completion_tokens: _builtins.int
     """max_completion_tokens: Optional. > 0."""
     parallel_tool_calls: _builtins.bool
@@ -446,19 +460,25 @@ class GoogleOptions(_message.Message):
 
     THINKING_BUDGET_FIELD_NUMBER: _builtins.int
     INCLUDE_THOUGHTS_FIELD_NUMBER: _builtins.int
+    THINKING_LEVEL_FIELD_NUMBER: _builtins.int
     thinking_budget: _builtins.int
     """thinking_budget: Optional. >= 0 (0 turns thinking off), or -1 for dynamic."""
     include_thoughts: _builtins.bool
     """include_thoughts: Optional."""
+    thinking_level: _builtins.str
+    """thinking_level: Optional. minimal, low, medium, high or xhigh (Gemini 3 models);
+    not together with thinking_budget.
+    """
     def __init__(
         self,
         *,
         thinking_budget: _builtins.int | None = ...,
         include_thoughts: _builtins.bool | None = ...,
+        thinking_level: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_include_thoughts", b"_include_thoughts", "_thinking_budget", b"_thinking_budget", "include_thoughts", b"include_thoughts", "thinking_budget", b"thinking_budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_thoughts", b"_include_thoughts", "_thinking_budget", b"_thinking_budget", "include_thoughts", b"include_thoughts", "thinking_budget", b"thinking_budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_thoughts", b"_include_thoughts", "_thinking_budget", b"_thinking_budget", "include_thoughts", b"include_thoughts", "thinking_budget", b"thinking_budget", "thinking_level", b"thinking_level"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__include_thoughts: _TypeAlias = _typing.Literal["include_thoughts"]  # noqa: Y015
     _WhichOneofArgType__include_thoughts: _TypeAlias = _typing.Literal["_include_thoughts", b"_include_thoughts"]  # noqa: Y015
@@ -482,7 +502,7 @@ class ReasoningOptions(_message.Message):
     reasoning_enabled: _builtins.bool
     """reasoning_enabled: Optional."""
     reasoning_effort: _builtins.str
-    """reasoning_effort: Optional. One of low, medium, high."""
+    """reasoning_effort: Optional. One of none, minimal, low, medium, high, xhigh."""
     def __init__(
         self,
         *,

@@ -9,8 +9,6 @@ model's limits. Pure: no I/O, no gRPC context.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -21,16 +19,10 @@ from modelplane_server.domain.errors import FieldViolation, InvalidArgument
 from modelplane_server.domain.types import Model
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
+from modelplane_server.resolver_svc.api import chat_parts
 from modelplane_server.resolver_svc import upstream as up
 from modelplane_server.resolver_svc.chat.gateway import ChatInput, ChatReply, ProbeResult, StreamEnd
 from modelplane_server.resolver_svc.upstream.types import Role
-
-# Matched with fullmatch: "$" would also accept a trailing newline.
-TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-# A tool call's arguments are a model's output echoed back, not a document;
-# the bound keeps json.loads cheap, and its nesting limit (RecursionError)
-# is answered as bad input, not a crash.
-MAX_ARGUMENTS_JSON_CHARS: Final = 1_000_000
 
 ROLES: Final[Mapping[int, Role]] = {
     rs.CHAT_ROLE_SYSTEM: "system",
@@ -44,6 +36,7 @@ FINISH_REASONS: Final[Mapping[up.FinishReason, Any]] = {
     "length": rs.FINISH_REASON_LENGTH,
     "tool_calls": rs.FINISH_REASON_TOOL_CALLS,
     "content_filter": rs.FINISH_REASON_CONTENT_FILTER,
+    "refusal": rs.FINISH_REASON_REFUSAL,
     "other": rs.FINISH_REASON_OTHER,
 }
 
@@ -75,7 +68,7 @@ def conversation(request: rs.ChatRequest) -> tuple[list[up.ChatMessage], list[up
     seen: set[str] = set()
     for i, t in enumerate(request.tools):
         field = f"tools[{i}]"
-        _check_tool_name(t.name, f"{field}.name", problems)
+        chat_parts.check_tool_name(t.name, f"{field}.name", problems)
         if t.name in seen:
             problems.append(FieldViolation(f"{field}.name", f"duplicates tool {t.name!r}"))
         seen.add(t.name)
@@ -91,36 +84,15 @@ def _message(m: rs.ChatMessage, field: str, problems: list[FieldViolation]) -> u
     if role is None:
         problems.append(FieldViolation(f"{field}.role", "is required: system, user, assistant or tool"))
         role = "user"
+    if m.parts:
+        return chat_parts.message_from_parts(m, role, field, problems)
     if role == "tool" and not m.tool_call_id:
         problems.append(FieldViolation(f"{field}.tool_call_id", "is required on a tool message"))
     if m.tool_calls and role != "assistant":
         problems.append(FieldViolation(f"{field}.tool_calls", "only assistant messages carry tool calls"))
-    calls = []
-    for j, c in enumerate(m.tool_calls):
-        where = f"{field}.tool_calls[{j}]"
-        if not c.id:
-            problems.append(FieldViolation(f"{where}.id", "is required"))
-        _check_tool_name(c.name, f"{where}.name", problems)
-        arguments = c.arguments_json or "{}"
-        if len(arguments) > MAX_ARGUMENTS_JSON_CHARS:
-            problems.append(FieldViolation(f"{where}.arguments_json",
-                                           f"must be at most {MAX_ARGUMENTS_JSON_CHARS} characters"))
-        elif not _is_json_object(arguments):
-            problems.append(FieldViolation(f"{where}.arguments_json", "must be a JSON object"))
-        calls.append(up.ToolCall(c.id, c.name, arguments))
+    calls = [chat_parts.tool_call_from_pb(c, f"{field}.tool_calls[{j}]", problems)
+             for j, c in enumerate(m.tool_calls)]
     return up.ChatMessage(role, m.text, tuple(calls), m.tool_call_id or None)
-
-
-def _check_tool_name(name: str, field: str, problems: list[FieldViolation]) -> None:
-    if not TOOL_NAME.fullmatch(name):
-        problems.append(FieldViolation(field, "must match [a-zA-Z0-9_-]{1,64}"))
-
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
-        return False
 
 
 def _plain(value: Any) -> Any:
@@ -151,7 +123,7 @@ def context_usage_pb(u: up.Usage, model: Model) -> rs.ContextUsage:
 
 
 def tool_call_pb(c: up.ToolCall) -> rs.ToolCall:
-    return rs.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+    return chat_parts.tool_call_pb(c)
 
 
 def chat_response(reply: ChatReply, model: Model, resolution: rs.ResolvedModel) -> rs.ChatResponse:
@@ -165,6 +137,8 @@ def chat_response(reply: ChatReply, model: Model, resolution: rs.ResolvedModel) 
         context_usage=context_usage_pb(result.usage, model),
         upstream_request_id=result.upstream_request_id or "",
         resolution=resolution,
+        parts=chat_parts.parts_pb(result.parts),
+        refusal=result.refusal,
     )
     if reply.cost_usd is not None:  # proto3 optional: absent means unpriced, never 0
         out.cost_usd = reply.cost_usd
@@ -183,16 +157,12 @@ def chat_finish(end: StreamEnd, model: Model) -> rs.ChatFinish:
 
 
 def stream_event(event: up.StreamEvent | StreamEnd, model: Model) -> rs.ChatEvent:
-    """A delta event 1:1; the stream's end as its finish."""
+    """A delta event 1:1 (parts carry their part_index); the stream's end as its finish."""
     if isinstance(event, StreamEnd):
         return rs.ChatEvent(finish=chat_finish(event, model))
-    if isinstance(event, up.TextDelta):
-        return rs.ChatEvent(text_delta=event.text)
-    if isinstance(event, up.ReasoningDelta):
-        return rs.ChatEvent(reasoning_delta=event.text)
-    if isinstance(event, up.ToolCallDelta):
-        return rs.ChatEvent(tool_call_delta=rs.ToolCallDelta(
-            index=event.index, id=event.id or "", name=event.name or "", arguments_delta=event.arguments_delta))
+    part_event = chat_parts.part_event_pb(event)
+    if part_event is not None:
+        return part_event
     if isinstance(event, up.UsageEvent):
         return rs.ChatEvent(usage=usage_pb(event.usage))
     raise TypeError(f"not a delta event: {type(event).__name__}")

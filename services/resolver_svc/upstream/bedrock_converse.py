@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from modelplane_server.resolver_svc.upstream.anthropic_messages import thinking_enabled, tool_input
+from modelplane_server.resolver_svc.upstream import claude
 from modelplane_server.resolver_svc.upstream.errors import (
     ErrorKind,
     UpstreamError,
@@ -32,42 +32,40 @@ from modelplane_server.resolver_svc.upstream.protocol import (
     json_body,
     loads_object,
 )
+from modelplane_server.resolver_svc.upstream.parts import PartIndexer, own, texts
 from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,
     FinishReason,
+    Part,
     ReasoningDelta,
+    ReasoningPart,
+    ReasoningState,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
+    ToolResult,
     UpstreamTarget,
     Usage,
     UsageEvent,
 )
 
 SIGNING_NAME: Final = "bedrock"
-
-
-def _thinking_disabled(ctx: MappingContext) -> bool:
-    return not thinking_enabled(ctx)
-
+PROVIDER_TYPE: Final = "bedrock"
 
 # Converse has no penalties: left out. top_k and thinking are model-native
 # (Anthropic) fields, so they travel in additionalModelRequestFields.
 RULES: Final[tuple[OptionRule, ...]] = (
     OptionRule("max_output_tokens", "inferenceConfig.maxTokens"),
-    OptionRule("temperature", "inferenceConfig.temperature", _thinking_disabled),
-    OptionRule("top_p", "inferenceConfig.topP", _thinking_disabled),
-    OptionRule("top_k", "additionalModelRequestFields.top_k", _thinking_disabled),
-    OptionRule(
-        "anthropic.thinking_budget_tokens",
-        "additionalModelRequestFields.thinking.type",
-        transform=lambda _: "enabled",
-    ),
-    OptionRule("anthropic.thinking_budget_tokens", "additionalModelRequestFields.thinking.budget_tokens"),
+    OptionRule("temperature", "inferenceConfig.temperature", claude.sampling_allowed),
+    OptionRule("top_p", "inferenceConfig.topP", claude.sampling_allowed),
+    OptionRule("top_k", "additionalModelRequestFields.top_k", claude.sampling_allowed),
+    *(OptionRule(option, wire, condition)
+      for option, wire, condition in claude.thinking_rules("additionalModelRequestFields.")),
     OptionRule("anthropic.effort", "outputConfig.effort"),
 )
 
@@ -100,6 +98,12 @@ _ERRORS: Final[dict[str, tuple[ErrorKind, bool | None]]] = {
 }
 
 
+# Bedrock refuses a model whose Marketplace subscription cannot be billed
+# with AccessDeniedException "Model access is denied due to
+# INVALID_PAYMENT_INSTRUMENT: ...": a billing refusal, not an auth failure.
+_BILLING_HINTS: Final = ("INVALID_PAYMENT_INSTRUMENT",)
+
+
 def error_from(
     exception_type: str | None, message: str, status: int | None, secret: str | None
 ) -> UpstreamError:
@@ -107,7 +111,9 @@ def error_from(
     kind, should_retry = _ERRORS.get(name.lower(), (None, None))
     if kind is None:
         kind = kind_for_status(status or 502, name, message)
-    if kind == "bad_request" and looks_like_context_too_long(message):
+    if any(hint in message for hint in _BILLING_HINTS):
+        kind, should_retry = "insufficient_quota", False
+    elif kind == "bad_request" and looks_like_context_too_long(message):
         kind = "context_too_long"
     return UpstreamError(
         kind,
@@ -120,27 +126,62 @@ def error_from(
 
 
 def normalise_usage(usage: Mapping[str, Any]) -> Usage:
-    # inputTokens excludes cache reads/writes, as on Anthropic's own API.
+    # inputTokens excludes cache reads/writes, as on Anthropic's own API;
+    # thinking is inside outputTokens and not reported apart.
     return Usage(
         input_tokens=int_field(usage, "inputTokens"),
         cache_read_tokens=int_field(usage, "cacheReadInputTokens"),
-        cache_write_tokens=int_field(usage, "cacheWriteInputTokens"),
+        cache_write_tokens=_cache_writes(usage),
         output_tokens=int_field(usage, "outputTokens"),
         reasoning_tokens=0,
     )
 
 
+def _cache_writes(usage: Mapping[str, Any]) -> int:
+    # cacheDetails splits the writes by TTL; its sum is the total when the
+    # flat counter is missing.
+    if usage.get("cacheWriteInputTokens") is not None:
+        return int_field(usage, "cacheWriteInputTokens")
+    details = usage.get("cacheDetails")
+    return sum(int_field(d, "inputTokens") for d in details if isinstance(d, Mapping)) if isinstance(
+        details, list) else 0
+
+
+def _is_thinking(block: Mapping[str, Any]) -> bool:
+    return "reasoningContent" in block
+
+
+def _is_tool_result(block: Mapping[str, Any]) -> bool:
+    return "toolResult" in block
+
+
+def _reasoning_block(part: ReasoningPart) -> dict[str, Any] | None:
+    if not own(PROVIDER_TYPE, part.provider_type):
+        return None
+    if part.redacted_data:
+        return {"reasoningContent": {"redactedContent": part.redacted_data}}
+    if part.signature:
+        return {"reasoningContent": {"reasoningText": {"text": part.text, "signature": part.signature}}}
+    return None  # readable text without a signature cannot be replayed
+
+
+def _block(part: Part) -> dict[str, Any] | None:
+    if isinstance(part, TextPart):
+        return {"text": part.text} if part.text else None  # blank text blocks are a ValidationException
+    if isinstance(part, ReasoningPart):
+        return _reasoning_block(part)
+    if isinstance(part, ToolCall):
+        return {"toolUse": {"toolUseId": part.id, "name": part.name, "input": claude.tool_input(part.arguments_json)}}
+    if isinstance(part, ToolResult):
+        result: dict[str, Any] = {"toolUseId": part.tool_call_id, "content": [{"text": part.text}]}
+        if part.is_error:
+            result["status"] = "error"
+        return {"toolResult": result}
+    return None  # refusals are not replayed
+
+
 def _content(msg: ChatMessage) -> list[dict[str, Any]]:
-    if msg.role == "tool":
-        return [{"toolResult": {"toolUseId": msg.tool_call_id or "", "content": [{"text": msg.text}]}}]
-    blocks: list[dict[str, Any]] = []
-    if msg.text:  # blank text blocks are a ValidationException
-        blocks.append({"text": msg.text})
-    for call in msg.tool_calls:
-        blocks.append(
-            {"toolUse": {"toolUseId": call.id, "name": call.name, "input": tool_input(call.arguments_json)}}
-        )
-    return blocks
+    return [b for b in (_block(p) for p in msg.content_parts()) if b is not None]
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -170,8 +211,14 @@ class BedrockConverseProtocol:
         *,
         stream: bool,
     ) -> WireRequest:
-        body: dict[str, Any] = {"messages": _messages(messages)}
-        system = [{"text": m.text} for m in messages if m.role == "system" and m.text]
+        wire_messages = _messages(messages)
+        flags: frozenset[str] = frozenset()
+        if target.options.anthropic.thinking_on and claude.needs_own_thinking(
+                wire_messages, _is_tool_result, _is_thinking):
+            flags = frozenset({claude.WITHOUT_THINKING})
+            wire_messages = claude.without_blocks(wire_messages, _is_thinking)
+        body: dict[str, Any] = {"messages": wire_messages}
+        system = [{"text": t} for m in messages if m.role == "system" for t in texts(m) if t]
         if system:
             body["system"] = system
         if tools:
@@ -187,7 +234,7 @@ class BedrockConverseProtocol:
                     for t in tools
                 ]
             }
-        apply_rules(body, MappingContext(target, bool(tools)), RULES)
+        apply_rules(body, MappingContext(target, bool(tools), flags), RULES)
         operation = "converse-stream" if stream else "converse"
         url = join_url(target.base_url, "model", quote(target.model_identifier, safe=""), operation)
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
@@ -209,31 +256,25 @@ class BedrockConverseProtocol:
 
     def parse_response(self, body: bytes, request_id: str | None, target: UpstreamTarget) -> ChatResult:
         data = loads_object(body)
-        text: list[str] = []
-        reasoning: list[str] = []
-        calls: list[ToolCall] = []
+        parts: list[Part] = []
         for block in ((data.get("output") or {}).get("message") or {}).get("content") or []:
-            if "text" in block:
-                text.append(block["text"] or "")
+            if block.get("text"):
+                parts.append(TextPart(block["text"]))
             elif "reasoningContent" in block:
-                reasoning.append(
-                    ((block["reasoningContent"] or {}).get("reasoningText") or {}).get("text") or ""
-                )
+                reasoning = block["reasoningContent"] or {}
+                if "redactedContent" in reasoning:
+                    parts.append(ReasoningPart(redacted_data=reasoning["redactedContent"] or "",
+                                               provider_type=PROVIDER_TYPE))
+                else:
+                    text = reasoning.get("reasoningText") or {}
+                    parts.append(ReasoningPart(text=text.get("text") or "", signature=text.get("signature") or "",
+                                               provider_type=PROVIDER_TYPE))
             elif "toolUse" in block:
                 use = block["toolUse"] or {}
-                calls.append(
-                    ToolCall(
-                        str(use.get("toolUseId")), str(use.get("name")), json.dumps(use.get("input") or {})
-                    )
-                )
-        return ChatResult(
-            text="".join(text),
-            reasoning="".join(reasoning),
-            tool_calls=tuple(calls),
-            finish_reason=_FINISH.get(data.get("stopReason") or "", "other"),
-            usage=normalise_usage(data.get("usage") or {}),
-            upstream_request_id=request_id,
-        )
+                parts.append(ToolCall(str(use.get("toolUseId")), str(use.get("name")),
+                                      json.dumps(use.get("input") or {})))
+        return ChatResult.of(parts, _FINISH.get(data.get("stopReason") or "", "other"),
+                             normalise_usage(data.get("usage") or {}), request_id)
 
     def stream_parser(self, target: UpstreamTarget) -> ConverseStreamParser:
         return ConverseStreamParser(target)
@@ -265,6 +306,7 @@ class ConverseStreamParser:
         self._target = target
         self._decoder = EventStreamDecoder()
         self._tool_blocks: dict[int, int] = {}
+        self._parts = PartIndexer()  # contentBlockIndex -> part index
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
 
@@ -301,9 +343,10 @@ class ConverseStreamParser:
         if kind == "contentBlockStart":
             use = (payload.get("start") or {}).get("toolUse")
             if use:
+                index = int(payload.get("contentBlockIndex", 0))
                 ordinal = len(self._tool_blocks)
-                self._tool_blocks[int(payload.get("contentBlockIndex", 0))] = ordinal
-                return [ToolCallDelta(ordinal, use.get("toolUseId"), use.get("name"), "")]
+                self._tool_blocks[index] = ordinal
+                return [ToolCallDelta(ordinal, use.get("toolUseId"), use.get("name"), "", self._parts(index))]
         elif kind == "contentBlockDelta":
             return self._on_delta(int(payload.get("contentBlockIndex", 0)), payload.get("delta") or {})
         elif kind == "messageStop":
@@ -314,11 +357,27 @@ class ConverseStreamParser:
 
     def _on_delta(self, index: int, delta: Mapping[str, Any]) -> list[StreamEvent]:
         if delta.get("text"):
-            return [TextDelta(delta["text"])]
-        reasoning = delta.get("reasoningContent") or {}
-        if reasoning.get("text"):
-            return [ReasoningDelta(reasoning["text"])]
+            return [TextDelta(delta["text"], self._parts(index))]
+        reasoning = delta.get("reasoningContent")
+        if isinstance(reasoning, Mapping):
+            return self._on_reasoning(index, reasoning)
         use = delta.get("toolUse") or {}
         if use.get("input") and index in self._tool_blocks:
-            return [ToolCallDelta(self._tool_blocks[index], None, None, use["input"])]
+            return [ToolCallDelta(self._tool_blocks[index], None, None, use["input"], self._parts(index))]
         return []
+
+    def _on_reasoning(self, index: int, reasoning: Mapping[str, Any]) -> list[StreamEvent]:
+        """Reasoning blocks have no start event: the first delta opens the
+        part (tagged with the provider type); text pieces, then the
+        signature, or the redacted blob whole."""
+        events: list[StreamEvent] = []
+        if self._parts.known(index) is None:
+            events.append(ReasoningState(self._parts(index), provider_type=PROVIDER_TYPE))
+        part = self._parts(index)
+        if reasoning.get("text"):
+            events.append(ReasoningDelta(reasoning["text"], part))
+        if reasoning.get("signature"):
+            events.append(ReasoningState(part, signature_delta=reasoning["signature"]))
+        if reasoning.get("redactedContent"):
+            events.append(ReasoningState(part, redacted_data=reasoning["redactedContent"]))
+        return events

@@ -31,6 +31,7 @@ from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,
+    RefusalDelta,
     StreamEvent,
     ToolDefinition,
     UpstreamTarget,
@@ -146,13 +147,17 @@ class UpstreamClient:
                 response = await self._open(wire, protocol, target, deadline, stream=True)
                 request_id = _request_id(response.headers)
                 parser = protocol.stream_parser(target)
+                refused = False
                 chunks = response.aiter_bytes()
                 while True:
                     chunk = await self._next_chunk(chunks, deadline, idle_timeout)
                     events = parser.finish() if chunk is None else parser.feed(chunk)
                     for event in events:
-                        if isinstance(event, Finish) and request_id:
-                            event = Finish(event.finish_reason, request_id)
+                        refused = refused or isinstance(event, RefusalDelta)
+                        if isinstance(event, Finish):
+                            # A turn holding a refusal finishes with "refusal", as ChatResult.of says.
+                            event = Finish("refusal" if refused else event.finish_reason,
+                                           request_id or event.upstream_request_id)
                         yielded = True
                         yield event
                     if chunk is None:

@@ -116,10 +116,22 @@ def looks_like_context_too_long(*texts: str | None) -> bool:
     return any(hint in joined for hint in _CONTEXT_TOO_LONG_HINTS)
 
 
+# OpenAI's billing refusals: error.type "insufficient_quota" with one of
+# these error.code values (or the type itself as the code, in older replies).
+# A 429 like rate limiting, but waiting does not help: never retried.
+QUOTA_CODES: Final = frozenset({
+    "insufficient_quota",
+    "credit_balance_exhausted",
+    "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded",
+    "organization_usage_limit_exceeded",
+})
+
+
 def kind_for_status(status: int, code: str | None, message: str) -> ErrorKind:
     """The error kind of an HTTP failure, refined by the provider's code."""
     code_l = (code or "").lower()
-    if code_l == "insufficient_quota" or "insufficient_quota" in message:
+    if code_l in QUOTA_CODES or "insufficient_quota" in message:
         return "insufficient_quota"
     if status == 402:  # OpenRouter and Vercel: the account has no credits left
         return "insufficient_quota"

@@ -24,15 +24,23 @@ from modelplane_server.resolver_svc.upstream.protocol import (
     provider_is,
     provider_is_not,
 )
+from modelplane_server.resolver_svc.upstream.openai_chat_state import call_signature, detail_part, wire_messages
+from modelplane_server.resolver_svc.upstream.parts import PartIndexer
 from modelplane_server.resolver_svc.upstream.sse import SseParser
 from modelplane_server.resolver_svc.upstream.types import (
     ChatMessage,
     ChatResult,
     Finish,
     FinishReason,
+    Part,
     ReasoningDelta,
+    ReasoningPart,
+    ReasoningState,
+    RefusalDelta,
+    RefusalPart,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
@@ -41,11 +49,11 @@ from modelplane_server.resolver_svc.upstream.types import (
     UsageEvent,
 )
 
-
 def _openai_not_reasoning(ctx: MappingContext) -> bool:
-    # OpenAI reasoning models reject sampling parameters outright.
+    # OpenAI reasoning models reject sampling parameters outright, except
+    # with effort "none" (GPT-5.1 and later), where they are plain chat models.
     return not (
-        ctx.target.provider_type in OPENAI_FAMILY and ctx.target.options.openai.reasoning_effort is not None
+        ctx.target.provider_type in OPENAI_FAMILY and ctx.target.options.openai.reasoning_effort not in (None, "none")
     )
 
 
@@ -90,6 +98,11 @@ RULES: Final[tuple[OptionRule, ...]] = (
     OptionRule(
         "google.include_thoughts",
         "extra_body.google.thinking_config.include_thoughts",
+        provider_is("google"),
+    ),
+    OptionRule(
+        "google.thinking_level",
+        "extra_body.google.thinking_config.thinking_level",
         provider_is("google"),
     ),
     OptionRule(
@@ -138,25 +151,6 @@ def normalise_usage(usage: Mapping[str, Any]) -> Usage:
     )
 
 
-def _message(msg: ChatMessage) -> dict[str, Any]:
-    if msg.role == "tool":
-        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.text}
-    if msg.role == "assistant" and msg.tool_calls:
-        return {
-            "role": "assistant",
-            "content": msg.text or None,
-            "tool_calls": [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments_json},
-                }
-                for call in msg.tool_calls
-            ],
-        }
-    return {"role": msg.role, "content": msg.text}
-
-
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
     return {
         "type": "function",
@@ -181,7 +175,7 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
     ) -> WireRequest:
         body: dict[str, Any] = {
             "model": target.model_identifier,
-            "messages": [_message(m) for m in messages],
+            "messages": wire_messages(messages, target.provider_type),
         }
         if tools:
             body["tools"] = [_tool(t) for t in tools]
@@ -201,27 +195,34 @@ class OpenAIChatProtocol(openai_common.OpenAIShared):
         choices = data.get("choices") or [{}]
         choice = choices[0]
         message = choice.get("message") or {}
+        kind = target.provider_type
+        parts: list[Part] = []
         text = message.get("content") or ""
+        details = [p for p in (detail_part(d, kind) for d in message.get("reasoning_details") or []
+                               if isinstance(d, Mapping)) if p is not None]
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        if details:
+            parts.extend(details)  # the structured form of `reasoning`, which repeats it
+        elif isinstance(reasoning, str) and reasoning:
+            parts.append(ReasoningPart(text=reasoning, provider_type=kind))
         if "<thought>" in text:
             thoughts, text = split_thought_tags(text)
-            reasoning += thoughts
-        calls = tuple(
-            ToolCall(
+            parts.append(ReasoningPart(text=thoughts, provider_type=kind))
+        if text:
+            parts.append(TextPart(text))
+        if isinstance(message.get("refusal"), str) and message["refusal"]:
+            parts.append(RefusalPart(message["refusal"]))
+        for call in message.get("tool_calls") or []:
+            signature = call_signature(call)
+            parts.append(ToolCall(
                 id=str(call.get("id") or ""),
                 name=str((call.get("function") or {}).get("name") or ""),
                 arguments_json=str((call.get("function") or {}).get("arguments") or ""),
-            )
-            for call in message.get("tool_calls") or []
-        )
-        return ChatResult(
-            text=text,
-            reasoning=reasoning,
-            tool_calls=calls,
-            finish_reason=finish_reason(choice.get("finish_reason")),
-            usage=normalise_usage(data.get("usage") or {}),
-            upstream_request_id=request_id or data.get("id"),
-        )
+                signature=signature,
+                provider_type=kind if signature else "",
+            ))
+        return ChatResult.of(parts, finish_reason(choice.get("finish_reason")),
+                             normalise_usage(data.get("usage") or {}), request_id or data.get("id"))
 
     def stream_parser(self, target: UpstreamTarget) -> ChatStreamParser:
         return ChatStreamParser(target)
@@ -242,6 +243,8 @@ class ChatStreamParser:
         self._response_id: str | None = None
         self._ended = False
         self._thoughts = ThoughtTagSplitter() if target.provider_type == "google" else None
+        self._parts = PartIndexer()
+        self._saw_details = False
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         events: list[StreamEvent] = []
@@ -254,7 +257,7 @@ class ChatStreamParser:
         for sse in self._sse.finish():
             events.extend(self._on_data(sse.data))
         if self._thoughts is not None:
-            events.extend(self._thoughts.flush())
+            events.extend(self._routed(self._thoughts.flush()))
         if self._finish is None and not self._ended:
             raise UpstreamError("unavailable", "stream ended before the reply was complete")
         if self._usage is not None:
@@ -289,26 +292,79 @@ class ChatStreamParser:
         return events
 
     def _on_delta(self, delta: Mapping[str, Any]) -> list[StreamEvent]:
+        """Parts in the order parse_response builds them: reasoning, text,
+        refusal, tool calls, each keyed so that repeated pieces extend it."""
         events: list[StreamEvent] = []
+        details = delta.get("reasoning_details")
+        if isinstance(details, list) and details:
+            self._saw_details = True
+            for position, detail in enumerate(details):
+                if isinstance(detail, Mapping):
+                    events.extend(self._on_detail(position, detail))
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            events.append(ReasoningDelta(reasoning))
+        if isinstance(reasoning, str) and reasoning and not self._saw_details:
+            events.extend(self._reasoning(reasoning))
         content = delta.get("content")
         if isinstance(content, str) and content:
-            if self._thoughts is not None:
-                events.extend(self._thoughts.feed(content))
-            else:
-                events.append(TextDelta(content))
+            pieces: list[StreamEvent] = (self._thoughts.feed(content) if self._thoughts is not None
+                                         else [TextDelta(content)])
+            events.extend(self._routed(pieces))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            events.append(RefusalDelta(refusal, self._parts("refusal")))
         for call in delta.get("tool_calls") or []:
             function = call.get("function") or {}
+            index = int(call.get("index", 0))
+            signature = call_signature(call)
             events.append(
                 ToolCallDelta(
-                    index=int(call.get("index", 0)),
+                    index=index,
                     id=call.get("id"),
                     name=function.get("name"),
                     arguments_delta=function.get("arguments") or "",
+                    part_index=self._parts(("tool", index)),
+                    signature=signature,
+                    provider_type=self._target.provider_type if signature else "",
                 )
             )
+        return events
+
+    def _reasoning(self, text: str) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if self._parts.known("reasoning") is None:
+            events.append(ReasoningState(self._parts("reasoning"), provider_type=self._target.provider_type))
+        events.append(ReasoningDelta(text, self._parts("reasoning")))
+        return events
+
+    def _routed(self, pieces: list[StreamEvent]) -> list[StreamEvent]:
+        """Text and <thought> pieces from the splitter, given their parts."""
+        events: list[StreamEvent] = []
+        for piece in pieces:
+            if isinstance(piece, ReasoningDelta):
+                events.extend(self._reasoning(piece.text))
+            elif isinstance(piece, TextDelta):
+                events.append(TextDelta(piece.text, self._parts("text")))
+        return events
+
+    def _on_detail(self, position: int, detail: Mapping[str, Any]) -> list[StreamEvent]:
+        """A reasoning_details entry (OpenRouter, Vercel): pieces with the
+        same index extend one part; text and summary pieces concatenate,
+        signature pieces concatenate, data and id are set."""
+        key = ("detail", detail.get("index", position))
+        events: list[StreamEvent] = []
+        part = self._parts.known(key)
+        if part is None:
+            part = self._parts(key)
+            events.append(ReasoningState(part, summary=detail.get("type") == "reasoning.summary",
+                                         provider_type=self._target.provider_type,
+                                         format=str(detail.get("format") or "")))
+        text = detail.get("text") if detail.get("type") == "reasoning.text" else detail.get("summary")
+        if isinstance(text, str) and text:
+            events.append(ReasoningDelta(text, part))
+        state = ReasoningState(part, signature_delta=str(detail.get("signature") or ""),
+                               redacted_data=str(detail.get("data") or ""), item_id=str(detail.get("id") or ""))
+        if state != ReasoningState(part):
+            events.append(state)
         return events
 
 

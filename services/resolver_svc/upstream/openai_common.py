@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from modelplane_server.resolver_svc.upstream.errors import UpstreamError, kind_for_status
+from modelplane_server.resolver_svc.upstream.errors import QUOTA_CODES, UpstreamError, kind_for_status
 from modelplane_server.resolver_svc.upstream.protocol import WireRequest, error_fields, join_url, loads_object
 from modelplane_server.resolver_svc.upstream.types import UpstreamTarget
 
@@ -38,6 +39,8 @@ def parse_error(
 ) -> UpstreamError:
     code, message = error_fields(body)
     kind = kind_for_status(status, code, message)
+    if _labels(body) & QUOTA_CODES:  # error.type says quota while error.code names which
+        kind = "insufficient_quota"
     return UpstreamError(
         kind,
         message,
@@ -57,9 +60,24 @@ def in_stream_error(error: Any, target: UpstreamTarget) -> UpstreamError:
     code = None if isinstance(raw_code, int) else (str(raw_code) if raw_code else None)
     message = str(error.get("message") or error)
     kind = kind_for_status(status, code, message)
-    if code and "rate_limit" in code:
+    if str(error.get("type") or "") in QUOTA_CODES:
+        kind = "insufficient_quota"
+    elif code and "rate_limit" in code:
         kind = "rate_limited"
-    return UpstreamError(kind, message, provider_code=code, secrets=(target.api_key,))
+    return UpstreamError(kind, message, provider_code=code,
+                         should_retry=False if kind == "insufficient_quota" else None, secrets=(target.api_key,))
+
+
+def _labels(body: bytes) -> set[str]:
+    """error.type and error.code of an OpenAI-shaped error body."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return set()
+    error = value.get("error") if isinstance(value, dict) else None
+    if not isinstance(error, dict):
+        return set()
+    return {str(error[k]).lower() for k in ("type", "code") if isinstance(error.get(k), str)}
 
 
 def models_request(target: UpstreamTarget) -> WireRequest:

@@ -133,6 +133,9 @@ def loads_object(body: bytes) -> dict[str, Any]:
 class MappingContext:
     target: UpstreamTarget
     has_tools: bool
+    # Per-request facts a protocol derived from the conversation (e.g.
+    # claude.WITHOUT_THINKING) that rules may depend on.
+    flags: frozenset[str] = frozenset()
 
 
 Condition = Callable[[MappingContext], bool]
@@ -207,5 +210,10 @@ def error_fields(body: bytes) -> tuple[str | None, str]:
     if not isinstance(err, dict):
         return None, json.dumps(value)
     code = err.get("code") or err.get("type") or err.get("status")
-    message = err.get("message") or json.dumps(err)
-    return (str(code) if code is not None else None), str(message)
+    message = str(err.get("message") or json.dumps(err))
+    # OpenRouter and Vercel wrap the upstream's own error ("Provider returned
+    # error"); its words are the useful part.
+    raw = (err.get("metadata") or {}).get("raw") if isinstance(err.get("metadata"), dict) else None
+    if isinstance(raw, str) and raw:
+        message = f"{message}: {raw}"
+    return (str(code) if code is not None else None), message

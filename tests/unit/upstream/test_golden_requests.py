@@ -250,6 +250,7 @@ def test_responses_reasoning_and_tools() -> None:
         ],
         "max_output_tokens": 9000,
         "reasoning": {"effort": "xhigh", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
         "parallel_tool_calls": True,
         "stream": True,
     }

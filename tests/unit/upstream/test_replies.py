@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dataclasses import replace
+
 from modelplane_server.resolver_svc.upstream import (
     ChatResult,
     Finish,
     ModelOptions,
     OpenAIOptions,
+    Part,
+    ReasoningPart,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     UpstreamClient,
@@ -21,7 +26,7 @@ from modelplane_server.resolver_svc.upstream import (
     UsageEvent,
     collect,
 )
-from tests.fakes import KINDS, Canned, CannedToolCall, CannedUsage, FakeUpstream
+from tests.fakes import KINDS, Canned, CannedToolCall, CannedUsage, FakeUpstream, anthropic_wire, bedrock_wire, openai_wire
 from tests.unit.upstream.conftest import CONVERSATION, WEATHER_TOOL, target_for
 
 RICH = Canned(
@@ -34,23 +39,46 @@ RICH = Canned(
 )
 
 
+REASONING = "The user wants weather; call the tool."
+
+
+def expected_parts(kind: str) -> tuple[Part, ...]:
+    """RICH as each protocol's parts: the reasoning with the opaque state
+    that provider attaches, the text, the call (with its own state)."""
+    call = ToolCall("call_7", "get_weather", '{"city": "Paris"}')
+    reasoning = {
+        "anthropic": ReasoningPart(REASONING, signature=anthropic_wire.thinking_signature(REASONING),
+                                   provider_type=kind),
+        "bedrock": ReasoningPart(REASONING, signature=bedrock_wire.thinking_signature(REASONING), provider_type=kind),
+        "openai": ReasoningPart(REASONING, summary=True, item_id="rs_fake_1", provider_type=kind),
+        "azure-openai": ReasoningPart(REASONING, summary=True, item_id="rs_fake_1", provider_type=kind),
+        "openrouter": ReasoningPart(REASONING, signature=openai_wire.gateway_signature(kind, REASONING),
+                                    format="anthropic-claude-v1", provider_type=kind),
+        "vercel-ai-gateway": ReasoningPart(REASONING, signature=openai_wire.gateway_signature(kind, REASONING),
+                                           format="anthropic-claude-v1", provider_type=kind),
+    }.get(kind, ReasoningPart(REASONING, provider_type=kind))
+    if kind in ("openai", "azure-openai"):
+        call = replace(call, item_id="fc_fake_1_0", provider_type=kind)
+    if kind == "google":
+        signature = openai_wire.gemini_signature(CannedToolCall("call_7", "get_weather", {"city": "Paris"}))
+        call = replace(call, signature=signature, provider_type=kind)
+    return (reasoning, TextPart("It is sunny in Paris."), call)
+
+
 def expected_rich(kind: str) -> ChatResult:
-    # Anthropic and Bedrock do not count thinking tokens separately.
-    reasoning_tokens = 0 if kind in ("anthropic", "bedrock") else 10
-    # OpenAI and Azure Chat Completions return no reasoning text.
-    return ChatResult(
-        text="It is sunny in Paris.",
-        reasoning="The user wants weather; call the tool.",
-        tool_calls=(ToolCall("call_7", "get_weather", '{"city": "Paris"}'),),
-        finish_reason="tool_calls",
-        usage=Usage(
+    # Bedrock does not count thinking tokens separately.
+    reasoning_tokens = 0 if kind == "bedrock" else 10
+    return ChatResult.of(
+        expected_parts(kind),
+        "tool_calls",
+        Usage(
             input_tokens=100,
             cache_read_tokens=20,
             cache_write_tokens=0,
             output_tokens=50,
             reasoning_tokens=reasoning_tokens,
         ),
-        upstream_request_id="req_fake_1",
+        "req_fake_1",
     )
 
 
@@ -96,6 +124,7 @@ async def test_openai_family_on_chat_completions(kind: str, client: UpstreamClie
         ] * 2
     # Chat Completions on OpenAI returns no reasoning text, only its token count.
     assert unary.reasoning == "" and unary.usage.reasoning_tokens == 10
+    assert [type(p).__name__ for p in unary.parts] == ["TextPart", "ToolCall"]
     assert streamed == unary
 
 
@@ -130,11 +159,14 @@ async def test_stream_cut_short_raises(kind: str, client: UpstreamClient) -> Non
 )
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock", "openrouter"])
 async def test_finish_reasons(kind: str, finish: str, expected: str, client: UpstreamClient) -> None:
+    if kind == "anthropic" and finish == "content_filter":
+        expected = "refusal"  # Anthropic's only filter stop is stop_reason "refusal"
     async with FakeUpstream.start(kind) as fake:
         fake.default = Canned(finish=finish)
         unary = await client.chat(target_for(fake), CONVERSATION)
         streamed = await collect(client.stream(target_for(fake), CONVERSATION))
     assert unary.finish_reason == streamed.finish_reason == expected
+    assert unary == streamed
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -34,7 +34,8 @@ async def test_same_conversation_costs_the_same_everywhere(
         600,
     )
     assert cost_usd(u, PRICES) == pytest.approx(EXPECTED_COST)
-    assert u.reasoning_tokens == (0 if kind in ("anthropic", "bedrock") else 200)
+    # Bedrock reports no reasoning count (thinking is inside outputTokens).
+    assert u.reasoning_tokens == (0 if kind == "bedrock" else 200)
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "bedrock", "openrouter"])
@@ -78,3 +79,23 @@ def test_context_usage_counts_whole_prompt_and_reply() -> None:
     assert context_usage(Usage(), 1000, 0) == (0.0, True)
     with pytest.raises(ValueError):
         context_usage(usage, 0, 70)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_counter_is_read_and_both_paths_agree(kind: str, client: UpstreamClient) -> None:
+    """Cache reads, cache writes (Anthropic's TTL split and flat counter,
+    Converse's cacheDetails, Responses' and Chat's cache_write_tokens) and
+    reasoning (Anthropic's thinking_tokens, OpenAI's reasoning_tokens) come
+    out the same through chat() and stream(). Gemini reports no cache
+    writes; Converse no reasoning count."""
+    writes = 0 if kind == "google" else 700
+    canned = Canned(usage=CannedUsage(input=1000, cache_read=4000, cache_write=writes, output=600, reasoning=200),
+                    reasoning="r" * 10)
+    async with FakeUpstream.start(kind) as fake:
+        fake.default = canned
+        unary = await client.chat(target_for(fake), CONVERSATION)
+        streamed = await collect(client.stream(target_for(fake), CONVERSATION))
+    assert unary.usage == streamed.usage == Usage(
+        input_tokens=1000, cache_read_tokens=4000, cache_write_tokens=writes, output_tokens=600,
+        reasoning_tokens=0 if kind == "bedrock" else 200)
+    assert unary.reasoning == streamed.reasoning == "r" * 10
