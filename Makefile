@@ -15,10 +15,10 @@ GEN    := clients
 # pip prints each package as it collects, downloads and installs it (no
 # --quiet: a first install takes a while and should show why). The editable
 # installs build with the venv's own setuptools rather than a fresh isolated
-# copy per project (about 3 s), and pip does not byte-compile every installed
-# module up front: Python compiles what is imported, on first import (about
-# 4 s less on a fresh clone, measured).
-PIP    := $(PY) -m pip install --no-build-isolation --no-compile
+# copy per project (about 3 s). pip still byte-compiles what it installs:
+# where PYTHONDONTWRITEBYTECODE is set (CI, containers) nothing else would,
+# and every start would compile grpc, botocore and the rest again (~2 s).
+PIP    := $(PY) -m pip install --no-build-isolation
 STEP   := @printf '\n==> %s\n'
 
 .PHONY: run test unit proto proto-check lint typecheck bench clean
