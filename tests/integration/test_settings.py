@@ -421,7 +421,7 @@ def test_compose_stack_waits_for_what_it_needs() -> None:
                 assert target.get("restart") == "no", f"{dependency} is one-shot but restarts"
         if service.get("restart") != "no" and "profiles" not in service:
             assert service.get("restart") == "unless-stopped" and "healthcheck" in service, name
-    assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
+    assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql"]
     assert services["migrate"]["command"] == ["modelplane_server.config_svc", "migrate"]
     assert "tests" in services["tests"]["profiles"]
     # stop_grace_period must outlast the service's own grace period.
