@@ -294,7 +294,7 @@ def main() -> int:
         else:
             first = not (state / "pgdata").exists()
             _step(f"starting the embedded Postgres in {state / 'pgdata'}"
-                  + (" (creating it: the first run takes a few seconds more)" if first else ""))
+                  + (" (creating it)" if first else ""))
             with signals.deferred():  # Stop is raised after the handle exists
                 postgres = _start_postgres(state)
             database_url = _ensure_database(postgres)
