@@ -3,7 +3,11 @@
 # picks which. Every dependency ships manylinux wheels, so no stage needs a
 # compiler; the final stage has none and runs as a non-root user.
 
-FROM python:3.11-slim AS build
+# An exact Python release on a named Debian release, for both stages: a
+# rebuild gets the same interpreter (tests/integration/test_compose.py).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/modelplane
@@ -23,7 +27,7 @@ RUN /opt/modelplane/bin/pip install ./clients '.[dev]'
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1
 CMD ["python", "-m", "pytest", "-q", "tests/external", "tests/integration", "tests/e2e"]
 
-FROM python:3.11-slim AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin modelplane
 COPY --from=build /opt/modelplane /opt/modelplane
 ENV PATH=/opt/modelplane/bin:$PATH PYTHONUNBUFFERED=1

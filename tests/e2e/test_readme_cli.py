@@ -1,5 +1,6 @@
 """The README's CLI tour, run line by line as a shell would, against both
-services; the README's local OpenAI-compatible server is a fake here."""
+services, on a fresh database and after the grpcurl tour (the README says it
+works either way); the README's local OpenAI-compatible server is a fake here."""
 
 from __future__ import annotations
 
@@ -14,16 +15,22 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_readme import README, README_UPSTREAM, eventually_visible
+from tests.e2e.test_readme import README, README_UPSTREAM, eventually_visible, replay, sh_blocks
 from tests.fakes.upstream import FakeUpstream
+from tests.resolver_harness import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def cli_lines() -> list[str]:
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines()
-            if re.search(r"(^|\| |\$\w+ )modelplane ", line.strip())]
+    return [line for block in sh_blocks() for line in block if re.search(r"(^|\| |\$\w+ )modelplane ", line)]
+
+
+def token_variable() -> str:
+    """The variable the README keeps the new member's token in."""
+    (name,) = [m.group(1) for block in sh_blocks() for line in block
+               if (m := re.fullmatch(r"export (\w+)=<secret from tokens create>", line))]
+    return name
 
 
 def run(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -32,33 +39,66 @@ def run(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
 
 
-async def test_cli_tour_works_as_printed(stack: Stack) -> None:
-    lines = cli_lines()
-    assert len(lines) >= 11
-    async with FakeUpstream.start("openai-compatible", api_key="unused-by-ollama") as fake:
-        env = {**os.environ, "MODELPLANE_CONFIG_ADDR": stack.cfg.address,
-               "MODELPLANE_RESOLVER_ADDR": stack.resolver.address,
-               "MODELPLANE_TOKEN": stack.cfg.admin[0][1].removeprefix("Bearer ")}
-        outputs: list[str] = []
-        for line in lines:
-            line = line.replace(README_UPSTREAM, fake.base_url.rstrip("/"))
-            if "tokens create" in line:
-                line += " --json"
-            if "$ALICE" in line:
-                await eventually_visible(stack)
-            done = await asyncio.to_thread(run, line, env)
-            assert done.returncode == 0, (line, done.stderr)
-            assert "sk-your-key" not in done.stdout + done.stderr
-            assert "sk-alice-key" not in done.stdout + done.stderr
-            if "tokens create" in line:
-                env["ALICE"] = json.loads(done.stdout)["secret"]
-            outputs.append(done.stdout)
+async def _cli_tour(stack: Stack, upstream_url: str) -> list[subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "MODELPLANE_CONFIG_ADDR": stack.cfg.address,
+           "MODELPLANE_RESOLVER_ADDR": stack.resolver.address,
+           "MODELPLANE_TOKEN": stack.cfg.admin[0][1].removeprefix("Bearer ")}
+    member = token_variable()
+    done: list[subprocess.CompletedProcess[str]] = []
+    for line in cli_lines():
+        line = line.replace(README_UPSTREAM, upstream_url)
+        if "tokens create" in line:
+            line += " --json"
+        if f"${member}" in line:
+            await eventually_visible(stack)
+        ran = await asyncio.to_thread(run, line, env)
+        for key in ("sk-your-key", "sk-ant-your-key", "sk-alice-key", "sk-ant-bob-key"):
+            assert key not in ran.stdout + ran.stderr
+        if "tokens create" in line:
+            env[member] = json.loads(ran.stdout)["secret"]
+        done.append(ran)
+    return done
+
+
+def _outputs(done: list[subprocess.CompletedProcess[str]]) -> list[str]:
+    for ran in done:
+        assert ran.returncode == 0, (ran.args, ran.stderr)
+    return [ran.stdout for ran in done]
+
+
+def _check(outputs: list[str], fake: FakeUpstream, explore_model: str) -> None:
     explain, chat = outputs[-2], outputs[-1]
-    assert "gpt-codex" in explain or "local-llama" in explain
+    assert f"model       {explore_model}" in explain
     assert "Hello from the fake." in chat
     assert fake.requests[-1].json()["model"] == "llama3.2"
 
 
+async def test_cli_tour_works_as_printed(stack: Stack) -> None:
+    assert len(cli_lines()) >= 11
+    async with FakeUpstream.start("openai-compatible", api_key="unused-by-ollama") as fake:
+        outputs = _outputs(await _cli_tour(stack, fake.base_url.rstrip("/")))
+    _check(outputs, fake, explore_model="claude-sonnet")  # the default: nothing pins explore
+
+
+async def test_cli_tour_works_after_the_grpcurl_tour(stack: Stack) -> None:
+    async with FakeUpstream.start("openai-compatible", api_key="unused-by-ollama") as fake:
+        answers = await replay(stack, fake.base_url.rstrip("/"))
+        assert all(ran.code == 0 for ran in answers.values()), answers
+        outputs = _outputs(await _cli_tour(stack, fake.base_url.rstrip("/")))
+    _check(outputs, fake, explore_model="gpt-codex")  # the grpcurl tour's admin override still wins
+
+
+async def test_without_a_local_model_server_the_cli_chat_fails_as_the_readme_says(stack: Stack) -> None:
+    done = await _cli_tour(stack, f"http://127.0.0.1:{free_port()}/v1")
+    *rest, chat = done
+    _outputs(rest)
+    assert chat.returncode == 1, chat.stderr
+    said = " ".join(README.read_text().split())
+    first_line = chat.stderr.splitlines()[0]
+    assert first_line.startswith("error: UNAVAILABLE UPSTREAM_UNAVAILABLE: ollama: "), chat.stderr
+    assert f"printing `{first_line}` and the request id on stderr, and exits 1" in said
+
+
 def test_cli_lines_are_found() -> None:
-    assert any("chat --model local-llama --stream" in line for line in cli_lines())
+    assert any("chat --model llama --stream" in line for line in cli_lines())
     assert Path(README).exists()

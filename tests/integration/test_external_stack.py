@@ -1,7 +1,8 @@
 """CI's stand-in for `docker compose --profile tests up`: the compose
 services run as local processes with compose's own commands and
-environment (tests/external/stack.py), the secrets are made with the
-commands docs/operations.md gives, and the external smoke suite runs
+environment (tests/external/stack.py), the secrets are made by
+scripts/compose-secrets as docs/operations.md says (only the database URL
+is then pointed at the test's database), and the external smoke suite runs
 against them as a separate pytest process. Stopping the stack checks that
 every service exits 0 on SIGTERM."""
 
@@ -21,22 +22,15 @@ from tests.external.stack import ROOT, ProcessStack
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-def _secret(path: Path, text: str) -> None:
-    path.write_text(text if text.endswith("\n") else text + "\n")
-
-
-def _config_svc(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "modelplane_server.config_svc", *args], check=True, capture_output=True,
-                          text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
-                          ).stdout
+def _make_secrets(folder: Path, database_url: str) -> None:
+    subprocess.run([str(ROOT / "scripts" / "compose-secrets"), str(folder)], check=True, capture_output=True,
+                   env={**{k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")},
+                        "PYTHON": sys.executable}, timeout=60)
+    (folder / "database-url").write_text(database_url + "\n")
 
 
 def _bring_up(stack: ProcessStack, database_url: str) -> None:
-    secrets = stack.secrets_dir
-    _secret(secrets / "encryption-keys", _config_svc("new-key", "--id", "k1"))
-    _secret(secrets / "resolver-token", _config_svc("new-token"))
-    _secret(secrets / "admin-token", _config_svc("new-token"))
-    _secret(secrets / "database-url", database_url)
+    _make_secrets(stack.secrets_dir, database_url)
     for one_shot in ("migrate", "register-resolver-token", "register-test-admin"):
         stack.run_once(one_shot)
     stack.start("config-svc")

@@ -344,8 +344,9 @@ def test_compose_commands_and_variables_are_real(path: Path) -> None:
 # What the suites read at run time besides their own code: test_settings.py
 # (compose files, Dockerfile, docs), test_readme*.py (README.md, docs/cli.md),
 # tests/external/stack.py (docker-compose.yml), test_bench_smoke.py
-# (`python -m bench`), the proto check, and pip (pyproject.toml, the sources).
-TEST_STAGE_NEEDS = ("tests", "bench", "docs", "proto", "services", "clients", "docker-compose.yml",
+# (`python -m bench`), test_compose.py and test_external_stack.py
+# (scripts/compose-secrets), the proto check, and pip (pyproject.toml, the sources).
+TEST_STAGE_NEEDS = ("tests", "bench", "docs", "proto", "services", "clients", "scripts", "docker-compose.yml",
                     "Dockerfile", "README.md", "pyproject.toml")
 NEVER_IN_CONTEXT = (".venv", ".state", "secrets", ".git")
 
@@ -421,7 +422,7 @@ def test_compose_stack_waits_for_what_it_needs() -> None:
                 assert target.get("restart") == "no", f"{dependency} is one-shot but restarts"
         if service.get("restart") != "no" and "profiles" not in service:
             assert service.get("restart") == "unless-stopped" and "healthcheck" in service, name
-    assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
+    assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql"]
     assert services["migrate"]["command"] == ["modelplane_server.config_svc", "migrate"]
     assert "tests" in services["tests"]["profiles"]
     # stop_grace_period must outlast the service's own grace period.
