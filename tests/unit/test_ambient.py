@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelplane_server.resolver_svc import ambient
+from modelplane_server.resolver_svc.state import ambient
 
 
 @pytest.fixture
