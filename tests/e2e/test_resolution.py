@@ -225,13 +225,18 @@ async def test_hot_path_makes_no_config_calls(stack: Stack) -> None:
     await seed(stack.cfg)
     alice = await stack.cfg.md(Role.MEMBER, "alice")
     await expect_model(stack, alice, "opus", rs.RESOLUTION_LAYER_DEFAULT_MODEL)
-    before = stack.resolver.server.config_calls()
+    def calls() -> dict[str, int]:
+        # Events config_svc pushes on the open watch (heartbeats on a loaded
+        # machine) are not calls the hot path makes.
+        return {k: v for k, v in stack.resolver.server.config_calls().items() if k != "WatchConfig.events"}
+    before = calls()
+    assert before, "the counters must see the calls made so far"
     for _ in range(20):
         await stack.resolver.resolve_model(alice)
         await stack.resolver.available(alice)
         await stack.resolver.key_status(alice)
         await stack.resolver.credential(alice, "anthropic")
-    assert stack.resolver.server.config_calls() == before
+    assert calls() == before
 
 
 async def test_a_refused_service_token_is_the_resolvers_fault_not_the_callers(stack: Stack) -> None:
