@@ -45,7 +45,8 @@ async def test_tour_works_as_printed(stack: Stack) -> None:
     assert isinstance(provider, dict) and provider["apiKeySet"] is True and "apiKey" not in provider
     assert answers["SetDefaultModel"]["isDefault"] is True  # type: ignore[index]
     assert answers["SetUserKey"] == {"user": "alice", "provider": "openai",  # type: ignore[comparison-overlap]
-                                     "updateTime": answers["SetUserKey"]["updateTime"]}  # type: ignore[index]
+                                     "updateTime": answers["SetUserKey"]["updateTime"],  # type: ignore[index]
+                                     "revision": answers["SetUserKey"]["revision"]}  # type: ignore[index]
     events = answers["ListAuditEvents"]["events"]  # type: ignore[index]
     assert [e["action"] for e in events[:3]] == ["CreateModel", "CreateProvider", "SetModelOverride"]
     available = answers["ListAvailableModels"]

@@ -13,6 +13,7 @@ keepalive cannot (a gRPC proxy answers pings itself).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
@@ -97,6 +98,7 @@ class WatchEvent:
     epoch: str
     state: ConfigState | None = None
     changes: Sequence[Changed] = ()
+    commit_time: dt.datetime | None = None  # of the changes, when there are
 
 
 async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: int,
@@ -120,8 +122,8 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
             last, epoch = state.revision, state.epoch
         else:
             current, records = resumed
-            for revision, refs in records:
-                yield WatchEvent(revision, epoch, changes=await _changed(store, refs))
+            for revision, refs, committed in records:
+                yield WatchEvent(revision, epoch, changes=await _changed(store, refs), commit_time=committed)
             if current > (records[-1][0] if records else last) or (first and not records):
                 # Later revisions changed no configuration (token writes), or a
                 # resumed watcher missed nothing: say so, so watchers know
@@ -138,7 +140,7 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
 
 
 async def _changes_after(store: Store, revision: int, epoch: str
-                         ) -> tuple[int, list[tuple[int, list[ChangeRecord]]]] | None:
+                         ) -> tuple[int, list[tuple[int, list[ChangeRecord], dt.datetime]]] | None:
     async with store.read() as conn:
         return await watch.changes_after(conn, revision, epoch)
 
