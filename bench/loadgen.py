@@ -2,8 +2,10 @@
 server's: reads a JSON plan on stdin, prints JSON results on stdout.
 
 Plan: {"address", "token", "user", "phases": [{"rpc", "concurrency", "seconds", ...}]}
-where rpc is health, resolve_model or list_available_models; other keys are
-echoed back with each phase's results.
+where rpc is health, resolve_model, resolve_model_min_revision (ResolveModel
+naming the plan's "min_revision", which the resolver must already have
+applied) or list_available_models; other keys are echoed back with each
+phase's results.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ from modelplane.v1 import resources_pb2 as pb
 WARMUP_SECONDS = 0.1
 
 
-def _calls(channel: grpc.aio.Channel, token: str, user: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+def _calls(channel: grpc.aio.Channel, token: str, user: str,
+           min_revision: int = 0) -> dict[str, Callable[[], Awaitable[Any]]]:
     md = (("authorization", f"Bearer {token}"),)
     health = health_pb2_grpc.HealthStub(channel)
     resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
     check = health_pb2.HealthCheckRequest(service="modelplane.v1.ResolverService")
     resolve = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL)
     listing = rs.ListAvailableModelsRequest(user=user)
+    at_revision = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL, min_revision=min_revision)
     return {
         "health": lambda: health.Check(check),
         "resolve_model": lambda: resolver.ResolveModel(resolve, metadata=md),
+        "resolve_model_min_revision": lambda: resolver.ResolveModel(at_revision, metadata=md),
         "list_available_models": lambda: resolver.ListAvailableModels(listing, metadata=md),
     }
 
@@ -86,7 +91,7 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
 
 async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
     async with grpc.aio.insecure_channel(plan["address"]) as channel:
-        calls = _calls(channel, plan["token"], plan["user"])
+        calls = _calls(channel, plan["token"], plan["user"], plan.get("min_revision", 0))
         results = []
         for phase in plan["phases"]:
             stats = await _phase(calls[phase["rpc"]], phase["concurrency"], phase["seconds"])
