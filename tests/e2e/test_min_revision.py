@@ -128,7 +128,7 @@ async def test_a_call_waits_for_its_revision_and_answers_with_it(database_url: s
 
 
 async def test_a_revision_not_reached_by_the_deadline_is_unavailable_and_says_which(database_url: str) -> None:
-    async with held_back(database_url, min_revision_max_wait_seconds=0.3) as held:
+    async with held_back(database_url, min_revision_max_wait_seconds=1.0) as held:
         b, resolver = held.b, held.resolver
         member = held.member
         written = await b.stub.SetModelOverride(cs.SetModelOverrideRequest(context=GENERAL, model="haiku"),
@@ -137,10 +137,10 @@ async def test_a_revision_not_reached_by_the_deadline_is_unavailable_and_says_wh
         calls: list[Callable[[], Awaitable[object]]] = [
             lambda: resolver.stub.ResolveModel(
                 rs.ResolveModelRequest(context=GENERAL, min_revision=written.revision), metadata=member,
-                timeout=5),  # the resolver's own limit (0.3 s) comes first
+                timeout=10),  # the resolver's own limit (1 s) comes first
             lambda: resolver.stub.ListAvailableModels(
                 rs.ListAvailableModelsRequest(min_revision=written.revision), metadata=member,
-                timeout=0.25),  # the call's deadline comes first
+                timeout=0.7),  # the call's deadline comes first: answered shortly before it
             lambda: resolver.stub.ResolveCredential(
                 rs.ResolveCredentialRequest(provider="anthropic"),
                 metadata=(*member, (MIN_REVISION_KEY, str(written.revision)))),
@@ -149,7 +149,7 @@ async def test_a_revision_not_reached_by_the_deadline_is_unavailable_and_says_wh
             started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call()
-            assert time.monotonic() - started >= 0.2  # it waited before giving up
+            assert time.monotonic() - started >= 0.5  # it waited before giving up
             err = info.value
             assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAVAILABLE, "REVISION_NOT_REACHED")
             assert info_metadata(err) == {"applied_revision": str(applied), "min_revision": str(written.revision),

@@ -27,8 +27,9 @@ MIN_REVISION_KEY = "x-modelplane-min-revision"
 REVISION_NOT_REACHED = "REVISION_NOT_REACHED"
 DEFAULT_MAX_WAIT_SECONDS = 5.0
 # Room for the UNAVAILABLE answer to reach the caller before its deadline
-# does (else the caller would see DEADLINE_EXCEEDED and not why).
-ANSWER_MARGIN_SECONDS = 0.02
+# does (else the caller would see DEADLINE_EXCEEDED and not why): a tenth of
+# the time left, within these bounds.
+ANSWER_MARGIN_SECONDS = (0.02, 0.1)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -74,7 +75,11 @@ class MinRevision:
                 self._metrics.asked("satisfied")
             return
         remaining = context.time_remaining()
-        budget = self._max_wait if remaining is None else min(self._max_wait, remaining - ANSWER_MARGIN_SECONDS)
+        if remaining is None:
+            budget = self._max_wait
+        else:
+            least, most = ANSWER_MARGIN_SECONDS
+            budget = min(self._max_wait, remaining - min(most, max(least, remaining / 10)))
         started = time.perf_counter()
         reached = await self._gate.wait(wanted, budget)
         if self._metrics is not None:
