@@ -36,12 +36,12 @@ class ConfigServiceStub:
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def __init__(self, channel):
@@ -226,12 +226,12 @@ class ConfigServiceServicer:
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def CreateProvider(self, request, context):
@@ -684,12 +684,12 @@ class ConfigService:
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @staticmethod

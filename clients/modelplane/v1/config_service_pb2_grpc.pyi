@@ -37,12 +37,12 @@ class ConfigServiceStub:
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @_typing.overload
@@ -180,12 +180,12 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -319,12 +319,12 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
 
-    Every successful unary answer that reads or writes the configuration
-    (all but GetModelOptionsSchema) carries the config revision it reflects in
-    the trailing metadata "x-modelplane-revision" (decimal), and in the
-    answer's own `revision` field where the answer message has one: a write's
-    committed revision, or the revision a read saw. Pass it to any resolver as
-    min_revision to read your own write there.
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @_abc_1.abstractmethod
