@@ -5,7 +5,10 @@ Plan: {"address", "token", "user", "phases": [{"rpc", "concurrency", "seconds", 
 where rpc is health, resolve_model, resolve_model_min_revision (ResolveModel
 naming the plan's "min_revision", which the resolver must already have
 applied) or list_available_models; other keys are echoed back with each
-phase's results.
+phase's results. A phase with "mix": [rpc_a, rpc_b] instead of "rpc" sends
+both kinds at once, each worker alternating between them (half the workers
+starting with each), and reports {"mix": {rpc_a: stats, rpc_b: stats}}: the
+two see the same load at every moment, so background noise cancels out.
 """
 
 from __future__ import annotations
@@ -89,11 +92,53 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     }
 
 
+def _stats(latencies: list[float], elapsed: float) -> dict[str, float]:
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else float("nan"),
+    }
+
+
+async def _mixed_phase(calls: dict[str, Callable[[], Awaitable[Any]]], concurrency: int,
+                       seconds: float) -> dict[str, dict[str, float]]:
+    names = list(calls)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    stop_at = time.perf_counter() + WARMUP_SECONDS
+
+    async def worker(first: int, record: bool) -> None:
+        turn = first
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at:
+                return
+            name = names[turn % len(names)]
+            await calls[name]()
+            if record:
+                latencies[name].append(time.perf_counter() - start)
+            turn += 1
+
+    await asyncio.gather(*(worker(n, False) for n in range(concurrency)))  # warm-up
+    began = time.perf_counter()
+    stop_at = began + seconds
+    await asyncio.gather(*(worker(n, True) for n in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return {name: _stats(values, elapsed) for name, values in latencies.items()}
+
+
 async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
     async with grpc.aio.insecure_channel(plan["address"]) as channel:
         calls = _calls(channel, plan["token"], plan["user"], plan.get("min_revision", 0))
         results = []
         for phase in plan["phases"]:
+            if "mix" in phase:
+                mixed = await _mixed_phase({name: calls[name] for name in phase["mix"]}, phase["concurrency"],
+                                           phase["seconds"])
+                results.append({**phase, "mix": mixed})
+                continue
             stats = await _phase(calls[phase["rpc"]], phase["concurrency"], phase["seconds"])
             results.append({**phase, **stats})
         return results

@@ -13,15 +13,17 @@ process only writes and reads, as a client would.
    scale, how many plain reads (no min_revision) sent right after the
    write's answer still saw the old model: what min_revision protects from.
 2. What an already-satisfied min_revision costs: ResolveModel naming a
-   revision long applied vs plain ResolveModel, in interleaved short phases
-   from a child process (bench.loadgen) against one resolver, at 1 and 32
-   callers; per-round ratios, medians over rounds.
+   revision long applied vs plain ResolveModel, sent together from a child
+   process (bench.loadgen, each caller alternating between the two) against
+   one resolver, at 1 and 32 callers, in several short rounds: both see the
+   same load at every moment, which on a shared machine matters more than
+   anything measured here. Latency ratios per round, medians over rounds.
 3. Failover: SIGKILL the config_svc a resolver watches, write through the
    other one at once, and time until every resolver answers that write.
 
 Targets (issue 12): write-to-visible p99 under 50 ms (NOTIFY; the 2 s poll is
 only the fallback); a satisfied min_revision within 5 % of a plain read
-(throughput ratio >= 0.95). Run: python -m bench.propagation
+(mean latency). Run: python -m bench.propagation
 """
 
 from __future__ import annotations
@@ -57,12 +59,12 @@ from modelplane.v1 import resources_pb2 as pb
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 WRITES = 5 if QUICK else 200
-PHASE_SECONDS = 0.05 if QUICK else 1.0
+PHASE_SECONDS = 0.05 if QUICK else 2.0
 ROUNDS = 1 if QUICK else 5
 CONCURRENCIES = (1, 32)
-RPCS = ("resolve_model", "resolve_model_min_revision")
+PLAIN, GUARDED = "resolve_model", "resolve_model_min_revision"
 VISIBLE_P99_TARGET_MS = 50.0
-SATISFIED_RATIO_TARGET = 0.95
+SATISFIED_EXTRA_TARGET = 0.05
 GENERAL = pb.OVERRIDE_CONTEXT_GENERAL
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,8 +206,8 @@ async def write_to_visible(config: Proc, resolvers: list[Proc], admin: Metadata,
 
 
 async def satisfied_cost(resolver: Proc, member_token: str, revision: int) -> list[dict[str, Any]]:
-    phases = [{"round": n, "rpc": rpc, "concurrency": c, "seconds": PHASE_SECONDS}
-              for c in CONCURRENCIES for n in range(ROUNDS) for rpc in RPCS]
+    phases = [{"round": n, "mix": [PLAIN, GUARDED], "concurrency": c, "seconds": PHASE_SECONDS}
+              for c in CONCURRENCIES for n in range(ROUNDS)]
     plan = json.dumps({"address": resolver.address, "token": member_token, "user": "", "min_revision": revision,
                        "phases": phases}).encode()
     child = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.loadgen", stdin=asyncio.subprocess.PIPE,
@@ -276,25 +278,24 @@ def report(configs: list[Proc], on: dict[str, str], sent: dict[str, list[float]]
     print(f"for scale: {stale} of {plain} plain reads (no min_revision) sent right after the write's answer "
           "still saw the old model")
 
-    print(f"\nAlready-satisfied min_revision vs a plain read: ResolveModel on one resolver, {ROUNDS} interleaved "
-          f"rounds of {PHASE_SECONDS:g} s, load from a child process; medians over rounds")
-    print(f"{'callers':>8}{'plain/s':>10}{'p50 ms':>9}{'min_rev/s':>11}{'p50 ms':>9}{'ratio':>8}{'p50 extra':>11}")
+    print(f"\nAlready-satisfied min_revision vs a plain read: ResolveModel on one resolver, both sent together "
+          f"(each caller alternating), {ROUNDS} rounds of {PHASE_SECONDS:g} s, load from a child process; "
+          "medians over rounds")
+    print(f"{'callers':>8}{'calls/s':>9}{'plain p50':>11}{'mean':>8}{'min_rev p50':>13}{'mean':>8}"
+          f"{'p50 extra':>11}{'mean extra':>12}")
     for c in CONCURRENCIES:
-        rounds = [{r["rpc"]: r for r in cost if r["concurrency"] == c and r["round"] == n} for n in range(ROUNDS)]
-        plain_rate = statistics.median(rd["resolve_model"]["per_second"] for rd in rounds)
-        guarded_rate = statistics.median(rd["resolve_model_min_revision"]["per_second"] for rd in rounds)
-        plain_p50 = statistics.median(rd["resolve_model"]["p50_ms"] for rd in rounds)
-        guarded_p50 = statistics.median(rd["resolve_model_min_revision"]["p50_ms"] for rd in rounds)
-        ratio = statistics.median(rd["resolve_model_min_revision"]["per_second"] / rd["resolve_model"]["per_second"]
-                                  for rd in rounds)
-        extra = statistics.median(rd["resolve_model_min_revision"]["p50_ms"] / rd["resolve_model"]["p50_ms"] - 1
-                                  for rd in rounds)
+        rounds = [r["mix"] for r in cost if r["concurrency"] == c]
+        rate = statistics.median(rd[PLAIN]["per_second"] + rd[GUARDED]["per_second"] for rd in rounds)
+        p50 = {k: statistics.median(rd[k]["p50_ms"] for rd in rounds) for k in (PLAIN, GUARDED)}
+        mean = {k: statistics.median(rd[k]["mean_ms"] for rd in rounds) for k in (PLAIN, GUARDED)}
+        p50_extra = statistics.median(rd[GUARDED]["p50_ms"] / rd[PLAIN]["p50_ms"] - 1 for rd in rounds)
+        mean_extra = statistics.median(rd[GUARDED]["mean_ms"] / rd[PLAIN]["mean_ms"] - 1 for rd in rounds)
         mark = ""
-        if ratio < SATISFIED_RATIO_TARGET:
-            mark, ok = "  below target", False
-        print(f"{c:>8}{plain_rate:>10.0f}{plain_p50:>9.3f}{guarded_rate:>11.0f}{guarded_p50:>9.3f}{ratio:>7.3f}x"
-              f"{extra * 100:>+10.1f}%{mark}")
-    print(f"target: >= {SATISFIED_RATIO_TARGET}x the plain read's throughput (within 5 %)")
+        if mean_extra > SATISFIED_EXTRA_TARGET:
+            mark, ok = "  above target", False
+        print(f"{c:>8}{rate:>9.0f}{p50[PLAIN]:>8.3f} ms{mean[PLAIN]:>8.3f}{p50[GUARDED]:>10.3f} ms"
+              f"{mean[GUARDED]:>8.3f}{p50_extra * 100:>+10.1f}%{mean_extra * 100:>+11.1f}%{mark}")
+    print(f"target: mean latency within {SATISFIED_EXTRA_TARGET:.0%} of the plain read's")
 
     print(f"\nFailover: SIGKILL config_svc {victim.name} (watched by "
           f"{', '.join(n for n, port in killed_on.items() if port == victim.port)}), then a write through the other;"
