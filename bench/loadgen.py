@@ -2,8 +2,13 @@
 server's: reads a JSON plan on stdin, prints JSON results on stdout.
 
 Plan: {"address", "token", "user", "phases": [{"rpc", "concurrency", "seconds", ...}]}
-where rpc is health, resolve_model or list_available_models; other keys are
-echoed back with each phase's results.
+where rpc is health, resolve_model, resolve_model_min_revision (ResolveModel
+naming the plan's "min_revision", which the resolver must already have
+applied) or list_available_models; other keys are echoed back with each
+phase's results. A phase with "mix": [rpc_a, rpc_b] instead of "rpc" sends
+both kinds at once, each worker alternating between them (half the workers
+starting with each), and reports {"mix": {rpc_a: stats, rpc_b: stats}}: the
+two see the same load at every moment, so background noise cancels out.
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ from modelplane.v1 import resources_pb2 as pb
 WARMUP_SECONDS = 0.1
 
 
-def _calls(channel: grpc.aio.Channel, token: str, user: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+def _calls(channel: grpc.aio.Channel, token: str, user: str,
+           min_revision: int = 0) -> dict[str, Callable[[], Awaitable[Any]]]:
     md = (("authorization", f"Bearer {token}"),)
     health = health_pb2_grpc.HealthStub(channel)
     resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
     check = health_pb2.HealthCheckRequest(service="modelplane.v1.ResolverService")
     resolve = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL)
     listing = rs.ListAvailableModelsRequest(user=user)
+    at_revision = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL, min_revision=min_revision)
     return {
         "health": lambda: health.Check(check),
         "resolve_model": lambda: resolver.ResolveModel(resolve, metadata=md),
+        "resolve_model_min_revision": lambda: resolver.ResolveModel(at_revision, metadata=md),
         "list_available_models": lambda: resolver.ListAvailableModels(listing, metadata=md),
     }
 
@@ -84,11 +92,53 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     }
 
 
+def _stats(latencies: list[float], elapsed: float) -> dict[str, float]:
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else float("nan"),
+    }
+
+
+async def _mixed_phase(calls: dict[str, Callable[[], Awaitable[Any]]], concurrency: int,
+                       seconds: float) -> dict[str, dict[str, float]]:
+    names = list(calls)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    stop_at = time.perf_counter() + WARMUP_SECONDS
+
+    async def worker(first: int, record: bool) -> None:
+        turn = first
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at:
+                return
+            name = names[turn % len(names)]
+            await calls[name]()
+            if record:
+                latencies[name].append(time.perf_counter() - start)
+            turn += 1
+
+    await asyncio.gather(*(worker(n, False) for n in range(concurrency)))  # warm-up
+    began = time.perf_counter()
+    stop_at = began + seconds
+    await asyncio.gather(*(worker(n, True) for n in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return {name: _stats(values, elapsed) for name, values in latencies.items()}
+
+
 async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
     async with grpc.aio.insecure_channel(plan["address"]) as channel:
-        calls = _calls(channel, plan["token"], plan["user"])
+        calls = _calls(channel, plan["token"], plan["user"], plan.get("min_revision", 0))
         results = []
         for phase in plan["phases"]:
+            if "mix" in phase:
+                mixed = await _mixed_phase({name: calls[name] for name in phase["mix"]}, phase["concurrency"],
+                                           phase["seconds"])
+                results.append({**phase, "mix": mixed})
+                continue
             stats = await _phase(calls[phase["rpc"]], phase["concurrency"], phase["seconds"])
             results.append({**phase, **stats})
         return results

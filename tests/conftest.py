@@ -75,6 +75,15 @@ async def database_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[st
         await conn.close()
 
 
+@pytest.fixture(autouse=True)
+def _cli_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI keeps the revisions it wrote in $XDG_STATE_HOME (cli.revisions):
+    one folder per test, so no test (or developer's home) sees another's,
+    and a port reused by a later test's config_svc never inherits them."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.delenv("MODELPLANE_STATE_FILE", raising=False)
+
+
 def _external_mode() -> bool:
     return bool(os.environ.get("MODELPLANE_TEST_CONFIG_ADDR"))
 

@@ -3,13 +3,15 @@ reflection, TLS and metrics into one grpc.aio server. Nothing happens at
 import time.
 
 Interceptors, outer to inner: metrics (so refused calls are counted too),
-request context/log line, authentication, error mapping, and the drain hook
-that ends WatchConfig streams on shutdown (see modelplane_server.runtime.shutdown).
+request context/log line, authentication, error mapping, the drain hook
+that ends WatchConfig streams on shutdown (see modelplane_server.runtime.shutdown),
+and the revision stamp on every answer (config_svc.revision_stamp).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -17,15 +19,18 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from modelplane_server.config_svc import db
+from modelplane_server.config_svc.revision_stamp import RevisionStamp
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
+from modelplane_server.config_svc.service.resolvers import ResolverMap
 from modelplane_server.config_svc.service.tokens import authenticate
 from modelplane_server.config_svc.service.watch import Broadcaster
 from modelplane_server.config_svc.servicer import ConfigServicer
 from modelplane_server.config_svc.settings import ConfigServiceSettings
 from modelplane_server.config_svc.store import Store
-from modelplane_server.runtime import crypto, metrics, shutdown, tls
+from modelplane_server.runtime import consistency_metrics, crypto, metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.domain.resolver_map import ResolverRecord
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -51,6 +56,7 @@ class ConfigServer:
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
+    resolver_map: ResolverMap
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful: NOT_SERVING, end watch streams, let in-flight calls finish
@@ -59,6 +65,7 @@ class ConfigServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
+        await self.resolver_map.close()
         await self._broadcaster.stop()
         await self.store.pool.close()
         if self.metrics_endpoint is not None:
@@ -89,16 +96,26 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
-        options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
+        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams, RevisionStamp(store, SERVICE_NAME)]),
+        options=keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
+                                  settings.keepalive_timeout_seconds))
+    resolver_map = ResolverMap(store, replica="", expiry_seconds=settings.resolver_expiry_seconds)
+
+    def map_for_metrics() -> tuple[list[ResolverRecord], int, str] | None:
+        latest = resolver_map.latest
+        return None if latest is None else (latest.records, latest.revision, latest.epoch)
+
+    consistency_metrics.watch_resolver_map(registry, map_for_metrics)
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
                                                                    settings.allow_metadata_addresses),
-                       aws_region=settings.aws_region),
+                       aws_region=settings.aws_region, resolver_map=resolver_map),
         server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     try:
         port = tls.add_port(server, settings.listen, settings.tls)
+        # This replica in the live map of resolvers: the host and the bound port.
+        resolver_map.replica = f"{socket.gethostname()}:{port}"
         await server.start()
         endpoint = metrics.serve(settings.metrics_listen, registry)
     except BaseException:
@@ -107,21 +124,34 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
         await pool.close()
         raise
     await health.set_serving(True)
-    tasks = [asyncio.create_task(_watch_database(store, health), name="db-health")]
+    tasks = [asyncio.create_task(_watch_database(store, health), name="db-health"),
+             asyncio.create_task(resolver_map.run(), name="resolver-map")]
     log.info("config_svc serving", address=settings.listen, port=port,
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
-    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster)
+    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, resolver_map)
 
 
-def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]:
+def keepalive_options(min_ping_interval_seconds: float, keepalive_seconds: float = 10.0,
+                      keepalive_timeout_seconds: float = 5.0) -> list[tuple[str, int]]:
     """Accept the keepalive pings resolvers send on their quiet watch streams
     (resolver_svc.state.config_client.channel_options). gRPC's server defaults
     allow one ping without data per 5 minutes and none without a call, and
-    answer more with GOAWAY too_many_pings, which would cut every watch."""
+    answer more with GOAWAY too_many_pings, which would cut every watch.
+
+    And ping the clients: a resolver gone without closing its connection
+    (its host died, the network was cut) would otherwise keep its watch
+    stream open here for as long as TCP takes to notice, hours, and be shown
+    watching in the live map. As on the resolver's side, the ping timeout is
+    what gRPC core enforces (grpc/grpc#39239), so both are set."""
+    timeout = max(1, int(keepalive_timeout_seconds * 1000))
     return [
         ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(min_ping_interval_seconds * 1000))),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", max(1, int(keepalive_seconds * 1000))),
+        ("grpc.keepalive_timeout_ms", timeout),
+        ("grpc.http2.ping_timeout_ms", timeout),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 

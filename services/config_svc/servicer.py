@@ -11,11 +11,13 @@ from modelplane_server import convert
 from modelplane_server.config_svc import paging, wire
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
+from modelplane_server.config_svc.service.resolvers import ResolverMap
 from modelplane_server.config_svc.service.watch import Broadcaster, watch_config
 from modelplane_server.config_svc.store import Store
 from modelplane_server.domain import options, validation
 from modelplane_server.domain.base_url import effective_base_url
 from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.resolver_map import validate_report
 from modelplane_server.domain.types import ADMIN_CONTEXTS, PERSONAL_CONTEXTS, Principal, Provider, Role
 from modelplane_server.runtime.auth import require, resolve_user
 from modelplane_server.runtime.context import current_principal
@@ -32,11 +34,12 @@ MEMBER = Role.MEMBER
 
 class ConfigServicer(cs_grpc.ConfigServiceServicer):
     def __init__(self, store: Store, broadcaster: Broadcaster, *, base_urls: BaseUrlPolicy,
-                 aws_region: str | None) -> None:
+                 aws_region: str | None, resolver_map: ResolverMap) -> None:
         self.store = store
         self.broadcaster = broadcaster
         self.base_urls = base_urls
         self.aws_region = aws_region
+        self.resolver_map = resolver_map
 
     def _provider_pb(self, p: Provider) -> pb.Provider:
         return convert.provider_to_pb(p, effective_base_url(p, self.aws_region))
@@ -228,8 +231,13 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         require(current_principal(), SERVICE, ADMIN)
         if request.after_revision < 0:
             raise InvalidArgument.one("after_revision", "must not be negative")
-        async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
-            yield wire.event_pb(event, self._provider_pb)
+        who = None
+        if request.HasField("resolver"):
+            who = wire.resolver_identity(request.resolver)
+            validate_report(who, request.after_revision, request.epoch, revision_field="after_revision")
+        async with self.resolver_map.watching(who, request.after_revision, request.epoch):
+            async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
+                yield wire.event_pb(event, self._provider_pb)
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest, context: Context) -> cs.UserConfig:
         user = _user(current_principal(), request.user)
@@ -251,6 +259,23 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         require(current_principal(), SERVICE)
         principal = await tokens.introspect(self.store, request.token)
         return pb.ApiToken(id=principal.token_id, role=convert.ROLE_TO_PB[principal.role], subject=principal.subject)
+
+    # ------------------------------------------------------------ the live map of resolvers
+
+    async def AckConfig(self, request: cs.AckConfigRequest, context: Context) -> empty_pb2.Empty:
+        require(current_principal(), SERVICE)
+        who = wire.resolver_identity(request.resolver)
+        validate_report(who, request.applied_revision, request.epoch, revision_field="applied_revision")
+        await self.resolver_map.ack(who, request.applied_revision, request.epoch)
+        return empty_pb2.Empty()
+
+    async def ListResolvers(self, request: cs.ListResolversRequest, context: Context) -> cs.ListResolversResponse:
+        _admin()
+        at = paging.cursor(request.page_size, request.page_token, "")
+        found = await self.resolver_map.page(at.limit, at.after)
+        page, token = at.page(found.records, lambda r: r.identity.id)
+        return cs.ListResolversResponse(resolvers=[wire.resolver_status(r, found.revision, found.epoch) for r in page],
+                                        next_page_token=token, revision=found.revision, epoch=found.epoch)
 
 
 def _admin() -> Principal:

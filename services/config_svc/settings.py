@@ -36,6 +36,14 @@ class ConfigServiceSettings:
     # resolvers reconnect when they hear nothing for
     # RESOLVER_CONFIG_WATCH_IDLE_SECONDS (default three heartbeats).
     watch_heartbeat_seconds: float = 10.0
+    # config_svc pings its clients (HTTP/2 keepalive), so a resolver that died
+    # without closing its connection (host gone, frozen, network cut) ends its
+    # watch stream after keepalive + timeout seconds.
+    keepalive_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    # A resolver not heard from (acks, every RESOLVER_ACK_INTERVAL_SECONDS)
+    # for this long is dropped from the live map.
+    resolver_expiry_seconds: float = 30.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the DSN (it may hold a password) and the keyring.
@@ -86,6 +94,17 @@ class ConfigServiceSettings:
                 "A WatchConfig stream with no change for this long sends an event with only the current "
                 "revision, so resolvers can tell a quiet stream from a dead one; keep it well below the "
                 "resolvers' RESOLVER_CONFIG_WATCH_IDLE_SECONDS", minimum=0.01),
+            keepalive_seconds=env_float(
+                env, "CONFIG_SVC_KEEPALIVE_SECONDS", 10.0,
+                "How often config_svc pings its clients (HTTP/2 keepalive), so the watch stream of a resolver "
+                "that died without closing its connection ends and it is shown as not watching", minimum=0.1),
+            keepalive_timeout_seconds=env_float(
+                env, "CONFIG_SVC_KEEPALIVE_TIMEOUT_SECONDS", 5.0,
+                "How long such a ping may go unanswered before config_svc drops the connection", minimum=0.1),
+            resolver_expiry_seconds=env_float(
+                env, "CONFIG_SVC_RESOLVER_EXPIRY_SECONDS", 30.0,
+                "A resolver not heard from (its acks, every RESOLVER_ACK_INTERVAL_SECONDS) for this long is "
+                "dead: ListResolvers and `modelplane status` no longer show it", minimum=1.0),
         )
 
 

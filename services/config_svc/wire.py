@@ -18,6 +18,7 @@ from modelplane_server.config_svc.patch import Update
 from modelplane_server.config_svc.service.watch import Changed, WatchEvent
 from modelplane_server.domain import options, validation
 from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.resolver_map import ResolverIdentity, ResolverRecord
 from modelplane_server.domain.text import has_control_chars
 from modelplane_server.domain.types import Model, ModelOverride, OverrideContext, Provider, Settings
 from modelplane.v1 import config_service_pb2 as cs
@@ -139,7 +140,8 @@ def event_pb(event: WatchEvent, provider_pb: Callable[[Provider], pb.Provider]) 
         model_overrides=[convert.override_to_pb(o) for o in s.model_overrides],
     )
     changes = [c for c in (_change_pb(c, provider_pb) for c in event.changes) if c is not None]
-    return cs.ConfigEvent(revision=event.revision, epoch=event.epoch, snapshot=snapshot, changes=changes)
+    return cs.ConfigEvent(revision=event.revision, epoch=event.epoch, snapshot=snapshot, changes=changes,
+                          commit_time=convert.timestamp(event.commit_time))
 
 
 def _change_pb(c: Changed, provider_pb: Callable[[Provider], pb.Provider]) -> cs.ConfigChange | None:
@@ -162,3 +164,17 @@ def _change_pb(c: Changed, provider_pb: Callable[[Provider], pb.Provider]) -> cs
     if kind == "token":
         return cs.ConfigChange(revoked_token=ref["id"])
     return None
+
+
+# ---------------------------------------------------------------- the live map of resolvers
+
+def resolver_identity(msg: cs.ResolverIdentity) -> ResolverIdentity:
+    return ResolverIdentity(msg.id, msg.host, msg.version)
+
+
+def resolver_status(r: ResolverRecord, revision: int, epoch: str) -> cs.ResolverStatus:
+    return cs.ResolverStatus(
+        resolver=cs.ResolverIdentity(id=r.identity.id, host=r.identity.host, version=r.identity.version),
+        config_svc=r.config_svc, watching=r.watching, applied_revision=r.applied_revision, epoch=r.epoch,
+        lag=r.lag(revision, epoch), connect_time=convert.timestamp(r.connect_time),
+        heartbeat_time=convert.timestamp(r.heartbeat_time))

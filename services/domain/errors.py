@@ -8,7 +8,8 @@ to gRPC status codes in one table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class FieldViolation:
 
 class DomainError(Exception):
     reason: str = "INTERNAL_ERROR"
+    # Facts a caller's code may act on, sent as google.rpc.ErrorInfo.metadata.
+    metadata: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)

@@ -34,7 +34,7 @@ async def _serve(settings: ResolverSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"resolver_svc listening on {settings.listen} (config_svc at {settings.config_svc_address})",
+    print(f"resolver_svc listening on {settings.listen} (config_svc at {','.join(settings.config_addresses)})",
           flush=True)
     await stop.wait()
     # NOT_SERVING first, so load balancers drain this replica before it stops.

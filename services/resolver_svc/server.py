@@ -20,10 +20,12 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from modelplane_server.runtime import metrics, shutdown, tls
+from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
+from modelplane_server.resolver_svc.api.min_revision import DEFAULT_MAX_WAIT_SECONDS, MinRevision
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
 from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
@@ -33,6 +35,7 @@ from modelplane_server.resolver_svc.resolution.service import ResolutionService
 from modelplane_server.resolver_svc.settings import ResolverSettings
 from modelplane_server.resolver_svc.state import ambient
 from modelplane_server.resolver_svc.state.config_client import ConfigClient
+from modelplane_server.resolver_svc.state.reporter import AppliedReporter, this_resolver
 from modelplane_server.resolver_svc.state.snapshot import Snapshot
 from modelplane_server.resolver_svc.state.watcher import ConfigWatcher
 from modelplane_server.resolver_svc.upstream import UpstreamClient
@@ -48,14 +51,17 @@ ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServi
 def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: CredentialCache, *,
                       upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                       probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S, aws_region: str | None = None,
-                      metrics: ResolverMetrics | None = None) -> ResolverServicer:
+                      metrics: ResolverMetrics | None = None,
+                      min_revision_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+                      consistency: ConsistencyMetrics | None = None) -> ResolverServicer:
     """The one ResolverServicer: resolution over the snapshot and the user
     cache, and the chat gateway over that resolution, the credentials and
     `upstream` (see ChatGateway for the options)."""
     resolution = ResolutionService(snapshot, users)
     gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
                           probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics)
-    return ResolverServicer(resolution, gateway)
+    min_revision = MinRevision(snapshot.applied, max_wait_seconds=min_revision_max_wait_seconds, metrics=consistency)
+    return ResolverServicer(resolution, gateway, min_revision=min_revision)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class ResolverServer:
     credentials: CredentialCache
     auth: CallerAuth
     watcher: ConfigWatcher
+    reporter: AppliedReporter
     servicer: ResolverServicer
     upstream: UpstreamClient
     resolver_metrics: metrics.ResolverMetrics
@@ -104,7 +111,7 @@ async def build_server(settings: ResolverSettings, *,
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` builds the servicer
     instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
-    config = ConfigClient(settings.config_svc_address, settings.service_token,
+    config = ConfigClient(settings.config_addresses, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
                           reconnect_max_seconds=settings.reconnect_max_seconds,
@@ -114,6 +121,8 @@ async def build_server(settings: ResolverSettings, *,
     snapshot = Snapshot()
     registry = CollectorRegistry()
     resolver_metrics = metrics.ResolverMetrics(registry)
+    consistency = ConsistencyMetrics(registry)
+    reporter = AppliedReporter(config, snapshot, this_resolver(), interval_seconds=settings.ack_interval_seconds)
     observe = resolver_metrics.cache_lookup
     users = UserCache(config.get_user_config, settings.user_cache_size, observe)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
@@ -126,7 +135,8 @@ async def build_server(settings: ResolverSettings, *,
     watcher = ConfigWatcher(config, snapshot, [users.invalidate, credentials.invalidate, auth.invalidate],
                             reconnect_initial_seconds=settings.reconnect_initial_seconds,
                             reconnect_max_seconds=settings.reconnect_max_seconds,
-                            idle_seconds=settings.config_watch_idle_seconds)
+                            idle_seconds=settings.config_watch_idle_seconds, resolver=reporter.identity,
+                            on_applied=[reporter.applied], metrics=consistency)
 
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
@@ -137,7 +147,9 @@ async def build_server(settings: ResolverSettings, *,
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
-                                     metrics=resolver_metrics)
+                                     metrics=resolver_metrics,
+                                     min_revision_max_wait_seconds=settings.min_revision_max_wait_seconds,
+                                     consistency=consistency)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
@@ -149,12 +161,13 @@ async def build_server(settings: ResolverSettings, *,
 
     tasks = [
         asyncio.create_task(watcher.run(), name="config-watch"),
+        asyncio.create_task(reporter.run(), name="config-ack"),
         asyncio.create_task(_serve_when_ready(snapshot, health, settings), name="readiness"),
     ]
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
-             config_svc=settings.config_svc_address)
-    return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, servicer,
-                          upstream, resolver_metrics, endpoint, streams, tasks)
+             config_svc=",".join(settings.config_addresses), resolver_id=reporter.identity.id)
+    return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, reporter,
+                          servicer, upstream, resolver_metrics, endpoint, streams, tasks)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:

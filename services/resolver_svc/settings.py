@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_str
+from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
 
@@ -49,10 +49,24 @@ class ResolverSettings:
     # stream is dead even where keepalive cannot tell (a gRPC proxy between).
     # 0: never.
     config_watch_idle_seconds: float = 30.0
+    # Several config_svc replicas to watch one of and fail over between
+    # (RESOLVER_CONFIG_SVC_ADDRESSES); empty: config_svc_address alone.
+    config_svc_addresses: tuple[str, ...] = ()
+    # A call asking for a min_revision not yet applied waits at most this long
+    # (less when its deadline is nearer), then fails REVISION_NOT_REACHED.
+    min_revision_max_wait_seconds: float = 5.0
+    # How often the resolver tells config_svc what it applied when nothing
+    # changes (its heartbeat in the live map of resolvers).
+    ack_interval_seconds: float = 5.0
+
+    @property
+    def config_addresses(self) -> tuple[str, ...]:
+        """Every config_svc address the resolver may watch."""
+        return self.config_svc_addresses or (self.config_svc_address,)
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
-        return f"ResolverSettings(config_svc_address={self.config_svc_address!r}, listen={self.listen!r}, ...)"
+        return f"ResolverSettings(config_addresses={self.config_addresses!r}, listen={self.listen!r}, ...)"
 
     @classmethod
     def from_env(cls, env: Env) -> "ResolverSettings":
@@ -118,7 +132,24 @@ class ResolverSettings:
                 "A config watch that delivers nothing (not even config_svc's heartbeat, every "
                 "CONFIG_SVC_WATCH_HEARTBEAT_SECONDS) for this long is treated as lost and reopened; "
                 "0 never does", minimum=0.0),
+            config_svc_addresses=tuple(env_list(
+                env, "RESOLVER_CONFIG_SVC_ADDRESSES", [],
+                "Comma-separated host:port of several config_svc replicas (one database), instead of "
+                "CONFIG_SVC_ADDRESS: the resolver watches one and, when it goes away, fails over to the next "
+                "within a second and resumes from its revision; no load balancer needed")),
+            min_revision_max_wait_seconds=env_float(
+                env, "RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS", 5.0,
+                "A call asking for a min_revision this resolver has not applied yet waits at most this long "
+                "(less when its deadline is nearer), then fails UNAVAILABLE REVISION_NOT_REACHED", minimum=0.0),
+            ack_interval_seconds=env_float(
+                env, "RESOLVER_ACK_INTERVAL_SECONDS", 5.0,
+                "How often the resolver tells config_svc which revision it applied when nothing changes (after a "
+                "change it does so at once): its heartbeat in the live map of resolvers; keep it well below "
+                "config_svc's CONFIG_SVC_RESOLVER_EXPIRY_SECONDS", minimum=0.1),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")
+        if settings.config_svc_addresses and not env.describe_only and env.raw("CONFIG_SVC_ADDRESS"):
+            raise SettingsError("CONFIG_SVC_ADDRESS and RESOLVER_CONFIG_SVC_ADDRESSES are both set; set only one "
+                                "(RESOLVER_CONFIG_SVC_ADDRESSES may list a single address)")
         return settings

@@ -99,3 +99,11 @@ async def audit_count(cfg: ConfigHarness) -> int:
 async def revision(cfg: ConfigHarness) -> int:
     return int(await cfg.server.store.pool.fetchval("SELECT revision FROM config_revision"))
 
+
+def unstamped(message: Any) -> Any:
+    """A copy without the revision the answer reflects (two answers about the
+    same unchanged resource differ in it when other writes came between)."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.ClearField("revision")
+    return copy

@@ -59,6 +59,8 @@ TABLE: dict[str, tuple[Any, set[str]]] = {
     "GetUserConfig": (cs.GetUserConfigRequest(user="alice"), {A, M, S}),
     "AccessCredential": (cs.AccessCredentialRequest(provider="ghost"), {S}),
     "IntrospectToken": (None, {S}),  # filled in with a live token
+    "AckConfig": (cs.AckConfigRequest(), {S}),  # no resolver id: refused, nothing recorded
+    "ListResolvers": (cs.ListResolversRequest(), {A}),
 }
 
 # What an allowed caller gets for the requests above.
@@ -70,7 +72,7 @@ ALLOWED_ANSWER: dict[str, Code] = {
     "ClearModelOverride": Code.NOT_FOUND, "SetPersonalOverride": Code.FAILED_PRECONDITION,
     "ClearPersonalOverride": Code.NOT_FOUND, "SetUserKey": Code.FAILED_PRECONDITION,
     "DeleteUserKey": Code.NOT_FOUND, "CreateApiToken": Code.INVALID_ARGUMENT, "RevokeApiToken": Code.NOT_FOUND,
-    "AccessCredential": Code.NOT_FOUND,
+    "AccessCredential": Code.NOT_FOUND, "AckConfig": Code.INVALID_ARGUMENT,
 }
 
 

@@ -13,7 +13,7 @@ from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness
-from tests.integration.helpers import audit_count, fails, model, provider, raw
+from tests.integration.helpers import audit_count, fails, model, provider, raw, unstamped
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ async def test_model_crud_and_first_model_is_default(cfg: ConfigHarness) -> None
     second = await model(cfg, "anthropic", "claude-haiku", name="haiku")
     assert second.name == "haiku" and not second.is_default
     got = await cfg.stub.GetModel(cs.GetModelRequest(name=first.name), metadata=cfg.admin)
-    assert got == first
+    assert unstamped(got) == unstamped(first) and got.revision > first.revision  # haiku was created between
 
     await fails(cfg.stub.GetModel(cs.GetModelRequest(name="nope"), metadata=cfg.admin),
                 grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
@@ -246,7 +246,7 @@ async def test_set_default_model(cfg: ConfigHarness) -> None:
     assert [r["name"] for r in await raw(cfg, "SELECT name FROM models WHERE is_default")] == ["b"]
     # An empty model clears the star.
     cleared = await cfg.stub.SetDefaultModel(cs.SetDefaultModelRequest(), metadata=cfg.admin)
-    assert cleared == pb.Model()
+    assert unstamped(cleared) == pb.Model() and cleared.revision > starred.revision
     assert await raw(cfg, "SELECT name FROM models WHERE is_default") == []
 
 

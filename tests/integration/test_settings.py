@@ -87,6 +87,8 @@ def test_config_svc_refuses_a_bad_setting_with_exit_code_2(env: dict[str, str], 
     ({}, "RESOLVER_SERVICE_TOKEN"),
     ({"RESOLVER_USER_CACHE_SIZE": "0"}, "RESOLVER_USER_CACHE_SIZE"),
     ({"RESOLVER_TOKEN_TTL_SECONDS": "soon"}, "RESOLVER_TOKEN_TTL_SECONDS"),
+    ({"CONFIG_SVC_ADDRESS": "a:1", "RESOLVER_CONFIG_SVC_ADDRESSES": "b:1,c:1"}, "RESOLVER_CONFIG_SVC_ADDRESSES"),
+    ({"RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS": "-1"}, "RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS"),
 ])
 def test_resolver_svc_refuses_a_bad_setting_with_exit_code_2(env: dict[str, str], named: str) -> None:
     base = {} if named == "RESOLVER_SERVICE_TOKEN" else {"RESOLVER_SERVICE_TOKEN": "mp_x_y"}
@@ -114,6 +116,15 @@ def test_the_new_operational_settings_are_read() -> None:
     assert settings.metrics_listen == "127.0.0.1:9464" and settings.tls is None
     assert settings.shutdown_grace_seconds == 10.0
     assert "postgresql://" not in repr(settings)
+
+
+def test_a_resolver_takes_several_config_svc_addresses() -> None:
+    base = {"RESOLVER_SERVICE_TOKEN": "mp_x_y"}
+    listed = ResolverSettings.from_env(Env(environ={**base, "RESOLVER_CONFIG_SVC_ADDRESSES": " a:1, b:2 ,"}))
+    assert listed.config_addresses == ("a:1", "b:2")
+    alone = ResolverSettings.from_env(Env(environ={**base, "CONFIG_SVC_ADDRESS": "c:3"}))
+    assert alone.config_addresses == ("c:3",)
+    assert ResolverSettings.from_env(Env(environ=base)).config_addresses == ("127.0.0.1:50051",)
 
 
 @pytest.mark.parametrize(("env", "region"), [

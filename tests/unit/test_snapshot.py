@@ -193,7 +193,11 @@ class FakeConfigClient:
         self.calls: list[tuple[int, str]] = []
         self.done = asyncio.Event()
 
-    async def watch(self, after_revision: int, epoch: str = "") -> AsyncIterator[cs.ConfigEvent]:
+    def fail_over(self, failed: str) -> str:
+        return self.address  # one replica only
+
+    async def watch(self, after_revision: int, epoch: str = "",
+                    resolver: object = None) -> AsyncIterator[cs.ConfigEvent]:
         self.calls.append((after_revision, epoch))
         if not self.streams:
             self.done.set()

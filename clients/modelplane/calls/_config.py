@@ -336,3 +336,29 @@ def access_credential(provider: str, *, user: str = "",
 def introspect_token(token: str, **per_call: Unpack[CallOptions]) -> Unary[pb.ApiToken]:
     return config_call("IntrospectToken", cs.IntrospectTokenRequest(token=token), pb.ApiToken.FromString,
                        read=True, per_call=per_call)
+
+
+# -- the live map of resolvers ------------------------------------------------------------------
+
+
+def list_resolvers(*, page_size: int = 0,
+                   **per_call: Unpack[CallOptions]) -> Paged[cs.ListResolversResponse, cs.ResolverStatus]:
+    """ListResolvers, every page: each live resolver, the replica it watches,
+    the revision it applied and its lag. For the current revision and epoch
+    the lags count from, use list_resolvers_page."""
+    return Paged(list_resolvers_page(page_size=page_size, **per_call), lambda page: page.resolvers)
+
+
+def list_resolvers_page(*, page_size: int = 0, page_token: str = "",
+                        **per_call: Unpack[CallOptions]) -> Unary[cs.ListResolversResponse]:
+    """ListResolvers, one page (with the current revision and epoch)."""
+    return config_call("ListResolvers", cs.ListResolversRequest(page_size=page_size, page_token=page_token),
+                       cs.ListResolversResponse.FromString, read=True, per_call=per_call)
+
+
+def ack_config(resolver_id: str, applied_revision: int, *, host: str = "", version: str = "", epoch: str = "",
+               **per_call: Unpack[CallOptions]) -> Unary[None]:
+    """AckConfig: what a resolver reports about itself (service role)."""
+    request = cs.AckConfigRequest(resolver=cs.ResolverIdentity(id=resolver_id, host=host, version=version),
+                                  applied_revision=applied_revision, epoch=epoch)
+    return config_call("AckConfig", request, nothing, per_call=per_call)

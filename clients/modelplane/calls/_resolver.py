@@ -1,4 +1,9 @@
-"""ResolverService calls (resolution, chat, probes) and grpc.health.v1 on either server."""
+"""ResolverService calls (resolution, chat, probes) and grpc.health.v1 on either server.
+
+Every ResolverService call takes min_revision: answer only once the resolver
+has applied that config revision. The clients fill it in themselves with the
+highest revision they wrote (ClientBase.revision); pass a higher one to wait
+for a write made elsewhere."""
 
 from __future__ import annotations
 
@@ -13,29 +18,30 @@ from modelplane.v1 import resolver_service_pb2 as rs
 # -- resolution ---------------------------------------------------------------------------------------------
 
 
-def resolve_credential(provider: str, *, user: str = "",
+def resolve_credential(provider: str, *, user: str = "", min_revision: int = 0,
                        **per_call: Unpack[CallOptions]) -> Unary[rs.CredentialResolution]:
-    request = rs.ResolveCredentialRequest(user=user, provider=provider)
+    request = rs.ResolveCredentialRequest(user=user, provider=provider, min_revision=min_revision)
     return resolver_call("ResolveCredential", request, rs.CredentialResolution.FromString, read=True,
                          per_call=per_call)
 
 
-def list_user_key_status(*, user: str = "",
+def list_user_key_status(*, user: str = "", min_revision: int = 0,
                          **per_call: Unpack[CallOptions]) -> Unary[rs.ListUserKeyStatusResponse]:
-    return resolver_call("ListUserKeyStatus", rs.ListUserKeyStatusRequest(user=user),
+    return resolver_call("ListUserKeyStatus", rs.ListUserKeyStatusRequest(user=user, min_revision=min_revision),
                          rs.ListUserKeyStatusResponse.FromString, read=True, per_call=per_call)
 
 
-def list_available_models(*, user: str = "", last_used_model: str = "",
+def list_available_models(*, user: str = "", last_used_model: str = "", min_revision: int = 0,
                           **per_call: Unpack[CallOptions]) -> Unary[rs.ListAvailableModelsResponse]:
-    request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model)
+    request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model, min_revision=min_revision)
     return resolver_call("ListAvailableModels", request, rs.ListAvailableModelsResponse.FromString, read=True,
                          per_call=per_call)
 
 
-def resolve_model(context: str | int = "root", chat_model: str = "", *, user: str = "",
+def resolve_model(context: str | int = "root", chat_model: str = "", *, user: str = "", min_revision: int = 0,
                   **per_call: Unpack[CallOptions]) -> Unary[rs.ResolvedModel]:
-    request = rs.ResolveModelRequest(user=user, context=override_context(context), chat_model=chat_model)
+    request = rs.ResolveModelRequest(user=user, context=override_context(context), chat_model=chat_model,
+                                     min_revision=min_revision)
     return resolver_call("ResolveModel", request, rs.ResolvedModel.FromString, read=True, per_call=per_call)
 
 
@@ -53,6 +59,7 @@ def chat_request(
     chat_id: str = "",
     tools: ToolInput = (),
     user: str = "",
+    min_revision: int = 0,
 ) -> rs.ChatRequest:
     """messages: one user message as a string, or ChatMessage / (role, text) pairs
     with role one of system, user, assistant, tool."""
@@ -66,30 +73,33 @@ def chat_request(
         parse(tool, definition, "tools")
         definitions.append(definition)
     return rs.ChatRequest(user=user, context=override_context(context), chat_model=chat_model, chat_id=chat_id,
-                          messages=built, tools=definitions)
+                          messages=built, tools=definitions, min_revision=min_revision)
 
 
 def chat(messages: ChatInput, *, context: str | int = "root", chat_model: str = "", chat_id: str = "",
-         tools: ToolInput = (), user: str = "", **per_call: Unpack[CallOptions]) -> Unary[rs.ChatResponse]:
+         tools: ToolInput = (), user: str = "", min_revision: int = 0,
+         **per_call: Unpack[CallOptions]) -> Unary[rs.ChatResponse]:
     """Chat: never retried (the upstream may have run it)."""
     request = chat_request(messages, context=context, chat_model=chat_model, chat_id=chat_id, tools=tools,
-                           user=user)
+                           user=user, min_revision=min_revision)
     return resolver_call("Chat", request, rs.ChatResponse.FromString, per_call=per_call)
 
 
 def stream_chat(messages: ChatInput, *, context: str | int = "root", chat_model: str = "", chat_id: str = "",
-                tools: ToolInput = (), user: str = "", **per_call: Unpack[CallOptions]) -> Stream[rs.ChatEvent]:
+                tools: ToolInput = (), user: str = "", min_revision: int = 0,
+                **per_call: Unpack[CallOptions]) -> Stream[rs.ChatEvent]:
     """StreamChat: the resolution first, then deltas, usage, and finish last."""
     request = chat_request(messages, context=context, chat_model=chat_model, chat_id=chat_id, tools=tools,
-                           user=user)
+                           user=user, min_revision=min_revision)
     return Stream(Target.RESOLVER, f"/{RESOLVER_SERVICE}/StreamChat", request, rs.ChatEvent.FromString,
                   user_scoped=True, per_call=per_call)
 
 
-def probe_provider(provider: str, *, use_own_key: bool = False, user: str = "",
+def probe_provider(provider: str, *, use_own_key: bool = False, user: str = "", min_revision: int = 0,
                    **per_call: Unpack[CallOptions]) -> Unary[rs.ProbeProviderResponse]:
     """ProbeProvider: reachability, authentication and missing models upstream."""
-    request = rs.ProbeProviderRequest(provider=provider, use_own_key=use_own_key, user=user)
+    request = rs.ProbeProviderRequest(provider=provider, use_own_key=use_own_key, user=user,
+                                      min_revision=min_revision)
     return resolver_call("ProbeProvider", request, rs.ProbeProviderResponse.FromString, user_scoped=use_own_key,
                          per_call=per_call)
 

@@ -2,7 +2,9 @@
 
 Addresses and token come from the environment (MODELPLANE_CONFIG_ADDR,
 MODELPLANE_RESOLVER_ADDR, MODELPLANE_TOKEN or MODELPLANE_TOKEN_FILE, the
-MODELPLANE_TLS_* variables); flags override them. Output is aligned tables
+MODELPLANE_TLS_* variables); flags override them. The revisions of its
+writes are kept in a state file (revisions.py), so a later resolver command
+reads them. Output is aligned tables
 by default and JSON with --json. Exit codes: 0 ok, 1 the server refused or
 failed, 2 usage errors. API keys are read from stdin or a file, never from
 the command line, and are never printed.
@@ -42,8 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
-        if session._client is not None:
-            session._client.close()
+        session.close()
     return 0
 
 

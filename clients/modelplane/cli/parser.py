@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from modelplane import calls
-from modelplane.cli import admin, runtime
+from modelplane.cli import admin, runtime, status
 from modelplane.cli.session import Handler
 
 ENVIRONMENT = """environment:
@@ -19,6 +19,9 @@ ENVIRONMENT = """environment:
   MODELPLANE_TLS_CERT, MODELPLANE_TLS_KEY   client certificate and key for mutual TLS
   MODELPLANE_TLS_SERVER_NAME name expected in the server certificate
   Any MODELPLANE_TLS_* setting (or its flag) turns TLS on.
+  MODELPLANE_STATE_FILE      where the revisions of your writes are kept for 10 minutes, so
+                             resolver commands read them (default
+                             $XDG_STATE_HOME/modelplane/revisions.json; "off" disables)
 """
 
 
@@ -229,4 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.command(top, "watch", runtime.watch, "stream configuration changes (service or admin)")
     p.add_argument("--after-revision", type=int, default=0)
     _user(b.command(top, "user-config", runtime.user_config, "a user's overrides and key providers as resolvers see them"))
+    b.command(top, "status", status.status,
+              "live resolvers of every config_svc replica: what each watches, applied and lags (admin)")
     return parser

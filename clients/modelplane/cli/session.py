@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Iterable, TextIO
 
 from google.protobuf.message import Message
 
-from modelplane.cli import render
+from modelplane.cli import render, revisions
 from modelplane.client import DEFAULT_CONFIG_ADDRESS, DEFAULT_RESOLVER_ADDRESS, TLS, ModelplaneClient
 
 
@@ -40,9 +40,23 @@ class Session:
 
     @property
     def client(self) -> ModelplaneClient:
+        """Built on first use; resolver calls wait for the revisions this CLI
+        wrote lately (cli.revisions)."""
         if self._client is None:
             self._client = _build_client(self.args)
+            self._client.observe_revision(revisions.remembered(self._config_address()))
         return self._client
+
+    def _config_address(self) -> str:
+        return _setting(self.args, "config_addr", "MODELPLANE_CONFIG_ADDR", DEFAULT_CONFIG_ADDRESS) or ""
+
+    def close(self) -> None:
+        """Remember what this command wrote, and close the channels."""
+        if self._client is None:
+            return
+        if self._client.revision > revisions.remembered(self._config_address()):
+            revisions.remember(self._config_address(), self._client.revision)
+        self._client.close()
 
     def print(self, text: str) -> None:
         print(text, file=self.out, flush=True)

@@ -68,11 +68,14 @@ class AsyncModelplaneClient(ClientBase[grpc.aio.Channel]):
         while True:
             attempt += 1
             try:
-                data = await invoke(request, metadata=self._call_metadata(call), timeout=self._deadline(call))
+                rpc = invoke(request, metadata=self._call_metadata(call), timeout=self._deadline(call))
+                data = await rpc
+                trailers = await rpc.trailing_metadata()
             except grpc.RpcError as err:
                 if not self._retry.should_retry(call, err, attempt):
                     raise error_from_rpc(err) from err
             else:
+                self._answered(call, tuple(trailers))
                 return call.decode(data)
             await asyncio.sleep(self._retry.delay(attempt))
 
@@ -138,6 +141,9 @@ class AsyncModelplaneClient(ClientBase[grpc.aio.Channel]):
     create_api_token = _unary(calls.create_api_token)
     list_api_tokens = _paged(calls.list_api_tokens)
     revoke_api_token = _unary(calls.revoke_api_token)
+    list_resolvers = _paged(calls.list_resolvers)
+    list_resolvers_page = _unary(calls.list_resolvers_page)
+    ack_config = _unary(calls.ack_config)
     watch_config = _stream(calls.watch_config)
     get_user_config = _unary(calls.get_user_config)
     access_credential = _unary(calls.access_credential)

@@ -1,6 +1,13 @@
 """What both clients share: TLS settings, retries of reads, and the part of
 a client that turns a call description into what goes on the wire
-(channel target, request with the acting-for user, metadata, deadline)."""
+(channel target, request with the acting-for user and the min_revision,
+metadata, deadline).
+
+Read your writes: every ConfigService write answers the revision it
+committed (trailing metadata REVISION_KEY). A client remembers the highest
+one (`revision`), shared with its acting_for views, and sends it as
+min_revision on every ResolverService call that does not ask for more, so
+whichever resolver answers has applied the client's own writes."""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ C = TypeVar("C")
 
 DEFAULT_CONFIG_ADDRESS = "127.0.0.1:50051"
 DEFAULT_RESOLVER_ADDRESS = "127.0.0.1:50052"
+REVISION_KEY = "x-modelplane-revision"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,24 @@ class CallRetry:
 NO_RETRY = CallRetry(max_attempts=1)
 
 
+class _Written:
+    """The highest config revision written through one client and its views."""
+
+    def __init__(self) -> None:
+        self.revision = 0
+
+    def saw(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+
+
+def revision_in(metadata: Sequence[tuple[str, str | bytes]] | None) -> int:
+    """The revision a ConfigService answer reported in its trailers (0: none)."""
+    for key, value in metadata or ():
+        if key == REVISION_KEY and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return 0
+
+
 def raw(data: bytes) -> bytes:
     """grpc's response deserializer: keep the bytes; Unary.decode runs after
     the call, because sync grpc counts a deserializer's None as a failure."""
@@ -107,6 +133,7 @@ class ClientBase(Generic[C]):
         self._metadata = (("authorization", f"Bearer {token}"), *metadata)
         self._channel_options = [*channel_options, *(tls.channel_options() if tls else [])]
         self._acting_for = ""
+        self._written = _Written()  # shared with acting_for() views
         self._owns_channels = True
         self._channels: dict[Target, C] = {}  # shared with acting_for() views
 
@@ -121,6 +148,26 @@ class ClientBase(Generic[C]):
         view._owns_channels = False
         return view
 
+    @property
+    def revision(self) -> int:
+        """The highest config revision this client (or a view of it) wrote,
+        or was told of with observe_revision(); 0 before any. ResolverService
+        calls send it as min_revision."""
+        return self._written.revision
+
+    def observe_revision(self, revision: int) -> None:
+        """Make resolver calls wait for at least `revision` from now on, e.g.
+        one another process wrote (the CLI keeps its writes' revisions in a
+        state file)."""
+        if revision < 0:
+            raise ValueError("a revision is not negative")
+        self._written.saw(revision)
+
+    def _answered(self, call: Unary[Any], trailers: Sequence[tuple[str, str | bytes]] | None) -> None:
+        """Remember the revision a ConfigService write committed."""
+        if call.target is Target.CONFIG and not call.idempotent:
+            self._written.saw(revision_in(trailers))
+
     def _address(self, target: Target) -> str:
         address = self._addresses[target]
         if not address:
@@ -129,9 +176,16 @@ class ClientBase(Generic[C]):
 
     def _request(self, call: Unary[Any] | Stream[Any]) -> Message:
         request = call.request
-        if self._acting_for and call.user_scoped and not getattr(request, "user"):
+        fill_user = self._acting_for and call.user_scoped and not getattr(request, "user")
+        written = self._written.revision
+        fill_revision = (call.target is Target.RESOLVER and "min_revision" in request.DESCRIPTOR.fields_by_name
+                         and getattr(request, "min_revision") < written)
+        if fill_user or fill_revision:
             request = copy.deepcopy(request)
-            setattr(request, "user", self._acting_for)
+            if fill_user:
+                setattr(request, "user", self._acting_for)
+            if fill_revision:
+                setattr(request, "min_revision", written)
         return request
 
     def _call_metadata(self, call: Unary[Any] | Stream[Any]) -> tuple[tuple[str, str], ...]:

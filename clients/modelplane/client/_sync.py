@@ -65,11 +65,13 @@ class ModelplaneClient(ClientBase[grpc.Channel]):
         while True:
             attempt += 1
             try:
-                data = invoke(request, metadata=self._call_metadata(call), timeout=self._deadline(call))
+                data, rpc = invoke.with_call(request, metadata=self._call_metadata(call),
+                                             timeout=self._deadline(call))
             except grpc.RpcError as err:
                 if not self._retry.should_retry(call, err, attempt):
                     raise error_from_rpc(err) from err
             else:
+                self._answered(call, rpc.trailing_metadata())
                 return call.decode(data)
             time.sleep(self._retry.delay(attempt))
 
@@ -134,6 +136,9 @@ class ModelplaneClient(ClientBase[grpc.Channel]):
     create_api_token = _unary(calls.create_api_token)
     list_api_tokens = _paged(calls.list_api_tokens)
     revoke_api_token = _unary(calls.revoke_api_token)
+    list_resolvers = _paged(calls.list_resolvers)
+    list_resolvers_page = _unary(calls.list_resolvers_page)
+    ack_config = _unary(calls.ack_config)
     watch_config = _stream(calls.watch_config)
     get_user_config = _unary(calls.get_user_config)
     access_credential = _unary(calls.access_credential)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from modelplane.v1 import resources_pb2 as _resources_pb2
@@ -134,8 +135,11 @@ class ListProvidersResponse(_message.Message):
 
     PROVIDERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """next_page_token: Empty on the last page."""
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Provider]: ...
     def __init__(
@@ -143,10 +147,11 @@ class ListProvidersResponse(_message.Message):
         *,
         providers: _abc.Iterable[_resources_pb2.Provider] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "providers", b"providers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "providers", b"providers", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,7 +291,10 @@ class ListModelsResponse(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Model]: ...
     def __init__(
@@ -294,10 +302,11 @@ class ListModelsResponse(_message.Message):
         *,
         models: _abc.Iterable[_resources_pb2.Model] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -616,16 +625,20 @@ class ListModelOverridesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OVERRIDES_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ModelOverride]: ...
     def __init__(
         self,
         *,
         overrides: _abc.Iterable[_resources_pb2.ModelOverride] | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -709,8 +722,11 @@ class ListPersonalOverridesResponse(_message.Message):
 
     OVERRIDES_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     """enabled: Whether personal overrides currently apply (the admin gate)."""
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ModelOverride]: ...
     def __init__(
@@ -718,10 +734,11 @@ class ListPersonalOverridesResponse(_message.Message):
         *,
         overrides: _abc.Iterable[_resources_pb2.ModelOverride] | None = ...,
         enabled: _builtins.bool = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "overrides", b"overrides"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "overrides", b"overrides", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -804,16 +821,20 @@ class ListUserKeysResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.UserKey]: ...
     def __init__(
         self,
         *,
         keys: _abc.Iterable[_resources_pb2.UserKey] | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -853,7 +874,10 @@ class ListAuditEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.AuditEvent]: ...
     def __init__(
@@ -861,10 +885,11 @@ class ListAuditEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[_resources_pb2.AuditEvent] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -898,8 +923,11 @@ class CreateApiTokenResponse(_message.Message):
 
     TOKEN_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     secret: _builtins.str
     """secret: The bearer token. Shown only here; store it now."""
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def token(self) -> _resources_pb2.ApiToken: ...
     def __init__(
@@ -907,10 +935,11 @@ class CreateApiTokenResponse(_message.Message):
         *,
         token: _resources_pb2.ApiToken | None = ...,
         secret: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "secret", b"secret", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -950,7 +979,10 @@ class ListApiTokensResponse(_message.Message):
 
     TOKENS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
     @_builtins.property
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ApiToken]: ...
     def __init__(
@@ -958,10 +990,11 @@ class ListApiTokensResponse(_message.Message):
         *,
         tokens: _abc.Iterable[_resources_pb2.ApiToken] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revision", b"revision", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -993,6 +1026,7 @@ class WatchConfigRequest(_message.Message):
 
     AFTER_REVISION_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    RESOLVER_FIELD_NUMBER: _builtins.int
     after_revision: _builtins.int
     """after_revision: Optional. The last revision the watcher applied; 0 asks for a snapshot."""
     epoch: _builtins.str
@@ -1000,15 +1034,23 @@ class WatchConfigRequest(_message.Message):
     not the database's current epoch (e.g. the database was restored from a
     backup) the stream starts with a fresh snapshot.
     """
+    @_builtins.property
+    def resolver(self) -> Global___ResolverIdentity:
+        """resolver: Optional. Who watches: a resolver names itself so config_svc
+        lists it (ListResolvers) while the stream is open; other watchers (the
+        CLI) leave it empty.
+        """
+
     def __init__(
         self,
         *,
         after_revision: _builtins.int = ...,
         epoch: _builtins.str = ...,
+        resolver: Global___ResolverIdentity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolver", b"resolver"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1150,6 +1192,7 @@ class ConfigEvent(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    COMMIT_TIME_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision: The config revision this event brings the watcher to."""
     epoch: _builtins.str
@@ -1164,6 +1207,12 @@ class ConfigEvent(_message.Message):
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigChange]:
         """changes: What changed at this revision (empty with a snapshot)."""
 
+    @_builtins.property
+    def commit_time(self) -> _timestamp_pb2.Timestamp:
+        """commit_time: When the change at this revision committed (set on change
+        events only); resolvers measure write-to-visible from it.
+        """
+
     def __init__(
         self,
         *,
@@ -1171,10 +1220,11 @@ class ConfigEvent(_message.Message):
         epoch: _builtins.str = ...,
         snapshot: Global___ConfigSnapshot | None = ...,
         changes: _abc.Iterable[Global___ConfigChange] | None = ...,
+        commit_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "commit_time", b"commit_time", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1288,3 +1338,179 @@ class AccessCredentialResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessCredentialResponse: _TypeAlias = AccessCredentialResponse  # noqa: Y015
+
+@_typing.final
+class ResolverIdentity(_message.Message):
+    """ResolverIdentity names one resolver process."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id: Required. Unique per resolver process (a new one on each start);
+    1-128 characters of [A-Za-z0-9._:-].
+    """
+    host: _builtins.str
+    """host: Optional. The resolver's host name; at most 255 printable characters."""
+    version: _builtins.str
+    """version: Optional. The resolver's software version; at most 64 printable characters."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        host: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolverIdentity: _TypeAlias = ResolverIdentity  # noqa: Y015
+
+@_typing.final
+class AckConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLVER_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    applied_revision: _builtins.int
+    """applied_revision: Required. The revision the resolver has applied (>= 0)."""
+    epoch: _builtins.str
+    """epoch: Optional. The epoch of that revision (ConfigEvent.epoch); at most 128 characters."""
+    @_builtins.property
+    def resolver(self) -> Global___ResolverIdentity:
+        """resolver: Required. Who is acknowledging."""
+
+    def __init__(
+        self,
+        *,
+        resolver: Global___ResolverIdentity | None = ...,
+        applied_revision: _builtins.int = ...,
+        epoch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolver", b"resolver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckConfigRequest: _TypeAlias = AckConfigRequest  # noqa: Y015
+
+@_typing.final
+class ListResolversRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size: Optional. 1-500, default 100."""
+    page_token: _builtins.str
+    """page_token: Optional. From a previous response."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResolversRequest: _TypeAlias = ListResolversRequest  # noqa: Y015
+
+@_typing.final
+class ResolverStatus(_message.Message):
+    """ResolverStatus is one live resolver as the config_svc replicas know it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLVER_FIELD_NUMBER: _builtins.int
+    CONFIG_SVC_FIELD_NUMBER: _builtins.int
+    WATCHING_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    CONNECT_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    config_svc: _builtins.str
+    """config_svc: The config_svc replica (host:port) holding its watch stream;
+    empty while it holds none (it is failing over, or was just restarted).
+    """
+    watching: _builtins.bool
+    """watching: Whether a watch stream of it is open."""
+    applied_revision: _builtins.int
+    """applied_revision: The last revision it acknowledged."""
+    epoch: _builtins.str
+    """epoch: The epoch of that revision."""
+    lag: _builtins.int
+    """lag: Revisions it is behind the current one (0 when current); the
+    current revision itself when it holds another epoch's revisions.
+    """
+    @_builtins.property
+    def resolver(self) -> Global___ResolverIdentity: ...
+    @_builtins.property
+    def connect_time(self) -> _timestamp_pb2.Timestamp:
+        """connect_time: When its current watch stream opened (unset when not watching)."""
+
+    @_builtins.property
+    def heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """heartbeat_time: When it was last heard from (an ack, or its stream opening)."""
+
+    def __init__(
+        self,
+        *,
+        resolver: Global___ResolverIdentity | None = ...,
+        config_svc: _builtins.str = ...,
+        watching: _builtins.bool = ...,
+        applied_revision: _builtins.int = ...,
+        epoch: _builtins.str = ...,
+        lag: _builtins.int = ...,
+        connect_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "heartbeat_time", b"heartbeat_time", "resolver", b"resolver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "config_svc", b"config_svc", "connect_time", b"connect_time", "epoch", b"epoch", "heartbeat_time", b"heartbeat_time", "lag", b"lag", "resolver", b"resolver", "watching", b"watching"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolverStatus: _TypeAlias = ResolverStatus  # noqa: Y015
+
+@_typing.final
+class ListResolversResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLVERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token: Empty on the last page."""
+    revision: _builtins.int
+    """revision: The current config revision, which lag counts from."""
+    epoch: _builtins.str
+    """epoch: The current epoch."""
+    @_builtins.property
+    def resolvers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolverStatus]: ...
+    def __init__(
+        self,
+        *,
+        resolvers: _abc.Iterable[Global___ResolverStatus] | None = ...,
+        next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        epoch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "next_page_token", b"next_page_token", "resolvers", b"resolvers", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResolversResponse: _TypeAlias = ListResolversResponse  # noqa: Y015

@@ -35,6 +35,13 @@ class ConfigServiceStub:
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def __init__(self, channel):
@@ -198,6 +205,16 @@ class ConfigServiceStub:
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_resources__pb2.ApiToken.FromString,
                 _registered_method=True)
+        self.AckConfig = channel.unary_unary(
+                '/modelplane.v1.ConfigService/AckConfig',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.AckConfigRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListResolvers = channel.unary_unary(
+                '/modelplane.v1.ConfigService/ListResolvers',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -208,6 +225,13 @@ class ConfigServiceServicer:
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def CreateProvider(self, request, context):
@@ -453,6 +477,28 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AckConfig(self, request, context):
+        """AckConfig tells config_svc which revision a watching resolver has
+        applied; resolvers send it after applying events and at least every few
+        seconds as their heartbeat. Recorded in the live map of resolvers shared
+        by every config_svc replica (ListResolvers); writes no revision. Service.
+        Errors: INVALID_ARGUMENT (resolver.id, resolver.host, resolver.version,
+        applied_revision, epoch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResolvers(self, request, context):
+        """ListResolvers lists the live resolvers (those heard from recently) of
+        every config_svc replica, by id: which replica each watches, the
+        revision it applied and how far behind it is. Admin. Errors:
+        INVALID_ARGUMENT (page_size, page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -611,6 +657,16 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_resources__pb2.ApiToken.SerializeToString,
             ),
+            'AckConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckConfig,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.AckConfigRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListResolvers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResolvers,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'modelplane.v1.ConfigService', rpc_method_handlers)
@@ -627,6 +683,13 @@ class ConfigService:
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @staticmethod
@@ -1456,6 +1519,60 @@ class ConfigService:
             '/modelplane.v1.ConfigService/IntrospectToken',
             modelplane_dot_v1_dot_config__service__pb2.IntrospectTokenRequest.SerializeToString,
             modelplane_dot_v1_dot_resources__pb2.ApiToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/AckConfig',
+            modelplane_dot_v1_dot_config__service__pb2.AckConfigRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResolvers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/ListResolvers',
+            modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,13 @@ class ConfigServiceStub:
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @_typing.overload
@@ -148,6 +155,20 @@ class ConfigServiceStub:
     Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
     token in the request (UNAUTHENTICATED is only ever about the caller itself).
     """
+    AckConfig: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.AckConfigRequest, _empty_pb2.Empty]
+    """AckConfig tells config_svc which revision a watching resolver has
+    applied; resolvers send it after applying events and at least every few
+    seconds as their heartbeat. Recorded in the live map of resolvers shared
+    by every config_svc replica (ListResolvers); writes no revision. Service.
+    Errors: INVALID_ARGUMENT (resolver.id, resolver.host, resolver.version,
+    applied_revision, epoch).
+    """
+    ListResolvers: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListResolversRequest, _config_service_pb2.ListResolversResponse]
+    """ListResolvers lists the live resolvers (those heard from recently) of
+    every config_svc replica, by id: which replica each watches, the
+    revision it applied and how far behind it is. Admin. Errors:
+    INVALID_ARGUMENT (page_size, page_token).
+    """
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -158,6 +179,13 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -267,6 +295,20 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
     token in the request (UNAUTHENTICATED is only ever about the caller itself).
     """
+    AckConfig: _aio.UnaryUnaryMultiCallable[_config_service_pb2.AckConfigRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """AckConfig tells config_svc which revision a watching resolver has
+    applied; resolvers send it after applying events and at least every few
+    seconds as their heartbeat. Recorded in the live map of resolvers shared
+    by every config_svc replica (ListResolvers); writes no revision. Service.
+    Errors: INVALID_ARGUMENT (resolver.id, resolver.host, resolver.version,
+    applied_revision, epoch).
+    """
+    ListResolvers: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListResolversRequest, _config_service_pb2.ListResolversResponse]  # type: ignore[assignment]
+    """ListResolvers lists the live resolvers (those heard from recently) of
+    every config_svc replica, by id: which replica each watches, the
+    revision it applied and how far behind it is. Admin. Errors:
+    INVALID_ARGUMENT (page_size, page_token).
+    """
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConfigService owns the deployment configuration in Postgres. Every write is
@@ -276,6 +318,13 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
     (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+
+    Every successful unary answer (all but GetModelOptionsSchema and
+    AckConfig, which touch no configuration) carries the config revision it
+    reflects in the trailing metadata "x-modelplane-revision" (decimal), and
+    in the answer's own `revision` field where the answer message has one: a
+    write's committed revision, or the revision a read saw. Pass it to any
+    resolver as min_revision to read your own write there.
     """
 
     @_abc_1.abstractmethod
@@ -568,6 +617,32 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         caches the answer and drops it on a revoked_token watch change. Service only.
         Errors: NOT_FOUND (TOKEN_NOT_FOUND) for an unknown, malformed or revoked
         token in the request (UNAUTHENTICATED is only ever about the caller itself).
+        """
+
+    @_abc_1.abstractmethod
+    def AckConfig(
+        self,
+        request: _config_service_pb2.AckConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """AckConfig tells config_svc which revision a watching resolver has
+        applied; resolvers send it after applying events and at least every few
+        seconds as their heartbeat. Recorded in the live map of resolvers shared
+        by every config_svc replica (ListResolvers); writes no revision. Service.
+        Errors: INVALID_ARGUMENT (resolver.id, resolver.host, resolver.version,
+        applied_revision, epoch).
+        """
+
+    @_abc_1.abstractmethod
+    def ListResolvers(
+        self,
+        request: _config_service_pb2.ListResolversRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ListResolversResponse, _abc.Awaitable[_config_service_pb2.ListResolversResponse]]:
+        """ListResolvers lists the live resolvers (those heard from recently) of
+        every config_svc replica, by id: which replica each watches, the
+        revision it applied and how far behind it is. Admin. Errors:
+        INVALID_ARGUMENT (page_size, page_token).
         """
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -102,6 +102,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     resolver's own service credentials (an operator must fix
     RESOLVER_SERVICE_TOKEN); retry shortly.
     """
+    REVISION_NOT_REACHED: _ErrorReason.ValueType  # 35
+    """UNAVAILABLE: the resolver has not applied the min_revision the call asked
+    for within its deadline (ErrorInfo metadata: applied_revision,
+    min_revision); retry, or ask another resolver replica.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the reason carried in google.rpc.ErrorInfo.reason on every
@@ -188,5 +193,10 @@ CONFIG_UNAVAILABLE: ErrorReason.ValueType  # 34
 cached yet (e.g. a user it has never seen), or config_svc refused the
 resolver's own service credentials (an operator must fix
 RESOLVER_SERVICE_TOKEN); retry shortly.
+"""
+REVISION_NOT_REACHED: ErrorReason.ValueType  # 35
+"""UNAVAILABLE: the resolver has not applied the min_revision the call asked
+for within its deadline (ErrorInfo metadata: applied_revision,
+min_revision); retry, or ask another resolver replica.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -247,19 +247,23 @@ class ResolveCredentialRequest(_message.Message):
 
     USER_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
     provider: _builtins.str
     """provider: Required."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
         provider: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "provider", b"provider", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,16 +304,20 @@ class ListUserKeyStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,19 +384,23 @@ class ListAvailableModelsRequest(_message.Message):
 
     USER_FIELD_NUMBER: _builtins.int
     LAST_USED_MODEL_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
     last_used_model: _builtins.str
     """last_used_model: Optional. The client's last-used model name."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
         last_used_model: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_used_model", b"last_used_model", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_used_model", b"last_used_model", "min_revision", b"min_revision", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,22 +508,26 @@ class ResolveModelRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     CHAT_MODEL_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
     context: _resources_pb2.OverrideContext.ValueType
     """context: Required. root, general, explore or title_generation."""
     chat_model: _builtins.str
     """chat_model: Optional. The chat's selected model name."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
         context: _resources_pb2.OverrideContext.ValueType = ...,
         chat_model: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_model", b"chat_model", "context", b"context", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_model", b"chat_model", "context", b"context", "min_revision", b"min_revision", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -883,6 +899,7 @@ class ChatRequest(_message.Message):
     CHAT_ID_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
     context: _resources_pb2.OverrideContext.ValueType
@@ -891,6 +908,8 @@ class ChatRequest(_message.Message):
     """chat_model: Optional. The chat's selected model name."""
     chat_id: _builtins.str
     """chat_id: Optional. Carried into logs."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """messages: Required. At least one."""
@@ -908,10 +927,11 @@ class ChatRequest(_message.Message):
         chat_id: _builtins.str = ...,
         messages: _abc.Iterable[Global___ChatMessage] | None = ...,
         tools: _abc.Iterable[Global___ToolDefinition] | None = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "chat_model", b"chat_model", "context", b"context", "messages", b"messages", "tools", b"tools", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "chat_model", b"chat_model", "context", b"context", "messages", b"messages", "min_revision", b"min_revision", "tools", b"tools", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1255,6 +1275,7 @@ class ProbeProviderRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     USE_OWN_KEY_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """provider: Required."""
     use_own_key: _builtins.bool
@@ -1263,16 +1284,19 @@ class ProbeProviderRequest(_message.Message):
     """
     user: _builtins.str
     """user: With use_own_key: for services, the user whose key to use."""
+    min_revision: _builtins.int
+    """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         use_own_key: _builtins.bool = ...,
         user: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "use_own_key", b"use_own_key", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "provider", b"provider", "use_own_key", b"use_own_key", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,6 +33,16 @@ class ResolverServiceStub:
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
     CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+
+    Read your writes: every request takes min_revision (or the request
+    metadata "x-modelplane-min-revision"; the higher one counts), the revision
+    a ConfigService answer reported. The resolver answers only once it has
+    applied that revision, the asked user's data included, waiting for it
+    until shortly before the call's deadline (at most
+    RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS); if it cannot, the call fails
+    UNAVAILABLE (REVISION_NOT_REACHED) before doing anything, with ErrorInfo
+    metadata "applied_revision" and "min_revision". INVALID_ARGUMENT
+    (min_revision) when it is negative or the metadata is not a number.
     """
 
     @_typing.overload
@@ -84,6 +94,16 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
     CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+
+    Read your writes: every request takes min_revision (or the request
+    metadata "x-modelplane-min-revision"; the higher one counts), the revision
+    a ConfigService answer reported. The resolver answers only once it has
+    applied that revision, the asked user's data included, waiting for it
+    until shortly before the call's deadline (at most
+    RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS); if it cannot, the call fails
+    UNAVAILABLE (REVISION_NOT_REACHED) before doing anything, with ErrorInfo
+    metadata "applied_revision" and "min_revision". INVALID_ARGUMENT
+    (min_revision) when it is negative or the metadata is not a number.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -131,6 +151,16 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
     CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+
+    Read your writes: every request takes min_revision (or the request
+    metadata "x-modelplane-min-revision"; the higher one counts), the revision
+    a ConfigService answer reported. The resolver answers only once it has
+    applied that revision, the asked user's data included, waiting for it
+    until shortly before the call's deadline (at most
+    RESOLVER_MIN_REVISION_MAX_WAIT_SECONDS); if it cannot, the call fails
+    UNAVAILABLE (REVISION_NOT_REACHED) before doing anything, with ErrorInfo
+    metadata "applied_revision" and "min_revision". INVALID_ARGUMENT
+    (min_revision) when it is negative or the metadata is not a number.
     """
 
     @_abc_1.abstractmethod

@@ -175,6 +175,7 @@ class Provider(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name: Required on create, immutable. Lowercase kebab-case, at most 63 characters."""
     type: Global___ProviderType.ValueType
@@ -202,6 +203,12 @@ class Provider(_message.Message):
     """
     etag: _builtins.str
     """etag: Output only on reads; Optional on update and delete (ABORTED on mismatch)."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def key_policy(self) -> Global___KeyPolicy:
         """key_policy: Optional. Where credentials may come from."""
@@ -230,10 +237,11 @@ class Provider(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "key_policy", b"key_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "api_key", b"api_key", "api_key_set", b"api_key_set", "base_url", b"base_url", "create_time", b"create_time", "display_name", b"display_name", "effective_base_url", b"effective_base_url", "enabled", b"enabled", "etag", b"etag", "key_policy", b"key_policy", "name", b"name", "region", b"region", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "api_key", b"api_key", "api_key_set", b"api_key_set", "base_url", b"base_url", "create_time", b"create_time", "display_name", b"display_name", "effective_base_url", b"effective_base_url", "enabled", b"enabled", "etag", b"etag", "key_policy", b"key_policy", "name", b"name", "region", b"region", "revision", b"revision", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -542,6 +550,7 @@ class Model(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name: Optional on create (derived from provider and model_identifier),
     immutable. Lowercase kebab-case, at most 63 characters.
@@ -560,6 +569,12 @@ class Model(_message.Message):
     """is_default: Output only. Whether this is the deployment default (the star)."""
     etag: _builtins.str
     """etag: Output only on reads; Optional on update and delete."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def options(self) -> Global___GenerationOptions:
         """options: Optional. General generation options."""
@@ -606,10 +621,11 @@ class Model(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "anthropic", b"anthropic", "create_time", b"create_time", "enabled", b"enabled", "google", b"google", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider_options", b"provider_options", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "anthropic", b"anthropic", "context_limit", b"context_limit", "create_time", b"create_time", "display_name", b"display_name", "enabled", b"enabled", "etag", b"etag", "google", b"google", "is_default", b"is_default", "model_identifier", b"model_identifier", "name", b"name", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider", b"provider", "provider_options", b"provider_options", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "anthropic", b"anthropic", "context_limit", b"context_limit", "create_time", b"create_time", "display_name", b"display_name", "enabled", b"enabled", "etag", b"etag", "google", b"google", "is_default", b"is_default", "model_identifier", b"model_identifier", "name", b"name", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider", b"provider", "provider_options", b"provider_options", "revision", b"revision", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -632,12 +648,19 @@ class Settings(_message.Message):
     PERSONAL_OVERRIDES_ENABLED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     byok_enabled: _builtins.bool
     """byok_enabled: Master switch for users' own keys. Default false."""
     personal_overrides_enabled: _builtins.bool
     """personal_overrides_enabled: Whether users may set personal model overrides. Default false."""
     etag: _builtins.str
     """etag: Output only on reads; Optional on update."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """update_time: Output only."""
@@ -649,10 +672,11 @@ class Settings(_message.Message):
         personal_overrides_enabled: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byok_enabled", b"byok_enabled", "etag", b"etag", "personal_overrides_enabled", b"personal_overrides_enabled", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byok_enabled", b"byok_enabled", "etag", b"etag", "personal_overrides_enabled", b"personal_overrides_enabled", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -668,6 +692,7 @@ class ModelOverride(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     context: Global___OverrideContext.ValueType
     """context: Required."""
     model: _builtins.str
@@ -676,6 +701,12 @@ class ModelOverride(_message.Message):
     """
     user: _builtins.str
     """user: Personal overrides only: the user it belongs to."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """update_time: Output only."""
@@ -687,10 +718,11 @@ class ModelOverride(_message.Message):
         model: _builtins.str = ...,
         user: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "model", b"model", "update_time", b"update_time", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "model", b"model", "revision", b"revision", "update_time", b"update_time", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -705,10 +737,17 @@ class UserKey(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: The key's owner."""
     provider: _builtins.str
     """provider: The provider's name."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """update_time: Output only."""
@@ -719,10 +758,11 @@ class UserKey(_message.Message):
         user: _builtins.str = ...,
         provider: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "update_time", b"update_time", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "revision", b"revision", "update_time", b"update_time", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -741,6 +781,7 @@ class ApiToken(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     LAST_USED_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id: Output only."""
     role: Global___Role.ValueType
@@ -751,6 +792,12 @@ class ApiToken(_message.Message):
     """
     description: _builtins.str
     """description: Optional."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """create_time: Output only."""
@@ -773,10 +820,11 @@ class ApiToken(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         last_used_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "id", b"id", "last_used_time", b"last_used_time", "revoke_time", b"revoke_time", "role", b"role", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "id", b"id", "last_used_time", b"last_used_time", "revision", b"revision", "revoke_time", b"revoke_time", "role", b"role", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,9 +13,11 @@ keepalive cannot (a gRPC proxy answers pings itself).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
+import asyncpg
 import structlog
 
 from modelplane_server.config_svc.store import Store, watch
@@ -97,6 +99,7 @@ class WatchEvent:
     epoch: str
     state: StoredConfig | None = None
     changes: Sequence[Changed] = ()
+    commit_time: dt.datetime | None = None  # of the changes, when there are
 
 
 async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: int,
@@ -120,8 +123,9 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
             last, epoch = state.revision, state.epoch
         else:
             current, records = resumed
-            for revision, refs in records:
-                yield WatchEvent(revision, epoch, changes=await _changed(store, refs))
+            for revision, refs, committed, prefetched in records:
+                changed = prefetched if prefetched is not None else await _changed(store, refs)
+                yield WatchEvent(revision, epoch, changes=changed, commit_time=committed)
             if current > (records[-1][0] if records else last) or (first and not records):
                 # Later revisions changed no configuration (token writes), or a
                 # resumed watcher missed nothing: say so, so watchers know
@@ -137,14 +141,32 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
                 yield WatchEvent(last, epoch)  # heartbeat
 
 
-async def _changes_after(store: Store, revision: int, epoch: str
-                         ) -> tuple[int, list[tuple[int, list[ChangeRecord]]]] | None:
+# A live watcher is usually a revision or two behind: the entities of the
+# first few revisions are read in the records' own transaction (one
+# BEGIN/COMMIT round instead of one per revision, which is most of the time
+# a change spends in config_svc); a watcher far behind reads the rest one
+# revision at a time, as it sends them.
+PREFETCHED_REVISIONS = 8
+
+Resumed = tuple[int, list[tuple[int, list[ChangeRecord], dt.datetime, "list[Changed] | None"]]]
+
+
+async def _changes_after(store: Store, revision: int, epoch: str) -> Resumed | None:
     async with store.read() as conn:
-        return await watch.changes_after(conn, revision, epoch)
+        found = await watch.changes_after(conn, revision, epoch)
+        if found is None:
+            return None
+        current, records = found
+        return current, [(rev, refs, committed, await _entities(conn, refs) if n < PREFETCHED_REVISIONS else None)
+                         for n, (rev, refs, committed) in enumerate(records)]
 
 
 async def _changed(store: Store, refs: Sequence[ChangeRecord]) -> list[Changed]:
+    async with store.read() as conn:
+        return await _entities(conn, refs)
+
+
+async def _entities(conn: asyncpg.Connection, refs: Sequence[ChangeRecord]) -> list[Changed]:
     """Each entity the records name once, as it is now."""
     unique = list({tuple(sorted(ref.items())): ref for ref in refs}.values())
-    async with store.read() as conn:
-        return [Changed(ref, await watch.entity(conn, ref)) for ref in unique]
+    return [Changed(ref, await watch.entity(conn, ref)) for ref in unique]

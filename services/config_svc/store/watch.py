@@ -3,6 +3,7 @@ whole configuration in one view, and the NOTIFY wake-ups."""
 
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Mapping
@@ -22,7 +23,7 @@ REVISION_AND_EPOCH = (
     "SELECT r.revision, d.oid::text || '.' || r.epoch_id AS epoch "
     "FROM config_revision r JOIN pg_database d ON d.datname = current_database()"
 )
-CHANGES_AFTER = "SELECT revision, changes FROM config_changes WHERE revision > $1 ORDER BY revision"
+CHANGES_AFTER = "SELECT revision, changes, create_time FROM config_changes WHERE revision > $1 ORDER BY revision"
 
 ChangeRecord = Mapping[str, str]  # {"kind": ..., <what names the entity>}
 Entity = Provider | Model | Settings | ModelOverride
@@ -56,9 +57,9 @@ async def state(conn: asyncpg.Connection) -> StoredConfig:
 
 
 async def changes_after(conn: asyncpg.Connection, revision: int, at_epoch: str
-                        ) -> tuple[int, list[tuple[int, list[ChangeRecord]]]] | None:
+                        ) -> tuple[int, list[tuple[int, list[ChangeRecord], dt.datetime]]] | None:
     """The current revision and the change records after `revision` of
-    `at_epoch`, oldest first; None when the watcher cannot resume (another
+    `at_epoch` with their commit times, oldest first; None when the watcher cannot resume (another
     epoch, records pruned, or it is ahead of this database, as after a
     restore from backup) and must take the whole state. Revisions that
     changed no configuration (tokens, audit-only writes) have no record.
@@ -67,7 +68,7 @@ async def changes_after(conn: asyncpg.Connection, revision: int, at_epoch: str
     if current_epoch != at_epoch or revision > current or revision < current - CHANGES_RETAINED:
         return None
     rows = await conn.fetch(CHANGES_AFTER, revision)
-    return current, [(r["revision"], r["changes"]) for r in rows]
+    return current, [(r["revision"], r["changes"], r["create_time"]) for r in rows]
 
 
 async def entity(conn: asyncpg.Connection, ref: ChangeRecord) -> Entity | None:

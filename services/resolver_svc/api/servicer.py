@@ -18,6 +18,7 @@ from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
+from modelplane_server.resolver_svc.api.min_revision import MinRevision
 from modelplane_server.resolver_svc.chat.gateway import ChatGateway
 from modelplane_server.resolver_svc.resolution.service import ResolutionService
 from modelplane_server.resolver_svc.upstream import deadline_in
@@ -32,10 +33,13 @@ def _deadline(context: Context) -> float | None:
 
 
 class ResolverServicer(rs_grpc.ResolverServiceServicer):
-    def __init__(self, resolution: ResolutionService, chat: ChatGateway) -> None:
+    def __init__(self, resolution: ResolutionService, chat: ChatGateway, *,
+                 min_revision: MinRevision | None = None) -> None:
         self.resolution = resolution
         self.chat = chat
         self.answers = AnswerMemo(resolution.snapshot)
+        # Every call first waits for the revision it asks for (read your writes).
+        self.min_revision = min_revision or MinRevision(resolution.snapshot.applied)
 
     # --- resolution ------------------------------------------------------------
 
@@ -43,12 +47,14 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
                                 context: Context) -> rs.CredentialResolution:
         if not request.provider:
             raise InvalidArgument.one("provider", "is required")
+        await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         decision = self.resolution.credential(loaded, user, request.provider)
         return resolution_pb.credential_resolution(request.provider, decision)
 
     async def ListUserKeyStatus(self, request: rs.ListUserKeyStatusRequest,
                                 context: Context) -> rs.ListUserKeyStatusResponse:
+        await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         found = self.answers.get(loaded, user, "ListUserKeyStatus")
         if isinstance(found, rs.ListUserKeyStatusResponse):
@@ -58,6 +64,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
 
     async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
                                   context: Context) -> rs.ListAvailableModelsResponse:
+        await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         found = self.answers.get(loaded, user, "ListAvailableModels", request.last_used_model)
         if isinstance(found, rs.ListAvailableModelsResponse):
@@ -69,6 +76,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
     async def ResolveModel(self, request: rs.ResolveModelRequest,
                            context: Context) -> rs.ResolvedModel:
         chat_context = convert.context(request.context, "context")  # INVALID_ARGUMENT before any lookup
+        await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         key = ("ResolveModel", request.context, request.chat_model)
         found = self.answers.get(loaded, user, *key)
@@ -80,11 +88,13 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
     # --- chat --------------------------------------------------------------------
 
     async def Chat(self, request: rs.ChatRequest, context: Context) -> rs.ChatResponse:
+        await self.min_revision.reach(request.min_revision, context)
         call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
         reply = await self.chat.chat(call)
         return chat_pb.chat_response(reply, call.model, resolution_pb.resolved_model(call.resolution, call.state))
 
     async def StreamChat(self, request: rs.ChatRequest, context: Context) -> AsyncIterator[rs.ChatEvent]:
+        await self.min_revision.reach(request.min_revision, context)
         call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
         yield rs.ChatEvent(resolution=resolution_pb.resolved_model(call.resolution, call.state))
         # aclosing: a client cancel at one of our yields must close the
@@ -98,6 +108,7 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
                             context: Context) -> rs.ProbeProviderResponse:
         if not request.provider:
             raise InvalidArgument.one("provider", "is required")
+        await self.min_revision.reach(request.min_revision, context)
         result = await self.chat.probe(request.provider, use_own_key=request.use_own_key,
                                        requested_user=request.user, deadline=_deadline(context))
         return chat_pb.probe_response(result)

@@ -1,9 +1,16 @@
 """The resolver's only way to talk to config_svc.
 
-One channel, the service token on every call, a deadline on every unary
-call, config_svc's errors turned back into domain errors, and a counter per
-call so anyone (the benchmark, a metrics endpoint) can see that resolving
-does no I/O.
+One channel per config_svc address, the service token on every call, a
+deadline on every unary call, config_svc's errors turned back into domain
+errors, and a counter per call so anyone (the benchmark, a metrics endpoint)
+can see that resolving does no I/O.
+
+Several addresses (RESOLVER_CONFIG_SVC_ADDRESSES) are replicas of one
+config_svc on one database, and need no load balancer: the client talks to
+one at a time (`address`, chosen at random on start so resolvers spread),
+and moves to the next when it is unreachable: the watcher calls
+`fail_over` when its stream breaks, and a unary call that finds its replica
+unreachable tries the next one at once.
 
 Whose fault an error is decides its code. UNAUTHENTICATED or
 PERMISSION_DENIED on the resolver's own calls means config_svc refused the
@@ -15,8 +22,10 @@ TOKEN_NOT_FOUND) becomes UNAUTHENTICATED.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
-from typing import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import grpc
 import grpc.aio
@@ -25,14 +34,18 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from modelplane_server.domain import errors
+from modelplane_server.domain.resolver_map import ResolverIdentity
 from modelplane_server.domain.types import Principal
 from modelplane_server.runtime.tls import ClientTLS, client_channel
 from modelplane_server.runtime.status import STATUS_CODES
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc as cs_grpc
+from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.state import from_config
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # ErrorReason has no "config_svc unreachable"; from a caller's point of view
 # the resolver's source of truth (config_svc and its database) is down.
@@ -129,16 +142,33 @@ def channel_options(reconnect_initial_seconds: float, reconnect_max_seconds: flo
     ]
 
 
+@dataclass(frozen=True)
+class _Replica:
+    address: str
+    channel: grpc.aio.Channel
+    stub: cs_grpc.ConfigServiceAsyncStub
+
+
+def identity_pb(who: ResolverIdentity) -> cs.ResolverIdentity:
+    return cs.ResolverIdentity(id=who.id, host=who.host, version=who.version)
+
+
 class ConfigClient:
-    def __init__(self, address: str, service_token: str, *, timeout_seconds: float,
+    def __init__(self, addresses: str | Sequence[str], service_token: str, *, timeout_seconds: float,
                  reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0,
                  keepalive_seconds: float = 10.0, keepalive_timeout_seconds: float = 5.0,
                  tls: ClientTLS | None = None) -> None:
-        self.address = address
-        self._channel = client_channel(address, tls, options=channel_options(
-            reconnect_initial_seconds, reconnect_max_seconds, keepalive_seconds=keepalive_seconds,
-            keepalive_timeout_seconds=keepalive_timeout_seconds))
-        self._stub = cs_grpc.ConfigServiceStub(self._channel)
+        listed = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not listed:
+            raise ValueError("ConfigClient needs at least one config_svc address")
+        options = channel_options(reconnect_initial_seconds, reconnect_max_seconds,
+                                  keepalive_seconds=keepalive_seconds,
+                                  keepalive_timeout_seconds=keepalive_timeout_seconds)
+        self._replicas = []
+        for address in listed:
+            channel = client_channel(address, tls, options=options)
+            self._replicas.append(_Replica(address, channel, cs_grpc.ConfigServiceStub(channel)))
+        self._current = random.randrange(len(self._replicas))
         self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
@@ -146,34 +176,74 @@ class ConfigClient:
     def __repr__(self) -> str:
         return f"ConfigClient(address={self.address!r})"
 
+    @property
+    def address(self) -> str:
+        """The replica calls go to now."""
+        return self._replicas[self._current].address
+
+    @property
+    def addresses(self) -> list[str]:
+        return [r.address for r in self._replicas]
+
+    def fail_over(self, failed: str) -> str:
+        """`failed` is unreachable: use the next replica, unless another
+        caller moved on from it already. The address calls go to now."""
+        if len(self._replicas) > 1 and self.address == failed:
+            self._current = (self._current + 1) % len(self._replicas)
+            self.calls["failovers"] += 1
+            log.warning("config_svc unreachable; failing over", failed=failed, to=self.address)
+        return self.address
+
     def counters(self) -> dict[str, int]:
         """Calls made so far by kind (WatchConfig counts streams opened;
-        WatchConfig.events counts events received)."""
+        WatchConfig.events counts events received, WatchConfig.snapshots the
+        full snapshots among them; failovers counts moves to another replica)."""
         return dict(self.calls)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        for replica in self._replicas:
+            await replica.channel.close(None)
 
-    async def watch(self, after_revision: int, epoch: str = "") -> AsyncIterator[cs.ConfigEvent]:
-        """Events after `after_revision` of `epoch` (config_svc starts with a
-        snapshot when it cannot resume there, or the epoch is not its own)."""
+    async def watch(self, after_revision: int, epoch: str = "",
+                    resolver: ResolverIdentity | None = None) -> AsyncIterator[cs.ConfigEvent]:
+        """Events after `after_revision` of `epoch` from the current replica
+        (config_svc starts with a snapshot when it cannot resume there, or
+        the epoch is not its own). `resolver` names this resolver in the live map."""
         self.calls["WatchConfig"] += 1
-        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch),
-                                      metadata=self._metadata)
+        request = cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch,
+                                        resolver=None if resolver is None else identity_pb(resolver))
+        call = self._replicas[self._current].stub.WatchConfig(request, metadata=self._metadata)
         try:
             async for event in call:
                 self.calls["WatchConfig.events"] += 1
+                if event.HasField("snapshot"):
+                    self.calls["WatchConfig.snapshots"] += 1
                 yield event
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "WatchConfig") from None
         finally:
             call.cancel()
 
+    async def _unary(self, method: str, send: Callable[[cs_grpc.ConfigServiceAsyncStub], Awaitable[T]], *,
+                     counted: bool = True) -> T:
+        """`send` to the current replica; when it is unreachable (not merely
+        slow: a deadline is not retried), once to each other replica too."""
+        if counted:
+            self.calls[method] += 1
+        for attempt in range(len(self._replicas)):
+            replica = self._replicas[self._current]
+            try:
+                return await send(replica.stub)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE or attempt == len(self._replicas) - 1:
+                    raise
+                self.fail_over(replica.address)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def get_user_config(self, user: str) -> cs.UserConfig:
-        self.calls["GetUserConfig"] += 1
         try:
-            reply: cs.UserConfig = await self._stub.GetUserConfig(
-                cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout)
+            reply: cs.UserConfig = await self._unary("GetUserConfig", lambda stub: stub.GetUserConfig(
+                cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "GetUserConfig") from None
         return reply
@@ -182,10 +252,9 @@ class ConfigClient:
         """The caller's Principal. NOT_FOUND is config_svc's verdict on the
         caller's token (Unauthenticated for the caller); UNAUTHENTICATED would
         be config_svc refusing the resolver's own token (domain_error maps it)."""
-        self.calls["IntrospectToken"] += 1
         try:
-            reply = await self._stub.IntrospectToken(
-                cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout)
+            reply: pb.ApiToken = await self._unary("IntrospectToken", lambda stub: stub.IntrospectToken(
+                cs.IntrospectTokenRequest(token=token), metadata=self._metadata, timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 raise errors.Unauthenticated(UNKNOWN_TOKEN) from None
@@ -194,11 +263,22 @@ class ConfigClient:
 
     async def access_credential(self, provider: str, user: str) -> str:
         """The plaintext key. Callers must not log it or keep it beyond the cache."""
-        self.calls["AccessCredential"] += 1
         try:
-            reply = await self._stub.AccessCredential(
-                cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
-                timeout=self._timeout)
+            reply: cs.AccessCredentialResponse = await self._unary(
+                "AccessCredential", lambda stub: stub.AccessCredential(
+                    cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
+                    timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "AccessCredential") from None
         return reply.api_key
+
+    async def ack(self, resolver: ResolverIdentity, applied_revision: int, epoch: str) -> None:
+        """Tell config_svc (the live map of resolvers) what this resolver
+        applied. Not in `calls`: acks follow the watch, never a request
+        (the reporter counts them)."""
+        try:
+            await self._unary("AckConfig", lambda stub: stub.AckConfig(
+                cs.AckConfigRequest(resolver=identity_pb(resolver), applied_revision=applied_revision, epoch=epoch),
+                metadata=self._metadata, timeout=self._timeout), counted=False)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, "AckConfig") from None

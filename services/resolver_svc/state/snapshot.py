@@ -19,6 +19,7 @@ from modelplane_server.domain.view import ConfigView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.resolver_svc.state import config_state
 from modelplane_server.resolver_svc.state.config_state import ConfigState, Invalidations
+from modelplane_server.resolver_svc.state.revision_gate import RevisionGate
 
 SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
 
@@ -49,6 +50,10 @@ class Snapshot:
         self._aws_region: str | None = None
         self._loaded: Loaded | None = None
         self.ready = asyncio.Event()
+        # The revision fully applied: state and cache invalidations both. The
+        # watcher advances it after each event's invalidations (apply() alone
+        # does not), and min_revision waits on it.
+        self.applied = RevisionGate()
 
     @property
     def revision(self) -> int:

@@ -14,6 +14,18 @@ most such cases sooner, but not a hung config_svc behind a gRPC proxy).
 snapshot lag metric reads it, so it must turn false as soon as a stream is
 known lost.
 
+With several config_svc addresses, a stream that breaks or is ended by its
+server moves the client to the next replica (ConfigClient.fail_over), and
+the next stream opens there after the initial delay only (0.1-0.2 s by
+default) when the lost one had been delivering: a failover, not an outage.
+It resumes after the applied revision, so within one epoch the new replica
+sends only what changed, never a full snapshot.
+
+After each event, in one synchronous step: the Snapshot applies it, the
+caches drop what it invalidates, and only then does the revision gate
+advance (waking calls that asked for it), the reporter learn of it, and the
+write-to-visible histogram observe it.
+
 Between streams nothing changes: resolution keeps answering from the last
 snapshot (static stability).
 """
@@ -28,6 +40,8 @@ from typing import AsyncIterator, Callable, Sequence
 import structlog
 
 from modelplane_server.domain.errors import DomainError
+from modelplane_server.domain.resolver_map import ResolverIdentity
+from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.resolver_svc.state.config_client import ConfigClient, ConfigUnreachable
 from modelplane_server.resolver_svc.state.config_state import EpochChanged, Invalidations
@@ -70,15 +84,20 @@ async def _events(stream: AsyncIterator[cs.ConfigEvent], idle_seconds: float) ->
 class ConfigWatcher:
     def __init__(self, client: ConfigClient, snapshot: Snapshot, listeners: Sequence[InvalidationListener], *,
                  reconnect_initial_seconds: float, reconnect_max_seconds: float,
-                 idle_seconds: float = 0.0) -> None:
+                 idle_seconds: float = 0.0, resolver: ResolverIdentity | None = None,
+                 on_applied: Sequence[Callable[[], None]] = (), metrics: ConsistencyMetrics | None = None) -> None:
         self._client = client
         self._snapshot = snapshot
         self._listeners = list(listeners)
         self._initial = reconnect_initial_seconds
         self._max = reconnect_max_seconds
         self._idle = idle_seconds
+        self._resolver = resolver
+        self._on_applied = list(on_applied)
+        self._metrics = metrics
         self.connected = False  # a stream is open and has delivered at least one event
         self.streams_opened = 0
+        self.address = ""  # of the replica the current (or last) stream is on
 
     async def run(self) -> None:
         attempt = 0
@@ -89,15 +108,18 @@ class ConfigWatcher:
             need_snapshot = False
             opened = time.monotonic()
             self.streams_opened += 1
-            stream = self._client.watch(after, epoch)
+            self.address = address = self._client.address
+            stream = self._client.watch(after, epoch, self._resolver)
+            delivered = False
+            lost = True  # the replica is gone (or going): try the next one
             try:
                 async for event in _events(stream, self._idle):
                     self._apply(event)
+                    delivered = True
                     if not self.connected:
                         self.connected = True
-                        log.info("config watch connected", revision=self._snapshot.revision,
-                                 address=self._client.address)
-                log.warning("config watch ended by the server; reconnecting")
+                        log.info("config watch connected", revision=self._snapshot.revision, address=address)
+                log.warning("config watch ended by the server; reconnecting", address=address)
             except asyncio.CancelledError:
                 raise
             except ConfigUnreachable as exc:
@@ -110,14 +132,16 @@ class ConfigWatcher:
                 log.error("config watch refused", reason=exc.reason, error=exc.message)
             except EpochChanged as exc:
                 log.warning("config history changed (new epoch); resyncing from a snapshot", error=str(exc))
-                need_snapshot = True
+                need_snapshot, lost = True, False
             except Exception:
                 # An event we could not apply: start over from a full snapshot
                 # rather than run on state that may have skipped a change.
                 log.exception("config watch event could not be applied; resyncing from a snapshot")
-                need_snapshot = True
+                need_snapshot, lost = True, False
             self.connected = False
             await _close(stream)
+            if lost and self._client.fail_over(address) != address and delivered:
+                attempt = 0  # a working replica went away: fail over now, this is no outage (yet)
             if time.monotonic() - opened > self._max:
                 attempt = 0  # the stream was healthy for a while: this is a fresh outage
             delay = backoff_delay(attempt, self._initial, self._max)
@@ -126,10 +150,15 @@ class ConfigWatcher:
 
     def _apply(self, event: cs.ConfigEvent) -> None:
         invalidations = self._snapshot.apply(event)
-        if invalidations is None or invalidations.empty:
-            return
-        for listener in self._listeners:
-            listener(invalidations)
+        if invalidations is not None and not invalidations.empty:
+            for listener in self._listeners:
+                listener(invalidations)
+        # Only now is the revision fully applied (see the module docstring).
+        self._snapshot.applied.advance(self._snapshot.revision)
+        for applied in self._on_applied:
+            applied()
+        if self._metrics is not None and invalidations is not None and event.HasField("commit_time"):
+            self._metrics.visible(time.time() - event.commit_time.ToNanoseconds() / 1e9)
 
 
 async def _close(stream: AsyncIterator[cs.ConfigEvent]) -> None:
