@@ -26,6 +26,7 @@ from modelplane_server.config_svc.store import Store
 from modelplane_server.runtime import crypto, metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -51,6 +52,7 @@ class ConfigServer:
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
+    tracing: Tracing | None = None
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful: NOT_SERVING, end watch streams, let in-flight calls finish
@@ -63,6 +65,8 @@ class ConfigServer:
         await self.store.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()  # exports what is still buffered
 
 
 async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True) -> ConfigServer:
@@ -88,8 +92,11 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     registry = CollectorRegistry()
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
+    tracing = Tracing(settings.tracing) if settings.tracing is not None else None
+    # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
+    spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
+        auth, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
         options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
@@ -111,7 +118,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     log.info("config_svc serving", address=settings.listen, port=port,
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
-    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster)
+    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, tracing)
 
 
 def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ServerTLS, server_tls_from_env
+from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
 from modelplane_server.domain.base_url import parse_own_address
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -36,6 +37,8 @@ class ConfigServiceSettings:
     # resolvers reconnect when they hear nothing for
     # RESOLVER_CONFIG_WATCH_IDLE_SECONDS (default three heartbeats).
     watch_heartbeat_seconds: float = 10.0
+    # None: no tracing (runtime.tracing; on when OTEL_EXPORTER_OTLP_* is set).
+    tracing: TracingConfig | None = None
 
     def __repr__(self) -> str:
         # The dataclass repr would print the DSN (it may hold a password) and the keyring.
@@ -86,6 +89,7 @@ class ConfigServiceSettings:
                 "A WatchConfig stream with no change for this long sends an event with only the current "
                 "revision, so resolvers can tell a quiet stream from a dead one; keep it well below the "
                 "resolvers' RESOLVER_CONFIG_WATCH_IDLE_SECONDS", minimum=0.01),
+            tracing=tracing_from_env(env, "config_svc"),
         )
 
 

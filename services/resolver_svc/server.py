@@ -23,6 +23,7 @@ from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.runtime.metrics import ResolverMetrics
+from modelplane_server.runtime.tracing import Tracing
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
 from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
@@ -48,13 +49,14 @@ ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServi
 def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: CredentialCache, *,
                       upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                       probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S, aws_region: str | None = None,
-                      metrics: ResolverMetrics | None = None) -> ResolverServicer:
+                      metrics: ResolverMetrics | None = None, tracing: Tracing | None = None) -> ResolverServicer:
     """The one ResolverServicer: resolution over the snapshot and the user
     cache, and the chat gateway over that resolution, the credentials and
     `upstream` (see ChatGateway for the options)."""
     resolution = ResolutionService(snapshot, users)
     gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
-                          probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics)
+                          probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics,
+                          tracing=tracing)
     return ResolverServicer(resolution, gateway)
 
 
@@ -75,6 +77,7 @@ class ResolverServer:
     metrics_endpoint: metrics.MetricsEndpoint | None
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracing: Tracing | None = None
 
     def config_calls(self) -> dict[str, int]:
         """RPCs made to config_svc so far, by method (see ConfigClient.counters)."""
@@ -97,6 +100,8 @@ class ResolverServer:
         await self.config.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()  # exports what is still buffered
 
 
 async def build_server(settings: ResolverSettings, *,
@@ -104,13 +109,15 @@ async def build_server(settings: ResolverSettings, *,
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` builds the servicer
     instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
+    tracing = Tracing(settings.tracing) if settings.tracing is not None else None
     config = ConfigClient(settings.config_svc_address, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
                           reconnect_max_seconds=settings.reconnect_max_seconds,
                           keepalive_seconds=settings.config_keepalive_seconds,
                           keepalive_timeout_seconds=settings.config_keepalive_timeout_seconds,
-                          tls=settings.config_tls)
+                          tls=settings.config_tls,
+                          interceptors=tracing.client_interceptors() if tracing is not None else ())
     snapshot = Snapshot()
     registry = CollectorRegistry()
     resolver_metrics = metrics.ResolverMetrics(registry)
@@ -131,13 +138,15 @@ async def build_server(settings: ResolverSettings, *,
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
+    # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
+    spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
+        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
-                                     metrics=resolver_metrics)
+                                     metrics=resolver_metrics, tracing=tracing)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
@@ -154,7 +163,7 @@ async def build_server(settings: ResolverSettings, *,
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=settings.config_svc_address)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, servicer,
-                          upstream, resolver_metrics, endpoint, streams, tasks)
+                          upstream, resolver_metrics, endpoint, streams, tasks, tracing)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:

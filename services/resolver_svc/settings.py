@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
+from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
@@ -49,6 +50,8 @@ class ResolverSettings:
     # stream is dead even where keepalive cannot tell (a gRPC proxy between).
     # 0: never.
     config_watch_idle_seconds: float = 30.0
+    # None: no tracing (runtime.tracing; on when OTEL_EXPORTER_OTLP_* is set).
+    tracing: TracingConfig | None = None
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -118,6 +121,7 @@ class ResolverSettings:
                 "A config watch that delivers nothing (not even config_svc's heartbeat, every "
                 "CONFIG_SVC_WATCH_HEARTBEAT_SECONDS) for this long is treated as lost and reopened; "
                 "0 never does", minimum=0.0),
+            tracing=tracing_from_env(env, "resolver_svc"),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,24 @@ def _env_flag(variable: str) -> bool:
     raise UsageError(f"{variable}={os.environ[variable]!r}: use one of 1, true, yes, on or 0, false, no, off")
 
 
+# W3C trace context (version 00): the CLI joins the caller's trace when the
+# environment carries one, as OpenTelemetry's environment-variable carriers
+# (TRACEPARENT, TRACESTATE) do for command-line tools.
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """traceparent (and tracestate) metadata from TRACEPARENT/TRACESTATE."""
+    parent = os.environ.get("TRACEPARENT", "").strip().lower()
+    if not parent:
+        return ()
+    if not _TRACEPARENT.fullmatch(parent) or parent[3:35] == "0" * 32 or parent[36:52] == "0" * 16:
+        raise UsageError(f"TRACEPARENT={parent!r}: expected a W3C traceparent, "
+                         "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")
+    state = os.environ.get("TRACESTATE", "").strip()
+    return (("traceparent", parent),) + ((("tracestate", state),) if state else ())
+
+
 def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     token = os.environ.get("MODELPLANE_TOKEN", "")
     token_file = _setting(args, "token_file", "MODELPLANE_TOKEN_FILE")
@@ -116,7 +135,7 @@ def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     return ModelplaneClient(
         _setting(args, "config_addr", "MODELPLANE_CONFIG_ADDR", DEFAULT_CONFIG_ADDRESS),
         _setting(args, "resolver_addr", "MODELPLANE_RESOLVER_ADDR", DEFAULT_RESOLVER_ADDRESS),
-        token=token, tls=tls, timeout=timeout)
+        token=token, tls=tls, timeout=timeout, metadata=trace_metadata())
 
 
 def read_api_key(session: Session, what: str) -> str:

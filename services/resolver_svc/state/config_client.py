@@ -16,7 +16,7 @@ TOKEN_NOT_FOUND) becomes UNAUTHENTICATED.
 from __future__ import annotations
 
 from collections import Counter
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping, Sequence
 
 import grpc
 import grpc.aio
@@ -133,11 +133,12 @@ class ConfigClient:
     def __init__(self, address: str, service_token: str, *, timeout_seconds: float,
                  reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0,
                  keepalive_seconds: float = 10.0, keepalive_timeout_seconds: float = 5.0,
-                 tls: ClientTLS | None = None) -> None:
+                 tls: ClientTLS | None = None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        """interceptors: e.g. tracing's, which sends the trace context along."""
         self.address = address
         self._channel = client_channel(address, tls, options=channel_options(
             reconnect_initial_seconds, reconnect_max_seconds, keepalive_seconds=keepalive_seconds,
-            keepalive_timeout_seconds=keepalive_timeout_seconds))
+            keepalive_timeout_seconds=keepalive_timeout_seconds), interceptors=interceptors)
         self._stub = cs_grpc.ConfigServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout = timeout_seconds
