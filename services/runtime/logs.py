@@ -16,8 +16,6 @@ from typing import Any, Final, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from modelplane_server.runtime.tracing import trace_ids
-
 REDACTED: Final = "<redacted>"
 
 # Key names whose values are credentials wherever they appear in an event:
@@ -135,7 +133,6 @@ def configure_logging(
     # Applied to stdlib records only; structlog events get the same steps below.
     foreign_pre_chain: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         timestamper,
@@ -170,7 +167,6 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            trace_ids,
             structlog.stdlib.filter_by_level,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,

@@ -22,15 +22,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from modelplane_server.runtime.metrics import ResolverMetrics
-from modelplane_server.runtime.tracing import Tracing
+from modelplane_server.runtime.tracing import Span, Tracing
 from modelplane_server.resolver_svc.upstream import UpstreamError, UpstreamTarget, Usage
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span
 
 # gen_ai.provider.name's well-known values; other types keep modelplane's name.
 GENAI_PROVIDER: Final[Mapping[str, str]] = {
@@ -96,11 +93,9 @@ class CallTelemetry:
         self._scanned = 0
         if self.tracing is None:
             return {}
-        span = self.tracing.start_client_span(self._span_name(), self._attributes())
+        span = self.tracing.client_span(self._span_name(), self._attributes())
         self._span = span
-        carrier: dict[str, str] = {}
-        self.tracing.inject(span, carrier)
-        return carrier
+        return span.headers()
 
     def failed(self, error: UpstreamError, retry_in_s: float | None) -> None:
         if self._open:
@@ -164,8 +159,8 @@ class CallTelemetry:
         if self.metrics is not None:
             self.metrics.upstream_attempt(self.provider, self.model, error_kind or "ok")
         span, self._span = self._span, None
-        if span is not None and self.tracing is not None:
-            self.tracing.end_span(span, error_kind)
+        if span is not None:
+            span.end(error_kind)
 
     def _span_name(self) -> str:
         if self.operation == "chat":
