@@ -23,6 +23,9 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     options = list(candidates)
     by_lower = {c.lower(): c for c in options}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    if not close:  # a word cut short (byok for byok_enabled) is far by edits, near by intent
+        close = [c for c in by_lower if c.startswith(word.lower())][:2]
+        close = close if len(close) == 1 else []
     return by_lower[close[0]] if close else None
 
 

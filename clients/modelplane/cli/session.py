@@ -1,11 +1,13 @@
 """One CLI invocation: its arguments, the client built from flags and
 environment (a bearer token never goes out in plaintext by accident), secrets
-read from stdin or files, and output as tables or JSON."""
+read from stdin or files, and output as tables (coloured on a terminal),
+JSON or YAML."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import re
 import sys
@@ -15,7 +17,8 @@ from typing import Any, Callable, Final, Iterable, TextIO
 
 from google.protobuf.message import Message
 
-from modelplane.cli import render
+from modelplane.cli import render, yamlout
+from modelplane.cli.style import Style, style_for
 from modelplane.client import DEFAULT_CONFIG_ADDRESS, DEFAULT_RESOLVER_ADDRESS, TLS, ModelplaneClient
 
 
@@ -24,6 +27,7 @@ class UsageError(Exception):
 
 
 Handler = Callable[["Session"], None]
+OUTPUTS: Final = ("table", "json", "yaml")
 
 
 @dataclass
@@ -36,8 +40,27 @@ class Session:
     _client: ModelplaneClient | None = None
 
     @property
-    def json(self) -> bool:
-        return bool(getattr(self.args, "json", False))
+    def output(self) -> str:
+        """table, json or yaml: -o/--output, or --json (the same as -o json)."""
+        chosen = getattr(self.args, "output", None)
+        if getattr(self.args, "json", False):
+            if chosen not in (None, "json"):
+                raise UsageError(f"--json and -o {chosen} ask for different outputs; pass one")
+            return "json"
+        return chosen or "table"
+
+    @property
+    def structured(self) -> bool:
+        """Output for programs (JSON or YAML) rather than people."""
+        return self.output != "table"
+
+    @property
+    def style(self) -> Style:
+        return style_for(self.out, getattr(self.args, "color", None))
+
+    @property
+    def err_style(self) -> Style:
+        return style_for(self.err, getattr(self.args, "color", None))
 
     @property
     def client(self) -> ModelplaneClient:
@@ -51,19 +74,39 @@ class Session:
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
+    def warn(self, text: str) -> None:
+        self.note(self.err_style.yellow(text))
+
+    def data(self, data: Any) -> None:
+        """JSON-shaped data in the structured format chosen."""
+        self.print(json.dumps(data, indent=2) if self.output == "json" else yamlout.dump(data))
+
+    def event(self, message: Message) -> None:
+        """One event of a stream: a JSON line (NDJSON), or a YAML document."""
+        if self.output == "json":
+            self.print(render.event_json(message))
+        else:
+            self.print("---\n" + yamlout.dump(render.as_dict(message)))
+
     def show(self, message: Message, text: str | None = None) -> None:
-        """A single message: JSON, or `text` (default: its fields)."""
-        self.print(render.message_json(message) if self.json else text or render.details(message))
+        """A single message: structured, or `text` (default: its fields)."""
+        if self.structured:
+            self.data(render.as_dict(message))
+        else:
+            self.print(text or render.details(message, self.style))
 
     def show_list(self, items: Iterable[Any], columns: render.Columns[Any], empty: str) -> None:
-        if self.json:
-            self.print(render.list_json(items))
+        if self.structured:
+            self.data([render.as_dict(m) for m in items])
         else:
-            self.print(columns.render(items, empty))
+            self.print(columns.render(items, empty, self.style))
 
     def done(self, text: str) -> None:
         """A call that answers nothing (deletes, clears)."""
-        self.print("{}" if self.json else text)
+        if self.structured:
+            self.data({})
+        else:
+            self.print(text)
 
 
 def _setting(args: argparse.Namespace, attr: str, variable: str, default: str | None = None) -> str | None:
