@@ -167,7 +167,7 @@ async def test_one_trace_from_the_cli_through_both_services_to_the_upstream(
     assert first.status_code == 2  # STATUS_CODE_ERROR
     assert "modelplane.retry_reason" not in first.attributes
     assert second.attributes["modelplane.retry_reason"] == "rate_limited"
-    assert "error.type" not in second.attributes
+    assert "error.type" not in second.attributes and second.attributes["http.response.status_code"] == 200
     assert second.attributes["gen_ai.response.model"] == REPLY_MODEL
     assert second.attributes["gen_ai.response.finish_reasons"] == ("stop",)
     # GenAI counts every input token (cached ones too); output includes reasoning.

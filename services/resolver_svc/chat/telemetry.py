@@ -97,6 +97,10 @@ class CallTelemetry:
         self._span = span
         return span.headers()
 
+    def responded(self, status: int) -> None:
+        if self._span is not None:
+            self._span.set_attribute("http.response.status_code", status)
+
     def failed(self, error: UpstreamError, retry_in_s: float | None) -> None:
         if self._open:
             if self._span is not None:

@@ -234,6 +234,8 @@ class UpstreamClient:
         )
         response = await self._bounded(pool.send(request, stream=True), deadline)
         if response.status_code < 400:
+            if observer is not None:
+                observer.responded(response.status_code)
             return response
         try:
             body = await self._bounded(response.aread(), deadline)

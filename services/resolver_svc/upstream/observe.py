@@ -22,6 +22,9 @@ class AttemptObserver(Protocol):
         (the trace context). Never key material: the request is signed
         before these are added."""
 
+    def responded(self, status: int) -> None:
+        """The current attempt got a successful HTTP status; its body follows."""
+
     def failed(self, error: UpstreamError, retry_in_s: float | None) -> None:
         """The current attempt failed; another follows after retry_in_s
         seconds, or none when it is None."""
