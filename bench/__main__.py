@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import gateway, propagation, resolution
+from bench import gateway, propagation, resolution, tracing
 
 
 def main() -> int:
     """Each benchmark returns non-zero when it missed a target; all of them run."""
-    results = [resolution.main(), gateway.main(), propagation.main()]
+    results = [resolution.main(), gateway.main(), propagation.main(), tracing.main()]
     return max(results)
 
 

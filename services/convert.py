@@ -30,6 +30,7 @@ from modelplane_server.domain.types import (
     UserKey,
 )
 from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.hints import proto_names
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 
@@ -66,15 +67,18 @@ def provider_type(value: "int | pb.ProviderType.ValueType", field: str) -> Provi
     try:
         return PROVIDER_TYPES[pb.ProviderType.ValueType(value)]
     except KeyError:
-        raise InvalidArgument.one(field, "is required: one of " +
-                                  ", ".join(t.value for t in ProviderType)) from None
+        short = [t.value for t in ProviderType]
+        raise InvalidArgument.one(field, f"is required: one of {proto_names('PROVIDER_TYPE_', short)} (the CLI's "
+                                         f"--type: {', '.join(short)})") from None
 
 
 def context(value: "int | pb.OverrideContext.ValueType", field: str) -> OverrideContext:
     try:
         return CONTEXTS[pb.OverrideContext.ValueType(value)]
     except KeyError:
-        raise InvalidArgument.one(field, "is required: one of root, general, explore, title_generation") from None
+        short = [c.value for c in OverrideContext]
+        raise InvalidArgument.one(field, f"is required: one of {proto_names('OVERRIDE_CONTEXT_', short)} (the CLI: "
+                                         f"{', '.join(short)})") from None
 
 
 def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -31,6 +31,7 @@ from modelplane_server.runtime import consistency_metrics, crypto, metrics, shut
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.domain.resolver_map import ResolverRecord
+from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -57,6 +58,7 @@ class ConfigServer:
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
     resolver_map: ResolverMap
+    tracing: Tracing | None = None
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful: NOT_SERVING, end watch streams, let in-flight calls finish
@@ -70,6 +72,8 @@ class ConfigServer:
         await self.store.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()  # exports what is still buffered
 
 
 async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True) -> ConfigServer:
@@ -95,8 +99,11 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     registry = CollectorRegistry()
     metrics.watch_pool(registry, pool)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
+    tracing = Tracing(settings.tracing) if settings.tracing is not None else None
+    # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
+    spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams, RevisionStamp(store, SERVICE_NAME)]),
+        auth, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams, RevisionStamp(store, SERVICE_NAME)]),
         options=keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
                                   settings.keepalive_timeout_seconds))
     resolver_map = ResolverMap(store, replica="", expiry_seconds=settings.resolver_expiry_seconds)
@@ -129,7 +136,8 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     log.info("config_svc serving", address=settings.listen, port=port,
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
-    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, resolver_map)
+    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, resolver_map,
+                        tracing)
 
 
 def keepalive_options(min_ping_interval_seconds: float, keepalive_seconds: float = 10.0,

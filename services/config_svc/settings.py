@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ServerTLS, server_tls_from_env
+from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
 from modelplane_server.domain.base_url import parse_own_address
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -44,6 +45,8 @@ class ConfigServiceSettings:
     # A resolver not heard from (acks, every RESOLVER_ACK_INTERVAL_SECONDS)
     # for this long is dropped from the live map.
     resolver_expiry_seconds: float = 30.0
+    # None: no tracing (runtime.tracing; on when OTEL_EXPORTER_OTLP_* is set).
+    tracing: TracingConfig | None = None
 
     def __repr__(self) -> str:
         # The dataclass repr would print the DSN (it may hold a password) and the keyring.
@@ -105,6 +108,7 @@ class ConfigServiceSettings:
                 env, "CONFIG_SVC_RESOLVER_EXPIRY_SECONDS", 30.0,
                 "A resolver not heard from (its acks, every RESOLVER_ACK_INTERVAL_SECONDS) for this long is "
                 "dead: ListResolvers and `modelplane status` no longer show it", minimum=1.0),
+            tracing=tracing_from_env(env, "config_svc"),
         )
 
 

@@ -17,6 +17,7 @@ from typing import Collection, Sequence
 
 from modelplane_server.domain.base_url import base_url_violations
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument
+from modelplane_server.domain.hints import camel_path, closest, did_you_mean, proto_names
 from modelplane_server.domain.text import has_control_chars
 from modelplane_server.domain.types import (
     OPTIONS_FAMILY,
@@ -197,7 +198,8 @@ def option_value_violations(d: OptionDef, value: object, field: str) -> list[Fie
     if d.kind is OptionKind.ENUM:
         if isinstance(value, str) and value in d.enum_values:
             return []
-        return bad("must be one of " + ", ".join(d.enum_values))
+        hint = did_you_mean(value, d.enum_values) if isinstance(value, str) else ""
+        return bad("must be one of " + ", ".join(d.enum_values) + (";" + hint if hint else ""))
     # bool is an int subclass; True is not a token count.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return bad("must be an integer" if d.kind is OptionKind.INTEGER else "must be a number")
@@ -386,15 +388,17 @@ def derive_model_name(provider: str, model_identifier: str) -> str:
 def validate_override_context(
     ctx: OverrideContext | str | None, allowed: Collection[OverrideContext], field: str
 ) -> OverrideContext:
-    choices = ", ".join(c.value for c in OverrideContext if c in allowed)
+    short = [c.value for c in OverrideContext if c in allowed]
+    # Both spellings: the proto's, for JSON callers (grpcurl), and the CLI's.
+    proto, cli = proto_names("OVERRIDE_CONTEXT_", short), ", ".join(short)
     if not ctx:
-        raise InvalidArgument.one(field, f"is required: one of {choices}")
+        raise InvalidArgument.one(field, f"is required: one of {proto} (the CLI: {cli})")
     try:
         context = OverrideContext(ctx)
     except ValueError:
         context = None
     if context is None or context not in allowed:
-        raise InvalidArgument.one(field, f"must be one of {choices} here")
+        raise InvalidArgument.one(field, f"must be one of {proto} here (the CLI: {cli})")
     return context
 
 
@@ -411,8 +415,15 @@ def update_mask_violations(paths: Sequence[str], allowed: Collection[str], field
     if not paths:
         return [FieldViolation(field, "must name at least one field to update, e.g. " + ", ".join(sorted(allowed)[:3]))]
     known = ", ".join(sorted(allowed))
-    return [FieldViolation(field, f"{p!r} cannot be updated; updatable fields: {known}")
+    return [FieldViolation(field, f"{p!r} cannot be updated;{_mask_hint(p, allowed)} updatable fields: {known} "
+                                  "(in JSON, a field mask is one string of lowerCamelCase paths, e.g. "
+                                  f'"{camel_path(sorted(allowed)[0])}")')
             for p in dict.fromkeys(paths) if p not in allowed]
+
+
+def _mask_hint(path: str, allowed: Collection[str]) -> str:
+    found = closest(path, allowed)
+    return f" did you mean {found} (in JSON: {camel_path(found)!r})?" if found else ""
 
 
 def validate_update_mask(paths: Sequence[str], allowed: Collection[str], field: str = "update_mask") -> frozenset[str]:

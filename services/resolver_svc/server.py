@@ -24,6 +24,7 @@ from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.runtime.metrics import ResolverMetrics
+from modelplane_server.runtime.tracing import Tracing
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from modelplane_server.resolver_svc.api.min_revision import DEFAULT_MAX_WAIT_SECONDS, MinRevision
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
@@ -53,13 +54,15 @@ def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: Credent
                       probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S, aws_region: str | None = None,
                       metrics: ResolverMetrics | None = None,
                       min_revision_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
-                      consistency: ConsistencyMetrics | None = None) -> ResolverServicer:
+                      consistency: ConsistencyMetrics | None = None,
+                      tracing: Tracing | None = None) -> ResolverServicer:
     """The one ResolverServicer: resolution over the snapshot and the user
     cache, and the chat gateway over that resolution, the credentials and
     `upstream` (see ChatGateway for the options)."""
     resolution = ResolutionService(snapshot, users)
     gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
-                          probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics)
+                          probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics,
+                          tracing=tracing)
     min_revision = MinRevision(snapshot.applied, max_wait_seconds=min_revision_max_wait_seconds, metrics=consistency)
     return ResolverServicer(resolution, gateway, min_revision=min_revision)
 
@@ -82,6 +85,7 @@ class ResolverServer:
     metrics_endpoint: metrics.MetricsEndpoint | None
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracing: Tracing | None = None
 
     def config_calls(self) -> dict[str, int]:
         """RPCs made to config_svc so far, by method (see ConfigClient.counters)."""
@@ -104,6 +108,8 @@ class ResolverServer:
         await self.config.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()  # exports what is still buffered
 
 
 async def build_server(settings: ResolverSettings, *,
@@ -111,13 +117,15 @@ async def build_server(settings: ResolverSettings, *,
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` builds the servicer
     instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
+    tracing = Tracing(settings.tracing) if settings.tracing is not None else None
     config = ConfigClient(settings.config_addresses, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
                           reconnect_initial_seconds=settings.reconnect_initial_seconds,
                           reconnect_max_seconds=settings.reconnect_max_seconds,
                           keepalive_seconds=settings.config_keepalive_seconds,
                           keepalive_timeout_seconds=settings.config_keepalive_timeout_seconds,
-                          tls=settings.config_tls)
+                          tls=settings.config_tls,
+                          interceptors=tracing.client_interceptors() if tracing is not None else ())
     snapshot = Snapshot()
     registry = CollectorRegistry()
     resolver_metrics = metrics.ResolverMetrics(registry)
@@ -141,15 +149,17 @@ async def build_server(settings: ResolverSettings, *,
     resolver_metrics.follow_watch(revision=lambda: snapshot.revision, connected=lambda: watcher.connected)
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
+    # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
+    spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
+        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
                                      metrics=resolver_metrics,
                                      min_revision_max_wait_seconds=settings.min_revision_max_wait_seconds,
-                                     consistency=consistency)
+                                     consistency=consistency, tracing=tracing)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
@@ -167,7 +177,7 @@ async def build_server(settings: ResolverSettings, *,
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=",".join(settings.config_addresses), resolver_id=reporter.identity.id)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, reporter,
-                          servicer, upstream, resolver_metrics, endpoint, streams, tasks)
+                          servicer, upstream, resolver_metrics, endpoint, streams, tasks, tracing)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
 from modelplane_server.runtime.metrics import metrics_listen_from_env
 from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
+from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
@@ -63,6 +64,8 @@ class ResolverSettings:
     def config_addresses(self) -> tuple[str, ...]:
         """Every config_svc address the resolver may watch."""
         return self.config_svc_addresses or (self.config_svc_address,)
+    # None: no tracing (runtime.tracing; on when OTEL_EXPORTER_OTLP_* is set).
+    tracing: TracingConfig | None = None
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -146,6 +149,7 @@ class ResolverSettings:
                 "How often the resolver tells config_svc which revision it applied when nothing changes (after a "
                 "change it does so at once): its heartbeat in the live map of resolvers; keep it well below "
                 "config_svc's CONFIG_SVC_RESOLVER_EXPIRY_SECONDS", minimum=0.1),
+            tracing=tracing_from_env(env, "resolver_svc"),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

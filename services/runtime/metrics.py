@@ -37,6 +37,11 @@ from modelplane_server.runtime.pipeline import CompletionHooks, HookInterceptor,
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                60.0, 120.0, 300.0)
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# Time to first token: fast local servers answer in tens of milliseconds,
+# reasoning models can think for minutes before their first visible token.
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# Token kinds that do not overlap, so their sum is every token of a request.
+TOKEN_KINDS = ("input", "cache_read", "cache_write", "output_non_reasoning", "reasoning")
 
 _DISABLED = frozenset({"", "off", "none", "disabled"})
 
@@ -136,8 +141,11 @@ class ResolverMetrics:
       cache_lookup(name, hit)                    on each cache lookup (the
           caches' LookupObserver)
       upstream_done(provider, model, status, seconds, tokens={...}, cost_usd=...)
-          once per upstream request; tokens kinds: input, output, cache_read,
-          cache_write, reasoning; cost_usd None for unpriced models
+          once per upstream request; tokens by TOKEN_KINDS, which do not
+          overlap; cost_usd None for unpriced models
+      upstream_attempt(provider, model, outcome)  once per attempt, when it ends
+      upstream_retry(provider, model, reason)     once per retry, by the failed attempt's kind
+      first_token(provider, model, seconds)       once per stream, at its first content
     """
 
     def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -152,6 +160,12 @@ class ResolverMetrics:
                                   "watch stream is open, else seconds since it was lost",
                                   registry=registry)
         self.snapshot_lag.set_function(self._lag)
+        # The same as a timestamp: alerts and dashboards compute time() - it,
+        # which keeps rising even while no scrape reaches the process.
+        self.snapshot_synced = Gauge("modelplane_snapshot_synced_timestamp_seconds",
+                                     "Unix time up to which the snapshot is known to match config_svc: now while "
+                                     "the watch stream is open, else when it was lost", registry=registry)
+        self.snapshot_synced.set_function(lambda: time.time() - self._lag())
         self.cache_requests = Counter("modelplane_cache_requests_total",
                                       "Cache lookups by cache and result (hit ratio = hit / all)",
                                       ["cache", "result"], registry=registry)
@@ -159,11 +173,24 @@ class ResolverMetrics:
                                   "Upstream provider requests, by provider, model and gRPC status code name",
                                   ["provider", "model", "status"], buckets=UPSTREAM_BUCKETS, registry=registry)
         self.tokens = Counter("modelplane_upstream_tokens_total",
-                              "Tokens reported by upstream providers, by kind",
+                              "Tokens reported by upstream providers, by kind; the kinds do not overlap "
+                              "(input excludes cache reads and writes, reasoning is not in "
+                              "output_non_reasoning), so their sum is every token",
                               ["provider", "model", "kind"], registry=registry)
         self.cost_usd = Counter("modelplane_upstream_cost_usd_total",
                                 "Cost of upstream requests in USD, from the model's prices",
                                 ["provider", "model"], registry=registry)
+        self.attempts = Counter("modelplane_upstream_attempts_total",
+                                "Upstream HTTP attempts, by outcome: ok, or the error kind that ended the attempt "
+                                "(rate_limited, overloaded, unavailable, timeout, cancelled, ...)",
+                                ["provider", "model", "outcome"], registry=registry)
+        self.retries = Counter("modelplane_upstream_retries_total",
+                               "Upstream attempts retried, by the reason (the failed attempt's error kind)",
+                               ["provider", "model", "reason"], registry=registry)
+        self.time_to_first_token = Histogram("modelplane_upstream_time_to_first_token_seconds",
+                                             "Streamed chats: from the call to the upstream until the first "
+                                             "text, reasoning or tool-call token (retries included)",
+                                             ["provider", "model"], buckets=TTFT_BUCKETS, registry=registry)
 
     def _lag(self) -> float:
         if self._connected is not None:
@@ -188,6 +215,15 @@ class ResolverMetrics:
 
     def cache_lookup(self, cache: str, hit: bool) -> None:
         self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
+
+    def upstream_attempt(self, provider: str, model: str, outcome: str) -> None:
+        self.attempts.labels(provider, model, outcome).inc()
+
+    def upstream_retry(self, provider: str, model: str, reason: str) -> None:
+        self.retries.labels(provider, model, reason).inc()
+
+    def first_token(self, provider: str, model: str, seconds: float) -> None:
+        self.time_to_first_token.labels(provider, model).observe(seconds)
 
     def upstream_done(self, provider: str, model: str, status: str, seconds: float, *,
                       tokens: Mapping[str, int] | None = None, cost_usd: float | None = None) -> None:

@@ -86,12 +86,13 @@ def add_port(server: grpc.aio.Server, listen: str, tls: ServerTLS | None) -> int
     return server.add_secure_port(listen, tls.credentials())
 
 
-def client_channel(address: str, tls: ClientTLS | None,
-                   options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+def client_channel(address: str, tls: ClientTLS | None, options: Sequence[tuple[str, Any]] = (),
+                   interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
     """A grpc.aio channel to `address`, over TLS when `tls` is given."""
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=list(options))
-    return grpc.aio.secure_channel(address, tls.credentials(), options=[*options, *tls.channel_options()])
+        return grpc.aio.insecure_channel(address, options=list(options), interceptors=list(interceptors) or None)
+    return grpc.aio.secure_channel(address, tls.credentials(), options=[*options, *tls.channel_options()],
+                                   interceptors=list(interceptors) or None)
 
 
 # -- settings ------------------------------------------------------------------------------

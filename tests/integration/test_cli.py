@@ -130,7 +130,9 @@ async def test_errors_go_to_stderr_with_exit_codes(cli: Cli, admin: str) -> None
     bad = await cli("providers", "create", "Bad Name", "--type", "azure-openai", "--api-key-stdin",
                     token=admin, stdin=CENTRAL_KEY)
     assert bad.code == 1 and bad.err.startswith("error: INVALID_ARGUMENT INVALID_FIELD: ")
-    assert "\n  provider.name: " in bad.err and "\n  provider.base_url: " in bad.err
+    # Each violated field with the way this command sets it.
+    assert "\n  provider.name (the NAME argument): " in bad.err
+    assert "\n  provider.base_url (--base-url): " in bad.err
 
     byok_off = await cli("keys", "set", "openai", "--user", "bob", token=admin, stdin=USER_KEY)
     assert byok_off.code == 1 and byok_off.err.startswith("error: PERMISSION_DENIED ROLE_FORBIDDEN")

@@ -805,10 +805,16 @@ def test_valid_override_contexts(ctx: Any, allowed: frozenset[OverrideContext], 
 @pytest.mark.parametrize(
     ("ctx", "allowed", "says"),
     [
-        (OverrideContext.ROOT, ADMIN_CONTEXTS, "must be one of general, explore, title_generation here"),
-        ("title_generation", PERSONAL_CONTEXTS, "must be one of root, general, explore here"),
-        (None, ADMIN_CONTEXTS, "is required: one of general, explore, title_generation"),
-        ("", PERSONAL_CONTEXTS, "is required: one of root, general, explore"),
+        # Both spellings: the proto's (what grpcurl and JSON callers type), and the CLI's.
+        (OverrideContext.ROOT, ADMIN_CONTEXTS, "must be one of OVERRIDE_CONTEXT_GENERAL, OVERRIDE_CONTEXT_EXPLORE, "
+                                               "OVERRIDE_CONTEXT_TITLE_GENERATION here (the CLI: general, explore, "
+                                               "title_generation)"),
+        ("title_generation", PERSONAL_CONTEXTS, "must be one of OVERRIDE_CONTEXT_ROOT, OVERRIDE_CONTEXT_GENERAL, "
+                                                "OVERRIDE_CONTEXT_EXPLORE here (the CLI: root, general, explore)"),
+        (None, ADMIN_CONTEXTS, "is required: one of OVERRIDE_CONTEXT_GENERAL, OVERRIDE_CONTEXT_EXPLORE, "
+                               "OVERRIDE_CONTEXT_TITLE_GENERATION (the CLI: general, explore, title_generation)"),
+        ("", PERSONAL_CONTEXTS, "is required: one of OVERRIDE_CONTEXT_ROOT, OVERRIDE_CONTEXT_GENERAL, "
+                                "OVERRIDE_CONTEXT_EXPLORE (the CLI: root, general, explore)"),
         ("GENERAL", ADMIN_CONTEXTS, "must be one of"),
         ("chat", ADMIN_CONTEXTS, "must be one of"),
     ],
@@ -864,7 +870,23 @@ def test_invalid_update_masks(paths: list[str], bad: list[str] | None) -> None:
     else:
         assert fields(found) == ["update_mask"] * len(bad)
         for violation, name in zip(found, bad):
-            assert violation.description.startswith(f"{name} cannot be updated; updatable fields: api_key, ")
+            assert violation.description.startswith(f"{name} cannot be updated;")
+            assert "updatable fields: api_key, " in violation.description
     with pytest.raises(InvalidArgument) as raised:
         validate_update_mask(paths, PROVIDER_MASK, "update_mask")
     assert raised.value.violations == found
+
+
+def test_update_mask_hints_spell_the_closest_path_both_ways() -> None:
+    """A JSON caller (grpcurl) writes a field mask in lowerCamelCase, a client in snake_case."""
+    [violation] = update_mask_violations(["displayname"], PROVIDER_MASK)
+    assert "did you mean display_name (in JSON: 'displayName')?" in violation.description
+    [violation] = update_mask_violations(["zzz"], PROVIDER_MASK)
+    assert "did you mean" not in violation.description
+
+
+def test_an_option_enum_value_gets_the_closest_one() -> None:
+    effort = model(provider_options=ProviderOptions("openai", {"reasoning_effort": "mediun"}))
+    [violation] = model_violations(effort, ProviderType.OPENAI)
+    assert violation.field == "model.openai.reasoning_effort"
+    assert violation.description.endswith("; did you mean medium?")

@@ -23,8 +23,8 @@ from modelplane.calls._config import (access_credential, clear_model_override, c
                                       set_personal_override, set_user_key, update_model, update_provider,
                                       update_settings, watch_config)
 from modelplane.calls._config import ack_config, list_resolvers, list_resolvers_page
-from modelplane.calls._names import (context_name, context_names, override_context, provider_type, provider_type_name,
-                                     provider_type_names, role, role_name)
+from modelplane.calls._names import (context_name, context_names, did_you_mean, override_context, provider_type,
+                                     provider_type_name, provider_type_names, role, role_name)
 from modelplane.calls._resolver import (HEALTH_CHECK, HEALTH_STATUSES, ChatInput, ToolInput, chat, chat_request,
                                         health, list_available_models, list_user_key_status, probe_provider,
                                         resolve_credential, resolve_model, stream_chat)
@@ -35,7 +35,7 @@ __all__ = [
     "CONFIG_SERVICE", "RESOLVER_SERVICE", "HEALTH_CHECK", "HEALTH_STATUSES", "ChatInput", "ToolInput",
     # friendly enum names
     "provider_type", "override_context", "role", "provider_type_name", "context_name", "role_name",
-    "provider_type_names", "context_names",
+    "provider_type_names", "context_names", "did_you_mean",
     # ConfigService
     "create_provider", "get_provider", "list_providers", "update_provider", "delete_provider",
     "create_model", "get_model", "list_models", "update_model", "delete_model", "set_default_model",

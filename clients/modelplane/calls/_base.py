@@ -15,6 +15,8 @@ from typing import Any, Callable, Final, Generic, Iterable, Mapping, Sequence, T
 from google.protobuf import empty_pb2, field_mask_pb2, json_format
 from google.protobuf.message import Message
 
+from modelplane.calls._names import did_you_mean
+
 T = TypeVar("T")
 R = TypeVar("R", bound=Message)
 
@@ -127,6 +129,12 @@ def parse(fields: MessageOrFields, into: Message, what: str) -> None:
         into.CopyFrom(fields)
         return
     present = {k: v for k, v in fields.items() if v is not None}
+    known = [f.name for f in into.DESCRIPTOR.fields]
+    for key in fields:
+        if key not in known and key not in (f.json_name for f in into.DESCRIPTOR.fields):
+            close = did_you_mean(key, known)
+            hint = f"did you mean {what}.{close}? " if close else ""
+            raise ValueError(f"{what}.{key} is not a field: {hint}{what} has {', '.join(known)}")
     try:
         json_format.ParseDict(present, into)
     except json_format.ParseError as exc:

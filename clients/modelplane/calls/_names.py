@@ -3,7 +3,8 @@ PROVIDER_TYPE_AZURE_OPENAI for requests, and back for tables."""
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+import difflib
+from typing import Iterable, Protocol, TypeVar
 
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
@@ -17,7 +18,18 @@ class _EnumWrapper(Protocol[V]):
     def keys(self) -> list[str]: ...
 
 
-def _enum_value(wrapper: _EnumWrapper[V], prefix: str, value: str | int, what: str) -> V:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a mistyped word, if one is close enough."""
+    options = list(candidates)
+    by_lower = {c.lower(): c for c in options}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    if not close:  # a word cut short (byok for byok_enabled) is far by edits, near by intent
+        close = [c for c in by_lower if c.startswith(word.lower())][:2]
+        close = close if len(close) == 1 else []
+    return by_lower[close[0]] if close else None
+
+
+def _enum_value(wrapper: _EnumWrapper[V], prefix: str, value: str | int, what: str, separator: str = "_") -> V:
     names = [n for n in wrapper.keys() if not n.endswith("_UNSPECIFIED")]
     if isinstance(value, int):
         try:
@@ -32,8 +44,10 @@ def _enum_value(wrapper: _EnumWrapper[V], prefix: str, value: str | int, what: s
             name = prefix + name
         if name in names:
             return wrapper.Value(name)
-    friendly = ", ".join(n.removeprefix(prefix).lower() for n in names)
-    raise ValueError(f"unknown {what} {value!r}: use one of {friendly}")
+    friendly = [n.removeprefix(prefix).lower().replace("_", separator) for n in names]
+    close = did_you_mean(str(value).strip(), friendly) if isinstance(value, str) else None
+    hint = f"did you mean {close}? " if close else ""
+    raise ValueError(f"unknown {what} {value!r}: {hint}use one of {', '.join(friendly)}")
 
 
 def _friendly(wrapper: _EnumWrapper[V], prefix: str, number: V, separator: str) -> str:
@@ -48,7 +62,7 @@ def _friendly(wrapper: _EnumWrapper[V], prefix: str, number: V, separator: str) 
 
 def provider_type(value: str | int) -> pb.ProviderType.ValueType:
     """"openai", "azure-openai", "PROVIDER_TYPE_OPENAI" or the number."""
-    return _enum_value(pb.ProviderType, "PROVIDER_TYPE_", value, "provider type")
+    return _enum_value(pb.ProviderType, "PROVIDER_TYPE_", value, "provider type", "-")
 
 
 def override_context(value: str | int) -> pb.OverrideContext.ValueType:
@@ -58,7 +72,7 @@ def override_context(value: str | int) -> pb.OverrideContext.ValueType:
 
 def role(value: str | int) -> pb.Role.ValueType:
     """"admin", "member" or "service"."""
-    return _enum_value(pb.Role, "ROLE_", value, "role")
+    return _enum_value(pb.Role, "ROLE_", value, "role", "-")
 
 
 def chat_role(value: str | int) -> rs.ChatRole.ValueType:

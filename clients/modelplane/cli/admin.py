@@ -64,7 +64,9 @@ def _sections(assignments: Sequence[str], unsets: Sequence[str] = ()) -> dict[st
     for path, raw in pairs:
         section, dot, name = path.strip().partition(".")
         if section not in allowed or not dot or not name:
-            raise UsageError(f"{path!r}: expected SECTION.FIELD with SECTION one of {', '.join(allowed)} "
+            close = calls.did_you_mean(section, allowed) if dot else None
+            hint = f"did you mean {close}.{name}? " if close and name else ""
+            raise UsageError(f"{path!r}: {hint}expected SECTION.FIELD with SECTION one of {', '.join(allowed)} "
                              "(see `modelplane options-schema TYPE`)")
         sections.setdefault(section, {})[name] = None if raw is None else _value(raw)
     return sections
@@ -121,14 +123,14 @@ def models_default(s: Session) -> None:
     else:
         current = next((m for m in s.client.list_models() if m.is_default), None)
         if current is None:
-            s.print("{}" if s.json else "no default model")
+            s.done("no default model")
         else:
             s.show(current, f"default model: {current.name}")
 
 
 def options_schema(s: Session) -> None:
     schema = s.client.get_model_options_schema(s.args.type)
-    s.show(schema, render.options_schema(schema))
+    s.show(schema, render.options_schema(schema, s.style))
 
 
 def settings_get(s: Session) -> None:
@@ -146,7 +148,7 @@ def settings_set(s: Session) -> None:
 
 def overrides_list(s: Session) -> None:
     response = s.client.list_model_overrides()
-    s.show(response, render.OVERRIDES.render(response.overrides, "no admin overrides"))
+    s.show(response, render.OVERRIDES.render(response.overrides, "no admin overrides", s.style))
 
 
 def overrides_set(s: Session) -> None:
@@ -162,7 +164,7 @@ def overrides_clear(s: Session) -> None:
 def personal_list(s: Session) -> None:
     response = s.client.list_personal_overrides(user=s.args.user or "")
     state = "apply" if response.enabled else "are switched off by the administrator (stored, not applied)"
-    s.show(response, render.OVERRIDES.render(response.overrides, "no personal overrides")
+    s.show(response, render.OVERRIDES.render(response.overrides, "no personal overrides", s.style)
            + f"\n\npersonal overrides {state}")
 
 
@@ -188,24 +190,24 @@ def keys_delete(s: Session) -> None:
 
 def keys_list(s: Session) -> None:
     response = s.client.list_user_keys(user=s.args.user or "")
-    s.show(response, render.USER_KEYS.render(response.keys, "no saved keys"))
+    s.show(response, render.USER_KEYS.render(response.keys, "no saved keys", s.style))
 
 
 def keys_status(s: Session) -> None:
     response = s.client.list_user_key_status(user=s.args.user or "")
     byok = "on" if response.byok_enabled else "off"
-    s.show(response, render.KEY_STATUS.render(response.providers, "no enabled providers") + f"\n\nBYOK is {byok}")
+    s.show(response, render.KEY_STATUS.render(response.providers, "no enabled providers", s.style) + f"\n\nBYOK is {byok}")
 
 
 def tokens_create(s: Session) -> None:
     a = s.args
     created = s.client.create_api_token(a.role, a.subject, description=a.description or "")
-    if s.json:
+    if s.structured:
         s.show(created)
         return
-    s.print(render.TOKENS.render([created.token]))
+    s.print(render.TOKENS.render([created.token], style=s.style))
     s.print(f"\nsecret: {created.secret}")
-    s.note("store the secret now: it is shown only once")
+    s.warn("store the secret now: it is shown only once")
 
 
 def tokens_list(s: Session) -> None:
@@ -219,7 +221,7 @@ def tokens_revoke(s: Session) -> None:
 
 def tokens_introspect(s: Session) -> None:
     token = s.client.introspect_token(read_api_key(s, "the token to check"))
-    s.show(token, render.TOKENS.render([token]))
+    s.show(token, render.TOKENS.render([token], style=s.style))
 
 
 def audit_list(s: Session) -> None:

@@ -1,13 +1,21 @@
-"""The command line: every command, its flags and the handler it runs."""
+"""The command line: every command, its flags and the handler it runs.
+
+Mistyped commands, options and choices get a "did you mean"; values the
+shell can complete are marked on the argument (`complete`) for
+cli.completion, which writes bash, zsh and fish scripts from this parser.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import Any, NoReturn, Sequence
 
 from modelplane import calls
-from modelplane.cli import admin, runtime, status
-from modelplane.cli.session import Handler
+from modelplane.cli import admin, completion, runtime, status
+from modelplane.cli.session import OUTPUTS, Handler
+
+FILES = completion.FILES  # `complete` marker: the value is a path
 
 ENVIRONMENT = """environment:
   MODELPLANE_CONFIG_ADDR     config_svc address (default 127.0.0.1:50051)
@@ -22,7 +30,51 @@ ENVIRONMENT = """environment:
   MODELPLANE_STATE_FILE      where the revisions of your writes are kept for 10 minutes, so
                              resolver commands read them (default
                              $XDG_STATE_HOME/modelplane/revisions.json; "off" disables)
+  TRACEPARENT, TRACESTATE    W3C trace context: calls join that trace
+  NO_COLOR                   set: no colour, even on a terminal (see --color)
+
+shell completion: modelplane completion bash|zsh|fish (see `modelplane completion --help`)
 """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for mistyped commands, choices and options."""
+
+    _seen: Sequence[str] = ()
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            names = [str(c) for c in choices]
+            close = calls.did_you_mean(str(value), names)
+            hint = f"did you mean {close}? " if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}: {hint}choose from {', '.join(names)}")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._seen = list(sys.argv[1:] if args is None else args)  # for error(): what was typed
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command: Parser = getattr(parsed, "command_parser", self)
+            command._seen = extras
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        # A misspelt option is the likely cause of most errors (say a
+        # required --type "missing" because --tpye was typed): name it.
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        hints = []
+        for word in self._seen:
+            typed = word.split("=", 1)[0]
+            if typed.startswith("--") and typed not in known:
+                close = calls.did_you_mean(typed, known)
+                hints.append(f"{typed}: did you mean {close}?" if close else f"{typed}: no such option")
+        super().error(message + ("; " + "; ".join(hints) if hints else ""))
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -30,15 +82,22 @@ def _common_options() -> argparse.ArgumentParser:
     so a later position does not reset an earlier one)."""
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("connection and output")
-    group.add_argument("--json", action="store_true", help="print JSON (proto field names) instead of tables")
+    group.add_argument("-o", "--output", choices=OUTPUTS,
+                       help="table (default), json or yaml (proto field names); streams: one JSON line or one "
+                            "YAML document per event")
+    group.add_argument("--json", action="store_true", help="the same as -o json")
+    group.add_argument("--color", choices=("auto", "always", "never"),
+                       help="colour tables and errors: auto (default) on a terminal unless NO_COLOR is set")
     group.add_argument("--config-addr", metavar="HOST:PORT", help="config_svc address [MODELPLANE_CONFIG_ADDR]")
     group.add_argument("--resolver-addr", metavar="HOST:PORT",
                        help="resolver_svc address [MODELPLANE_RESOLVER_ADDR]")
-    group.add_argument("--token-file", metavar="PATH", help="file holding the bearer token [MODELPLANE_TOKEN_FILE]")
+    group.add_argument("--token-file", metavar="PATH",
+                       help="file holding the bearer token [MODELPLANE_TOKEN_FILE]").complete = FILES  # type: ignore[attr-defined]
     group.add_argument("--tls", action="store_true", help="use TLS with the system roots [MODELPLANE_TLS]")
-    group.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust [MODELPLANE_TLS_CA]")
-    group.add_argument("--tls-cert", metavar="PEM", help="client certificate for mTLS [MODELPLANE_TLS_CERT]")
-    group.add_argument("--tls-key", metavar="PEM", help="client key for mTLS [MODELPLANE_TLS_KEY]")
+    for flag, help in (("--tls-ca", "CA certificate to trust [MODELPLANE_TLS_CA]"),
+                       ("--tls-cert", "client certificate for mTLS [MODELPLANE_TLS_CERT]"),
+                       ("--tls-key", "client key for mTLS [MODELPLANE_TLS_KEY]")):
+        group.add_argument(flag, metavar="PEM", help=help).complete = FILES  # type: ignore[attr-defined]
     group.add_argument("--tls-server-name", metavar="NAME",
                        help="name expected in the server certificate [MODELPLANE_TLS_SERVER_NAME]")
     group.add_argument("--timeout", type=float, metavar="SECONDS", help="per-call deadline (default 30)")
@@ -56,7 +115,7 @@ class _Builder:
     def command(self, parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help,
                                                             parents=[self.common])
-        parser.set_defaults(handler=handler)
+        parser.set_defaults(handler=handler, command_parser=parser)
         return parser
 
 
@@ -72,26 +131,33 @@ def _api_key_source(parser: argparse.ArgumentParser, stdin_flag: bool) -> None:
     if stdin_flag:
         parser.add_argument("--api-key-stdin", action="store_true",
                             help="read the central API key from stdin (prompted without echo on a terminal)")
-    parser.add_argument("--api-key-file", metavar="PATH", help="read the API key from this file")
+    _complete(parser.add_argument("--api-key-file", metavar="PATH", help="read the API key from this file"), FILES)
+
+
+def _complete(action: argparse.Action, values: Any) -> argparse.Action:
+    """What the shell may complete for this argument (cli.completion): a
+    list of words, or FILES."""
+    action.complete = values  # type: ignore[attr-defined]
+    return action
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="modelplane", parents=[common], epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operate modelplane: providers, models, settings, overrides, keys, tokens, audit, "
                     "resolution and chat.")
     top = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     b = _Builder(common)
-    types = ", ".join(calls.provider_type_names())
-    contexts = ", ".join(calls.context_names())
+    type_names, context_names = calls.provider_type_names(), calls.context_names()
+    types, contexts = ", ".join(type_names), ", ".join(context_names)
 
     g = b.group(top, "providers", "LLM providers and their central keys")
     b.command(g, "list", admin.providers_list, "list providers")
     b.command(g, "get", admin.providers_get, "show one provider").add_argument("name")
     p = b.command(g, "create", admin.providers_create, "add a provider (the key is read from stdin or a file)")
     p.add_argument("name", help="lowercase kebab-case, immutable")
-    p.add_argument("--type", required=True, help=types)
+    _complete(p.add_argument("--type", required=True, help=types), type_names)
     p.add_argument("--display-name")
     p.add_argument("--base-url", help="upstream URL; default: the type's public endpoint")
     p.add_argument("--region", help="bedrock: the AWS region")
@@ -146,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="the model to star; omit to show the current default")
     p.add_argument("--clear", action="store_true", help="clear the default")
 
-    b.command(top, "options-schema", admin.options_schema, "the model options a provider type takes").add_argument(
-        "type", help=types)
+    _complete(b.command(top, "options-schema", admin.options_schema,
+                        "the model options a provider type takes").add_argument("type", help=types), type_names)
 
     g = b.group(top, "settings", "deployment settings (BYOK, personal overrides)")
     b.command(g, "get", admin.settings_get, "show the settings")
@@ -159,18 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = b.group(top, "overrides", "admin model overrides per context (general, explore, title_generation)")
     b.command(g, "list", admin.overrides_list, "list admin overrides")
     p = b.command(g, "set", admin.overrides_set, "pin a context to a model")
-    p.add_argument("context", help="general, explore or title_generation")
+    _complete(p.add_argument("context", help="general, explore or title_generation"),
+              ["general", "explore", "title_generation"])
     p.add_argument("model")
-    b.command(g, "clear", admin.overrides_clear, "remove an admin override").add_argument("context")
+    _complete(b.command(g, "clear", admin.overrides_clear, "remove an admin override").add_argument("context"),
+              ["general", "explore", "title_generation"])
 
     g = b.group(top, "personal-overrides", "a user's own model overrides (root, general, explore)")
     _user(b.command(g, "list", admin.personal_list, "list a user's personal overrides"))
     p = b.command(g, "set", admin.personal_set, "pin a personal context to a model")
-    p.add_argument("context", help="root, general or explore")
+    _complete(p.add_argument("context", help="root, general or explore"), ["root", "general", "explore"])
     p.add_argument("model")
     _user(p)
     p = b.command(g, "clear", admin.personal_clear, "remove a personal override")
-    p.add_argument("context")
+    _complete(p.add_argument("context"), ["root", "general", "explore"])
     _user(p)
 
     g = b.group(top, "keys", "users' own API keys (BYOK); keys are never shown")
@@ -207,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-used", metavar="MODEL", help="the client's last-used model")
     _user(p)
     p = b.command(g, "model", runtime.resolve_model, "which model a chat or subagent gets")
-    p.add_argument("--context", default="root", help=f"{contexts} (default root)")
+    _complete(p.add_argument("--context", default="root", help=f"{contexts} (default root)"), context_names)
     p.add_argument("--chat-model", metavar="MODEL", help="the chat's selected model")
     p.add_argument("--explain", action="store_true", help="print every layer considered")
     _user(p)
@@ -215,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.command(top, "chat", runtime.chat, "send a message through the resolver")
     p.add_argument("message", help='the user message ("-" reads stdin)')
     p.add_argument("--system", help="a system message")
-    p.add_argument("--context", default="root", help=f"{contexts} (default root)")
+    _complete(p.add_argument("--context", default="root", help=f"{contexts} (default root)"), context_names)
     p.add_argument("--model", help="the chat's selected model")
     p.add_argument("--chat-id")
     p.add_argument("--stream", action="store_true", help="print the answer as it arrives")
@@ -234,4 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     _user(b.command(top, "user-config", runtime.user_config, "a user's overrides and key providers as resolvers see them"))
     b.command(top, "status", status.status,
               "live resolvers of every config_svc replica: what each watches, applied and lags (admin)")
+
+    p = top.add_parser("completion", help="print a shell completion script",
+                       description=completion.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=completion.SHELLS)
+    p.set_defaults(handler=lambda s: s.print(completion.script(build_parser(), s.args.shell)), command_parser=p)
     return parser

@@ -1,5 +1,6 @@
-"""How the CLI prints messages: aligned tables and field lists for people,
-JSON (proto field names) for machines."""
+"""How the CLI prints messages: aligned tables and field lists for people
+(headers and errors coloured when the stream is a terminal: cli.style),
+JSON-shaped data (proto field names) for machines."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from modelplane import calls
+from modelplane.cli.style import PLAIN, Style
 from modelplane.errors import ModelplaneError
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
@@ -111,13 +113,13 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, str(data))]
 
 
-def details(message: Message) -> str:
+def details(message: Message, style: Style = PLAIN) -> str:
     """Every field as `name  value` lines, nested fields dotted."""
     rows = _flatten(as_dict(message))
     if not rows:
         return "(empty)"
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return "\n".join(f"{style.dim(k.ljust(width))}  {v}" for k, v in rows)
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ class Columns(Generic[M]):
     def __init__(self, *columns: tuple[str, Callable[[M], object]]) -> None:
         self.columns = columns
 
-    def render(self, items: Iterable[M], empty: str = "(none)") -> str:
+    def render(self, items: Iterable[M], empty: str = "(none)", style: Style = PLAIN) -> str:
         rows = [[str(get(item)) for _, get in self.columns] for item in items]
         if not rows:
             return empty
@@ -137,7 +139,7 @@ class Columns(Generic[M]):
         def line(cells: Sequence[str]) -> str:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
-        return "\n".join([line(headers), *(line(r) for r in rows)])
+        return "\n".join([style.bold(line(headers)), *(line(r) for r in rows)])
 
 
 def _policy(p: pb.Provider) -> str:
@@ -243,29 +245,29 @@ AVAILABLE: Columns[AvailableRow] = Columns(
 )
 
 
-def options_schema(schema: cs.ModelOptionsSchema) -> str:
+def options_schema(schema: cs.ModelOptionsSchema, style: Style = PLAIN) -> str:
     family = schema.provider_options_field or "-"
     return "\n\n".join([
         f"provider type: {calls.provider_type_name(schema.provider_type)}  (provider options field: {family})",
-        OPTION_FIELDS.render(schema.general),
-        OPTION_FIELDS.render(schema.provider_specific, empty="(no provider-specific options)"),
+        OPTION_FIELDS.render(schema.general, style=style),
+        OPTION_FIELDS.render(schema.provider_specific, "(no provider-specific options)", style),
     ])
 
 
-def available_models(response: rs.ListAvailableModelsResponse) -> str:
+def available_models(response: rs.ListAvailableModelsResponse, style: Style = PLAIN) -> str:
     if not response.groups:
         return f"no models available ({label(response, 'empty_reason')}): {response.message}"
     rows = [(g, m, response.preselected_model) for g in response.groups for m in g.models]
     preselected = f"pre-selected: {response.preselected_model} ({label(response, 'preselection')})"
-    return AVAILABLE.render(rows) + "\n\n" + preselected
+    return AVAILABLE.render(rows, style=style) + "\n\n" + preselected
 
 
-def resolved_model(resolved: rs.ResolvedModel, explain: bool) -> str:
+def resolved_model(resolved: rs.ResolvedModel, explain: bool, style: Style = PLAIN) -> str:
     summary = (f"model       {resolved.model.name}  ({resolved.model.model_identifier} on {resolved.provider.name})\n"
                f"layer       {label(resolved, 'layer')}\n"
                f"credential  {label(resolved, 'credential')}\n"
                f"compaction  at {resolved.compaction_threshold_tokens} tokens")
-    return summary + ("\n\n" + TRACE.render(resolved.trace) if explain else "")
+    return summary + ("\n\n" + TRACE.render(resolved.trace, style=style) if explain else "")
 
 
 def credential(resolution: rs.CredentialResolution) -> str:
@@ -291,10 +293,14 @@ def chat_summary(model: str, usage: rs.Usage | None, finish: rs.ChatFinish | rs.
     return "; ".join(parts)
 
 
-def error(err: ModelplaneError) -> str:
+def error(err: ModelplaneError, style: Style = PLAIN, flags: Callable[[str], str | None] | None = None) -> str:
+    """The server's error; `flags` names the command-line flag a violated
+    field is set with, so the hint reads the way the caller types it."""
     head = f"{err.code.name} {err.reason}" if err.reason else err.code.name
-    lines = [f"error: {head}: {err.message}"]
-    lines += [f"  {field}: {description}" for field, description in err.field_violations]
+    lines = [f"{style.red('error:')} {head}: {err.message}"]
+    for field, description in err.field_violations:
+        flag = flags(field) if flags is not None else None
+        lines.append(f"  {field}{f' ({flag})' if flag else ''}: {description}")
     if err.request_id:
         lines.append(f"  request id: {err.request_id}")
     return "\n".join(lines)

@@ -3,7 +3,6 @@ chat, provider probes, health, the config stream and a user's config."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 from modelplane.cli import render
@@ -17,12 +16,12 @@ def resolve_credential(s: Session) -> None:
 
 def resolve_models(s: Session) -> None:
     response = s.client.list_available_models(user=s.args.user or "", last_used_model=s.args.last_used or "")
-    s.show(response, render.available_models(response))
+    s.show(response, render.available_models(response, s.style))
 
 
 def resolve_model(s: Session) -> None:
     resolved = s.client.resolve_model(s.args.context, s.args.chat_model or "", user=s.args.user or "")
-    s.show(resolved, render.resolved_model(resolved, s.args.explain))
+    s.show(resolved, render.resolved_model(resolved, s.args.explain, s.style))
 
 
 def chat(s: Session) -> None:
@@ -33,18 +32,18 @@ def chat(s: Session) -> None:
     options = dict(context=a.context, chat_model=a.model or "", chat_id=a.chat_id or "", user=a.user or "")
     if not a.stream:
         response = s.client.chat(messages, **options)
-        if s.json:
+        if s.structured:
             s.show(response)
             return
         if response.reasoning:
-            s.note(response.reasoning)
+            s.note(s.err_style.dim(response.reasoning))
         s.print(response.text + response.refusal)
-        s.note(render.chat_summary(response.resolution.model.name, response.usage, response))
+        s.note(s.err_style.dim(render.chat_summary(response.resolution.model.name, response.usage, response)))
         return
     model, usage, finish = "", None, None
     for event in s.client.stream_chat(messages, **options):
-        if s.json:
-            s.print(render.event_json(event))
+        if s.structured:
+            s.event(event)
             continue
         kind = event.WhichOneof("event")
         if kind in ("text_delta", "refusal_delta"):
@@ -61,9 +60,9 @@ def chat(s: Session) -> None:
             finish = event.finish
         elif kind == "tool_call_delta" and event.tool_call_delta.name:
             s.note(f"[tool call {event.tool_call_delta.name}]")
-    if not s.json:
+    if not s.structured:
         s.print("")
-        s.note(render.chat_summary(model, usage, finish))
+        s.note(s.err_style.dim(render.chat_summary(model, usage, finish)))
 
 
 def probe(s: Session) -> None:
@@ -74,13 +73,16 @@ def probe(s: Session) -> None:
 def health(s: Session) -> None:
     target = "resolver" if s.args.resolver else "config"
     status = s.client.health(target, s.args.service or "")
-    s.print(json.dumps({"status": status}) if s.json else f"{target}: {status}")
+    if s.structured:
+        s.data({"status": status})
+    else:
+        s.print(f"{target}: {s.style.green(status) if status == 'SERVING' else s.style.red(status)}")
 
 
 def watch(s: Session) -> None:
     for event in s.client.watch_config(after_revision=s.args.after_revision):
-        if s.json:
-            s.print(render.event_json(event))
+        if s.structured:
+            s.event(event)
         elif event.HasField("snapshot"):
             snap = event.snapshot
             s.print(f"revision {event.revision}: snapshot ({len(snap.providers)} providers, "

@@ -1,12 +1,15 @@
 """One CLI invocation: its arguments, the client built from flags and
 environment (a bearer token never goes out in plaintext by accident), secrets
-read from stdin or files, and output as tables or JSON."""
+read from stdin or files, and output as tables (coloured on a terminal),
+JSON or YAML."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,8 @@ from typing import Any, Callable, Final, Iterable, TextIO
 
 from google.protobuf.message import Message
 
-from modelplane.cli import render, revisions
+from modelplane.cli import render, revisions, yamlout
+from modelplane.cli.style import Style, style_for
 from modelplane.client import DEFAULT_CONFIG_ADDRESS, DEFAULT_RESOLVER_ADDRESS, TLS, ModelplaneClient
 
 
@@ -23,6 +27,7 @@ class UsageError(Exception):
 
 
 Handler = Callable[["Session"], None]
+OUTPUTS: Final = ("table", "json", "yaml")
 
 
 @dataclass
@@ -35,8 +40,27 @@ class Session:
     _client: ModelplaneClient | None = None
 
     @property
-    def json(self) -> bool:
-        return bool(getattr(self.args, "json", False))
+    def output(self) -> str:
+        """table, json or yaml: -o/--output, or --json (the same as -o json)."""
+        chosen = getattr(self.args, "output", None)
+        if getattr(self.args, "json", False):
+            if chosen not in (None, "json"):
+                raise UsageError(f"--json and -o {chosen} ask for different outputs; pass one")
+            return "json"
+        return chosen or "table"
+
+    @property
+    def structured(self) -> bool:
+        """Output for programs (JSON or YAML) rather than people."""
+        return self.output != "table"
+
+    @property
+    def style(self) -> Style:
+        return style_for(self.out, getattr(self.args, "color", None))
+
+    @property
+    def err_style(self) -> Style:
+        return style_for(self.err, getattr(self.args, "color", None))
 
     @property
     def client(self) -> ModelplaneClient:
@@ -64,19 +88,39 @@ class Session:
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
+    def warn(self, text: str) -> None:
+        self.note(self.err_style.yellow(text))
+
+    def data(self, data: Any) -> None:
+        """JSON-shaped data in the structured format chosen."""
+        self.print(json.dumps(data, indent=2) if self.output == "json" else yamlout.dump(data))
+
+    def event(self, message: Message) -> None:
+        """One event of a stream: a JSON line (NDJSON), or a YAML document."""
+        if self.output == "json":
+            self.print(render.event_json(message))
+        else:
+            self.print("---\n" + yamlout.dump(render.as_dict(message)))
+
     def show(self, message: Message, text: str | None = None) -> None:
-        """A single message: JSON, or `text` (default: its fields)."""
-        self.print(render.message_json(message) if self.json else text or render.details(message))
+        """A single message: structured, or `text` (default: its fields)."""
+        if self.structured:
+            self.data(render.as_dict(message))
+        else:
+            self.print(text or render.details(message, self.style))
 
     def show_list(self, items: Iterable[Any], columns: render.Columns[Any], empty: str) -> None:
-        if self.json:
-            self.print(render.list_json(items))
+        if self.structured:
+            self.data([render.as_dict(m) for m in items])
         else:
-            self.print(columns.render(items, empty))
+            self.print(columns.render(items, empty, self.style))
 
     def done(self, text: str) -> None:
         """A call that answers nothing (deletes, clears)."""
-        self.print("{}" if self.json else text)
+        if self.structured:
+            self.data({})
+        else:
+            self.print(text)
 
 
 def _setting(args: argparse.Namespace, attr: str, variable: str, default: str | None = None) -> str | None:
@@ -106,6 +150,24 @@ def _env_flag(variable: str) -> bool:
     raise UsageError(f"{variable}={os.environ[variable]!r}: use one of 1, true, yes, on or 0, false, no, off")
 
 
+# W3C trace context (version 00): the CLI joins the caller's trace when the
+# environment carries one, as OpenTelemetry's environment-variable carriers
+# (TRACEPARENT, TRACESTATE) do for command-line tools.
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """traceparent (and tracestate) metadata from TRACEPARENT/TRACESTATE."""
+    parent = os.environ.get("TRACEPARENT", "").strip().lower()
+    if not parent:
+        return ()
+    if not _TRACEPARENT.fullmatch(parent) or parent[3:35] == "0" * 32 or parent[36:52] == "0" * 16:
+        raise UsageError(f"TRACEPARENT={parent!r}: expected a W3C traceparent, "
+                         "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")
+    state = os.environ.get("TRACESTATE", "").strip()
+    return (("traceparent", parent),) + ((("tracestate", state),) if state else ())
+
+
 def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     token = os.environ.get("MODELPLANE_TOKEN", "")
     token_file = _setting(args, "token_file", "MODELPLANE_TOKEN_FILE")
@@ -130,7 +192,7 @@ def _build_client(args: argparse.Namespace) -> ModelplaneClient:
     return ModelplaneClient(
         _setting(args, "config_addr", "MODELPLANE_CONFIG_ADDR", DEFAULT_CONFIG_ADDRESS),
         _setting(args, "resolver_addr", "MODELPLANE_RESOLVER_ADDR", DEFAULT_RESOLVER_ADDRESS),
-        token=token, tls=tls, timeout=timeout)
+        token=token, tls=tls, timeout=timeout, metadata=trace_metadata())
 
 
 def read_api_key(session: Session, what: str) -> str:

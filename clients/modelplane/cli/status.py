@@ -46,7 +46,7 @@ def status(s: Session) -> None:
         page = s.client.list_resolvers_page(page_size=500, page_token=token)
         everything.resolvers.extend(page.resolvers)
         token = page.next_page_token
-    if s.json:
+    if s.structured:
         s.show(everything)
         return
     resolvers = list(everything.resolvers)

@@ -50,9 +50,20 @@ UPSTREAM_ERRORS: Final[Mapping[ErrorKind, tuple[type[DomainError], str]]] = {
 }
 
 
-def upstream_failure(err: UpstreamError, provider: str) -> DomainError:
+def upstream_failure(err: UpstreamError, provider: str, base_url: str = "") -> DomainError:
     """The domain error for an upstream failure. The message is the
     provider's own (the engine already truncated and scrubbed it), prefixed
-    with the provider's name so the caller knows whose words they are."""
+    with the provider's name so the caller knows whose words they are, and
+    followed by the base URL when nothing answered there."""
     cls, reason = UPSTREAM_ERRORS[err.kind]
-    return cls(f"{provider}: {err.message}", reason=reason)
+    return cls(f"{provider}: {err.message}{tried(err, base_url)}", reason=reason)
+
+
+def tried(err: UpstreamError, base_url: str) -> str:
+    """" (base URL tried: ...)" when no HTTP answer came back: the usual
+    cause is a wrong base URL or a server that is not running, and the
+    caller can only tell which from the URL. Base URLs hold no credentials
+    (validation refuses user-info and queries)."""
+    if not base_url or err.http_status is not None or err.kind not in ("unavailable", "timeout"):
+        return ""
+    return f" (base URL tried: {base_url})"

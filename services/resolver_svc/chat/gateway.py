@@ -20,12 +20,14 @@ from modelplane_server.domain.errors import DomainError, FailedPrecondition, Not
 from modelplane_server.domain.resolution import Resolution
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
 from modelplane_server.runtime.metrics import ResolverMetrics
+from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.runtime.auth import require
 from modelplane_server.runtime.context import current_principal
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
-from modelplane_server.resolver_svc.chat.failures import upstream_failure
+from modelplane_server.resolver_svc.chat.failures import tried, upstream_failure
 from modelplane_server.resolver_svc.chat.target import configured_identifiers, prices, upstream_target
+from modelplane_server.resolver_svc.chat.telemetry import UpstreamTelemetry
 from modelplane_server.resolver_svc.resolution.service import ResolutionService, user_for
 from modelplane_server.resolver_svc.state.config_state import ConfigState
 from modelplane_server.resolver_svc.state.snapshot import Loaded
@@ -114,16 +116,20 @@ class ChatGateway:
     aws_region: a fixed region for bedrock providers without their own;
     by default the one the ambient AWS check found (Snapshot.aws_region), so
     the region requests use is the one the check reported usable.
+    metrics, tracing: where upstream calls and their attempts are reported
+    (chat.telemetry); None for neither.
     """
 
     def __init__(self, resolution: ResolutionService, credentials: CredentialCache, *,
                  upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                  probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S,
-                 aws_region: str | None = None, metrics: ResolverMetrics | None = None) -> None:
+                 aws_region: str | None = None, metrics: ResolverMetrics | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.resolution = resolution
         self.credentials = credentials
         self.upstream = upstream
         self.metrics = metrics
+        self.telemetry = UpstreamTelemetry(metrics, tracing)
         self.idle_timeout_seconds = idle_timeout_seconds
         self.probe_timeout_seconds = probe_timeout_seconds
         self._fixed_aws_region = aws_region
@@ -148,10 +154,15 @@ class ChatGateway:
         )
 
     async def chat(self, call: ChatCall) -> ChatReply:
+        seen = self.telemetry.chat(call.provider.name, call.model.name, call.target, stream=False)
         try:
-            result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline)
+            result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline, observer=seen)
+            seen.succeeded(result.usage, result.finish_reason)
         except UpstreamError as err:
+            seen.failed(err, None)
             raise self._failed(call, err) from None
+        finally:
+            seen.close()
         cost = cost_usd(result.usage, prices(call.model))
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
@@ -159,23 +170,29 @@ class ChatGateway:
     async def stream(self, call: ChatCall) -> AsyncGenerator[StreamEvent | StreamEnd, None]:
         """The upstream's delta events as they come, then one StreamEnd
         instead of its Finish."""
+        seen = self.telemetry.chat(call.provider.name, call.model.name, call.target, stream=True)
         events = self.upstream.stream(call.target, call.messages, call.tools, call.deadline,
-                                      idle_timeout=self.idle_timeout_seconds)
+                                      idle_timeout=self.idle_timeout_seconds, observer=seen)
         usage: Usage | None = None
         try:
             async for event in events:
                 if isinstance(event, Finish):
                     # Without a usage report there is nothing to price.
                     cost = None if usage is None else cost_usd(usage, prices(call.model))
+                    seen.succeeded(usage, event.finish_reason)
                     self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
                     yield StreamEnd(event, usage, cost)
                 else:
                     if isinstance(event, UsageEvent):
                         usage = event.usage
+                    else:
+                        seen.first_token()
                     yield event
         except UpstreamError as err:
+            seen.failed(err, None)
             raise self._failed(call, err) from None
         finally:
+            seen.close()
             # A client cancel or deadline lands here (CancelledError, or
             # GeneratorExit at a yield): closing the engine's generator
             # closes the upstream response, so the provider stops generating.
@@ -210,15 +227,21 @@ class ChatGateway:
         target = upstream_target(provider, api_key, self.aws_region)
         probe_deadline = deadline_in(self.probe_timeout_seconds)
         started = time.perf_counter()
+        seen = self.telemetry.probe(provider.name, target)
         try:
             listed = await self.upstream.list_models(
-                target, probe_deadline if deadline is None else min(deadline, probe_deadline))
+                target, probe_deadline if deadline is None else min(deadline, probe_deadline), observer=seen)
+            seen.succeeded(None, None)
         except UpstreamError as err:
+            seen.failed(err, None)
             # Reported, not raised: telling the admin why is the probe's job.
             # An HTTP status means the upstream answered, so it is reachable.
             log.info("probe", provider=provider.name, ok=False, kind=err.kind, http_status=err.http_status)
             return ProbeResult(reachable=err.http_status is not None, authenticated=False,
-                               error=f"{provider.name}: {err.message}", latency_ms=_ms_since(started))
+                               error=f"{provider.name}: {err.message}{tried(err, target.base_url)}",
+                               latency_ms=_ms_since(started))
+        finally:
+            seen.close()
         present = set(listed)
         configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
         log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
@@ -268,7 +291,7 @@ class ChatGateway:
                  model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
                  credential_source=call.credential.value, kind=err.kind, http_status=err.http_status,
                  provider_code=err.provider_code)
-        failure = upstream_failure(err, call.provider.name)
+        failure = upstream_failure(err, call.provider.name, call.target.base_url)
         if self.metrics is not None:
             self.metrics.upstream_done(call.provider.name, call.model.name, status_code_for(failure).name,
                                        time.perf_counter() - call.started)
@@ -284,10 +307,13 @@ class ChatGateway:
                  cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
                  output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
         if self.metrics is not None:
+            # Kinds that do not overlap (metrics.TOKEN_KINDS): output_tokens includes the reasoning.
             self.metrics.upstream_done(
                 call.provider.name, call.model.name, "OK", time.perf_counter() - call.started,
-                tokens={"input": u.input_tokens, "output": u.output_tokens, "cache_read": u.cache_read_tokens,
-                        "cache_write": u.cache_write_tokens, "reasoning": u.reasoning_tokens},
+                tokens={"input": u.input_tokens, "cache_read": u.cache_read_tokens,
+                        "cache_write": u.cache_write_tokens,
+                        "output_non_reasoning": max(u.output_tokens - u.reasoning_tokens, 0),
+                        "reasoning": u.reasoning_tokens},
                 cost_usd=cost)
 
 

@@ -157,7 +157,8 @@ class ConfigClient:
     def __init__(self, addresses: str | Sequence[str], service_token: str, *, timeout_seconds: float,
                  reconnect_initial_seconds: float = 0.2, reconnect_max_seconds: float = 10.0,
                  keepalive_seconds: float = 10.0, keepalive_timeout_seconds: float = 5.0,
-                 tls: ClientTLS | None = None) -> None:
+                 tls: ClientTLS | None = None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        """interceptors: e.g. tracing's, which sends the trace context along."""
         listed = [addresses] if isinstance(addresses, str) else list(addresses)
         if not listed:
             raise ValueError("ConfigClient needs at least one config_svc address")
@@ -166,7 +167,7 @@ class ConfigClient:
                                   keepalive_timeout_seconds=keepalive_timeout_seconds)
         self._replicas = []
         for address in listed:
-            channel = client_channel(address, tls, options=options)
+            channel = client_channel(address, tls, options=options, interceptors=interceptors)
             self._replicas.append(_Replica(address, channel, cs_grpc.ConfigServiceStub(channel)))
         self._current = random.randrange(len(self._replicas))
         self._metadata = (("authorization", f"Bearer {service_token}"),)

@@ -23,6 +23,7 @@ from modelplane_server.resolver_svc.upstream import aws
 from modelplane_server.resolver_svc.upstream.anthropic_messages import AnthropicMessagesProtocol
 from modelplane_server.resolver_svc.upstream.bedrock_converse import BedrockConverseProtocol
 from modelplane_server.resolver_svc.upstream.errors import StreamStalled, UpstreamError
+from modelplane_server.resolver_svc.upstream.observe import AttemptObserver
 from modelplane_server.resolver_svc.upstream.openai_chat import OpenAIChatProtocol
 from modelplane_server.resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
 from modelplane_server.resolver_svc.upstream.protocol import WireProtocol, WireRequest
@@ -110,15 +111,17 @@ class UpstreamClient:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolDefinition] = (),
         deadline: float | None = None,
+        observer: AttemptObserver | None = None,
     ) -> ChatResult:
         protocol = protocol_for(target)
         wire = protocol.build_request(target, messages, tools, stream=False)
-        _, headers, body = await self._unary(wire, protocol, target, deadline)
+        _, headers, body = await self._unary(wire, protocol, target, deadline, observer)
         return protocol.parse_response(body, _request_id(headers), target)
 
-    async def list_models(self, target: UpstreamTarget, deadline: float | None = None) -> list[str]:
+    async def list_models(self, target: UpstreamTarget, deadline: float | None = None,
+                          observer: AttemptObserver | None = None) -> list[str]:
         protocol = protocol_for(target)
-        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline)
+        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline, observer)
         return protocol.parse_models(body)
 
     async def stream(
@@ -128,6 +131,7 @@ class UpstreamClient:
         tools: Sequence[ToolDefinition] = (),
         deadline: float | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        observer: AttemptObserver | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Events of one reply, ending with Finish.
 
@@ -144,13 +148,15 @@ class UpstreamClient:
             response: httpx.Response | None = None
             chunks: AsyncIterator[bytes] | None = None
             try:
-                response = await self._open(wire, protocol, target, deadline, stream=True)
+                response = await self._open(wire, protocol, target, deadline, stream=True, observer=observer)
                 request_id = _request_id(response.headers)
                 parser = protocol.stream_parser(target)
                 refused = False
                 chunks = response.aiter_bytes()
                 while True:
                     chunk = await self._next_chunk(chunks, deadline, idle_timeout)
+                    if observer is not None and chunk:
+                        observer.received(chunk)
                     events = parser.finish() if chunk is None else parser.feed(chunk)
                     for event in events:
                         refused = refused or isinstance(event, RefusalDelta)
@@ -163,7 +169,7 @@ class UpstreamClient:
                     if chunk is None:
                         return
             except UpstreamError as error:
-                delay = None if yielded else self._delay(error, attempt, deadline, target)
+                delay = None if yielded else self._delay(error, attempt, deadline, target, observer)
                 if delay is None:
                     raise
             finally:
@@ -185,19 +191,22 @@ class UpstreamClient:
     # --- internals ---------------------------------------------------------
 
     async def _unary(
-        self, wire: WireRequest, protocol: WireProtocol, target: UpstreamTarget, deadline: float | None
+        self, wire: WireRequest, protocol: WireProtocol, target: UpstreamTarget, deadline: float | None,
+        observer: AttemptObserver | None = None,
     ) -> tuple[int, httpx.Headers, bytes]:
         attempt = 0
         while True:
             try:
-                response = await self._open(wire, protocol, target, deadline, stream=False)
+                response = await self._open(wire, protocol, target, deadline, stream=False, observer=observer)
                 try:
                     body = await self._bounded(response.aread(), deadline)
                 finally:
                     await response.aclose()
+                if observer is not None:
+                    observer.received(body)
                 return response.status_code, response.headers, body
             except UpstreamError as error:
-                delay = self._delay(error, attempt, deadline, target)
+                delay = self._delay(error, attempt, deadline, target, observer)
                 if delay is None:
                     raise
             await self._sleep(delay)
@@ -211,20 +220,27 @@ class UpstreamClient:
         deadline: float | None,
         *,
         stream: bool,
+        observer: AttemptObserver | None = None,
     ) -> httpx.Response:
-        """Send and return a response with status < 400 whose body is unread."""
+        """Send and return a response with status < 400 whose body is unread.
+        Each call is one attempt: the observer hears of it here."""
         signed = await self._sign(wire)
         pool = self._pool(signed.url)
+        headers = dict(signed.headers)
+        if observer is not None:
+            headers.update(observer.attempt())  # after signing: trace headers are not signed
         request = pool.build_request(
             signed.method,
             signed.url,
-            headers=dict(signed.headers),
+            headers=headers,
             content=signed.body,
             # Streams are policed by the idle timeout instead of httpx's read timeout.
             timeout=self._httpx_timeout(read_s=None if stream else self._timeouts.read_s),
         )
         response = await self._bounded(pool.send(request, stream=True), deadline)
         if response.status_code < 400:
+            if observer is not None:
+                observer.responded(response.status_code)
             return response
         try:
             body = await self._bounded(response.aread(), deadline)
@@ -270,9 +286,12 @@ class UpstreamClient:
             raise _transport_error(exc) from exc
 
     def _delay(
-        self, error: UpstreamError, attempt: int, deadline: float | None, target: UpstreamTarget
+        self, error: UpstreamError, attempt: int, deadline: float | None, target: UpstreamTarget,
+        observer: AttemptObserver | None = None,
     ) -> float | None:
         delay = retry_delay(error, attempt, self._policy, self._rng, self._seconds_left(deadline))
+        if observer is not None:
+            observer.failed(error, delay)
         if delay is not None:
             log.info(
                 "upstream.retry",
