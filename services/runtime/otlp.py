@@ -96,13 +96,15 @@ _remembered: dict[tuple[str, Any], bytes] = {}
 
 def _attribute(tag: bytes, key: str, value: Any) -> bytes:
     """A KeyValue field (key 1, value 2) under `tag`."""
-    cacheable = isinstance(value, (str, int)) and not key.startswith(_UNIQUE)
-    if cacheable:
+    try:
         found = _remembered.get((key, value))
-        if found is not None:
-            return found
+    except TypeError:  # an unhashable value (a list)
+        found = None
+    if found is not None:
+        return found
     encoded = _field(tag, _field(b"\x0a", key.encode()) + _field(b"\x12", _value(value)))
-    if cacheable and len(_remembered) < _MAX_REMEMBERED:
+    if (len(_remembered) < _MAX_REMEMBERED and isinstance(value, (str, int)) and tag == b"\x4a"
+            and not key.startswith(_UNIQUE)):
         _remembered[key, value] = encoded
     return encoded
 

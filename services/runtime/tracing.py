@@ -300,25 +300,31 @@ def _version() -> str:
 class _ServerSpans(HookInterceptor):
     def __init__(self, tracing: Tracing) -> None:
         self.tracing = tracing
+        self._methods: dict[str, tuple[str, dict[str, Any]]] = {}  # per method: span name, attributes
 
     def hooks_for(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> Hooks:
         carrier: dict[str, str] = {}
         for key, value in details.invocation_metadata or ():
             if key in TRACE_HEADERS and isinstance(value, str):
                 carrier.setdefault(key, value)
-        return _ServerSpanHooks(self.tracing, details.method, carrier)
+        named = self._methods.get(details.method)
+        if named is None:
+            service, _, method = details.method.lstrip("/").rpartition("/")
+            named = (f"{service}/{method}", {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
+            if len(self._methods) < 1000:  # a server's methods, not whatever callers invent
+                self._methods[details.method] = named
+        return _ServerSpanHooks(self.tracing, named, carrier)
 
 
 class _ServerSpanHooks(CompletionHooks):
-    def __init__(self, tracing: Tracing, method: str, carrier: dict[str, str]) -> None:
+    def __init__(self, tracing: Tracing, named: tuple[str, dict[str, Any]], carrier: dict[str, str]) -> None:
         self.tracing = tracing
-        self.method = method
+        self.named = named
         self.carrier = carrier
 
     async def begin(self, context: grpc.aio.ServicerContext[Any, Any], *, streaming: bool) -> Span:
-        service, _, method = self.method.lstrip("/").rpartition("/")
-        span = self.tracing.server_span(f"{service}/{method}", self.carrier, {
-            "rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
+        name, attributes = self.named
+        span = self.tracing.server_span(name, self.carrier, dict(attributes))
         _current.set(span)  # the call's own task: nothing to reset
         # Every log line of the call, structlog's and the stdlib's, merges these.
         structlog.contextvars.bind_contextvars(trace_id=span.trace_id.hex(), span_id=span.span_id.hex())

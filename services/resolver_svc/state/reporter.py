@@ -59,8 +59,12 @@ class AppliedReporter:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation that lands as the event is set (an apply during
+            # shutdown), and the server's stop would wait for this loop forever.
             try:
-                await asyncio.wait_for(self._applied.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._applied.wait()
             except TimeoutError:
                 pass  # nothing new: a heartbeat
             self._applied.clear()

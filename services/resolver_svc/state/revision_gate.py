@@ -51,7 +51,8 @@ class RevisionGate:
         entry = (revision, next(self._order), waiter)
         heapq.heappush(self._waiters, entry)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for, which can lose a cancellation (Python 3.11)
+                await waiter
             return True
         except TimeoutError:
             return False
