@@ -24,6 +24,7 @@ import structlog
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from modelplane_server import snapshot_parts
 from modelplane_server.domain import errors
 from modelplane_server.domain.types import Principal
 from modelplane_server.runtime.tls import ClientTLS, client_channel
@@ -158,12 +159,16 @@ class ConfigClient:
         """Events after `after_revision` of `epoch` (config_svc starts with a
         snapshot when it cannot resume there, or the epoch is not its own)."""
         self.calls["WatchConfig"] += 1
-        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch),
+        call = self._stub.WatchConfig(cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch,
+                                                            accept_snapshot_parts=True),
                                       metadata=self._metadata)
+        parts = snapshot_parts.Reassembly()  # a large snapshot comes in parts
         try:
             async for event in call:
                 self.calls["WatchConfig.events"] += 1
-                yield event
+                whole = parts.add(event)
+                if whole is not None:
+                    yield whole
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "WatchConfig") from None
         finally:
