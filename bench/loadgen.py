@@ -3,13 +3,16 @@ server's: reads a JSON plan on stdin, prints JSON results on stdout.
 
 Plan: {"address", "token", "user", "phases": [{"rpc", "concurrency", "seconds", ...}]}
 where rpc is health, resolve_model or list_available_models; other keys are
-echoed back with each phase's results.
+echoed back with each phase's results. A phase with "users": N calls as a
+random one of user-0 .. user-N-1 (the token must be a service's); one with
+"warm_users": [first, last] resolves once for each of those users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from typing import Any, Awaitable, Callable
@@ -84,12 +87,45 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     }
 
 
+def _many_users(channel: grpc.aio.Channel, token: str, rpc: str, users: int) -> Callable[[], Awaitable[Any]]:
+    """A call as a random one of `users` users (user-0 .. user-N-1): a
+    service token resolving for its users."""
+    md = (("authorization", f"Bearer {token}"),)
+    resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
+    requests: Any = ([rs.ResolveModelRequest(user=f"user-{i}", context=pb.OVERRIDE_CONTEXT_GENERAL)
+                      for i in range(users)] if rpc == "resolve_model"
+                     else [rs.ListAvailableModelsRequest(user=f"user-{i}") for i in range(users)])
+    method = resolver.ResolveModel if rpc == "resolve_model" else resolver.ListAvailableModels
+    return lambda: method(random.choice(requests), metadata=md)
+
+
+async def _warm(channel: grpc.aio.Channel, token: str, first: int, last: int, concurrency: int) -> dict[str, float]:
+    """ResolveModel once for each of user-first .. user-last-1: the cold path."""
+    md = (("authorization", f"Bearer {token}"),)
+    resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
+    todo = iter(range(first, last))
+
+    async def worker() -> None:
+        for i in todo:
+            await resolver.ResolveModel(rs.ResolveModelRequest(user=f"user-{i}", context=pb.OVERRIDE_CONTEXT_GENERAL),
+                                        metadata=md)
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"users_per_second": (last - first) / (time.perf_counter() - began)}
+
+
 async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
     async with grpc.aio.insecure_channel(plan["address"]) as channel:
         calls = _calls(channel, plan["token"], plan["user"])
         results = []
         for phase in plan["phases"]:
-            stats = await _phase(calls[phase["rpc"]], phase["concurrency"], phase["seconds"])
+            if "warm_users" in phase:
+                first, last = phase["warm_users"]
+                stats = await _warm(channel, plan["token"], first, last, phase["concurrency"])
+            else:
+                call = (_many_users(channel, plan["token"], phase["rpc"], phase["users"]) if "users" in phase
+                        else calls[phase["rpc"]])
+                stats = await _phase(call, phase["concurrency"], phase["seconds"])
             results.append({**phase, **stats})
         return results
 
