@@ -8,13 +8,17 @@ applied) or list_available_models; other keys are echoed back with each
 phase's results. A phase with "mix": [rpc_a, rpc_b] instead of "rpc" sends
 both kinds at once, each worker alternating between them (half the workers
 starting with each), and reports {"mix": {rpc_a: stats, rpc_b: stats}}: the
-two see the same load at every moment, so background noise cancels out.
+two see the same load at every moment, so background noise cancels out. A
+phase with "users": N calls as a random one of user-0 .. user-N-1 (the token
+must be a service's); one with "warm_users": [first, last] resolves once for
+each of those users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from typing import Any, Awaitable, Callable
@@ -127,6 +131,31 @@ async def _mixed_phase(calls: dict[str, Callable[[], Awaitable[Any]]], concurren
     await asyncio.gather(*(worker(n, True) for n in range(concurrency)))
     elapsed = time.perf_counter() - began
     return {name: _stats(values, elapsed) for name, values in latencies.items()}
+def _many_users(channel: grpc.aio.Channel, token: str, rpc: str, users: int) -> Callable[[], Awaitable[Any]]:
+    """A call as a random one of `users` users (user-0 .. user-N-1): a
+    service token resolving for its users."""
+    md = (("authorization", f"Bearer {token}"),)
+    resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
+    requests: Any = ([rs.ResolveModelRequest(user=f"user-{i}", context=pb.OVERRIDE_CONTEXT_GENERAL)
+                      for i in range(users)] if rpc == "resolve_model"
+                     else [rs.ListAvailableModelsRequest(user=f"user-{i}") for i in range(users)])
+    method = resolver.ResolveModel if rpc == "resolve_model" else resolver.ListAvailableModels
+    return lambda: method(random.choice(requests), metadata=md)
+
+
+async def _warm(channel: grpc.aio.Channel, token: str, first: int, last: int, concurrency: int) -> dict[str, float]:
+    """ResolveModel once for each of user-first .. user-last-1: the cold path."""
+    md = (("authorization", f"Bearer {token}"),)
+    resolver = resolver_service_pb2_grpc.ResolverServiceStub(channel)
+    todo = iter(range(first, last))
+
+    async def worker() -> None:
+        for i in todo:
+            await resolver.ResolveModel(rs.ResolveModelRequest(user=f"user-{i}", context=pb.OVERRIDE_CONTEXT_GENERAL),
+                                        metadata=md)
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"users_per_second": (last - first) / (time.perf_counter() - began)}
 
 
 async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,7 +168,13 @@ async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
                                            phase["seconds"])
                 results.append({**phase, "mix": mixed})
                 continue
-            stats = await _phase(calls[phase["rpc"]], phase["concurrency"], phase["seconds"])
+            if "warm_users" in phase:
+                first, last = phase["warm_users"]
+                stats = await _warm(channel, plan["token"], first, last, phase["concurrency"])
+            else:
+                call = (_many_users(channel, plan["token"], phase["rpc"], phase["users"]) if "users" in phase
+                        else calls[phase["rpc"]])
+                stats = await _phase(call, phase["concurrency"], phase["seconds"])
             results.append({**phase, **stats})
         return results
 

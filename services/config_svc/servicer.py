@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
-from modelplane_server import convert
+from modelplane_server import convert, snapshot_parts
 from modelplane_server.config_svc import paging, wire
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
@@ -237,7 +237,12 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             validate_report(who, request.after_revision, request.epoch, revision_field="after_revision")
         async with self.resolver_map.watching(who, request.after_revision, request.epoch):
             async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
-                yield wire.event_pb(event, self._provider_pb)
+                message = wire.event_pb(event, self._provider_pb)
+                if not request.accept_snapshot_parts:
+                    yield message
+                    continue
+                for part in snapshot_parts.split(message):
+                    yield part
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest, context: Context) -> cs.UserConfig:
         user = _user(current_principal(), request.user)

@@ -50,6 +50,11 @@ class ConfigView:
     groups: tuple[ModelGroup, ...] = field(init=False, repr=False, compare=False)
     entries: Mapping[str, ProviderEntry] = field(init=False, repr=False, compare=False)
     status_order: tuple[ProviderEntry, ...] = field(init=False, repr=False, compare=False)
+    # Indexes that let domain.view_delta update a view in proportion to a
+    # change: each provider's enabled models in display order, and the
+    # models marked is_default.
+    enabled_by_provider: Mapping[str, tuple[Model, ...]] = field(init=False, repr=False, compare=False)
+    defaults: frozenset[str] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -85,11 +90,17 @@ class ConfigView:
             (m for m in self.models.values() if m.enabled),
             key=lambda m: (m.provider, *_model_order(m)),
         )
+        by_provider: dict[str, list[Model]] = {}
+        for m in enabled:  # one pass: the per-provider scan of every model was providers x models
+            by_provider.setdefault(m.provider, []).append(m)
+        enabled_by_provider = {pname: tuple(ms) for pname, ms in sorted(by_provider.items())}
         groups: list[ModelGroup] = []
-        for pname in sorted({m.provider for m in enabled}):
+        for pname, ms in enabled_by_provider.items():
             p = self.providers.get(pname)
             if p is not None and p.enabled:
-                groups.append(ModelGroup(p, tuple(m for m in enabled if m.provider == pname)))
+                groups.append(ModelGroup(p, ms))
+        object.__setattr__(self, "enabled_by_provider", enabled_by_provider)
+        object.__setattr__(self, "defaults", frozenset(m.name for m in self.models.values() if m.is_default))
         object.__setattr__(self, "entries", entries)
         object.__setattr__(self, "groups", tuple(groups))
         object.__setattr__(

@@ -27,9 +27,11 @@ from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from modelplane_server.resolver_svc.api.min_revision import DEFAULT_MAX_WAIT_SECONDS, MinRevision
+from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
 from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.resolver_svc.caches.metrics import watch_caches
 from modelplane_server.resolver_svc.caches.users import UserCache
 from modelplane_server.resolver_svc.chat.gateway import DEFAULT_PROBE_TIMEOUT_S, ChatGateway
 from modelplane_server.resolver_svc.resolution.service import ResolutionService
@@ -132,14 +134,16 @@ async def build_server(settings: ResolverSettings, *,
     consistency = ConsistencyMetrics(registry)
     reporter = AppliedReporter(config, snapshot, this_resolver(), interval_seconds=settings.ack_interval_seconds)
     observe = resolver_metrics.cache_lookup
-    users = UserCache(config.get_user_config, settings.user_cache_size, observe)
+    users = UserCache(config.get_user_config, settings.user_cache_size, observe,
+                      max_bytes=settings.user_cache_bytes)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
                                   ttl_seconds=settings.credential_ttl_seconds,
                                   stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds,
-                                  observe=observe)
+                                  observe=observe, max_bytes=settings.credential_cache_bytes)
     auth = CallerAuth(config.introspect_token, snapshot, max_entries=settings.token_cache_size,
                       ttl_seconds=settings.token_ttl_seconds,
-                      stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds, observe=observe)
+                      stale_if_unreachable_seconds=settings.stale_if_unavailable_seconds, observe=observe,
+                      max_bytes=settings.token_cache_bytes)
     watcher = ConfigWatcher(config, snapshot, [users.invalidate, credentials.invalidate, auth.invalidate],
                             reconnect_initial_seconds=settings.reconnect_initial_seconds,
                             reconnect_max_seconds=settings.reconnect_max_seconds,
@@ -162,6 +166,10 @@ async def build_server(settings: ResolverSettings, *,
                                      consistency=consistency, tracing=tracing)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
+    servicer.answers = AnswerMemo(snapshot, max_bytes=settings.answer_memo_bytes, observe=observe)
+    answers = servicer.answers
+    watch_caches(registry, {"users": lambda: users.cache, "tokens": lambda: auth.cache,
+                            "credentials": lambda: credentials.cache, "answers": lambda: answers.cache})
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)

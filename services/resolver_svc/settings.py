@@ -15,6 +15,9 @@ from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
 
+MIB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ResolverSettings:
     config_svc_address: str
@@ -66,6 +69,11 @@ class ResolverSettings:
         return self.config_svc_addresses or (self.config_svc_address,)
     # None: no tracing (runtime.tracing; on when OTEL_EXPORTER_OTLP_* is set).
     tracing: TracingConfig | None = None
+    # Memory budgets (bytes, estimated) of the caches; entries bound them too.
+    user_cache_bytes: int = 64 * MIB
+    answer_memo_bytes: int = 64 * MIB
+    token_cache_bytes: int = 64 * MIB
+    credential_cache_bytes: int = 4 * MIB
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -83,9 +91,9 @@ class ResolverSettings:
             config_call_timeout_seconds=env_float(
                 env, "RESOLVER_CONFIG_CALL_TIMEOUT_SECONDS", 5.0,
                 "Deadline of each unary call to config_svc (user data, token checks, credentials)", minimum=0.1),
-            user_cache_size=env_int(env, "RESOLVER_USER_CACHE_SIZE", 10_000,
+            user_cache_size=env_int(env, "RESOLVER_USER_CACHE_SIZE", 100_000,
                                     "Users whose overrides and key list are kept in memory (LRU)", minimum=1),
-            token_cache_size=env_int(env, "RESOLVER_TOKEN_CACHE_SIZE", 10_000,
+            token_cache_size=env_int(env, "RESOLVER_TOKEN_CACHE_SIZE", 100_000,
                                      "Verified caller tokens kept in memory (LRU)", minimum=1),
             token_ttl_seconds=env_float(env, "RESOLVER_TOKEN_TTL_SECONDS", 300.0,
                                         "How long a verified caller token is trusted before it is checked "
@@ -150,6 +158,19 @@ class ResolverSettings:
                 "change it does so at once): its heartbeat in the live map of resolvers; keep it well below "
                 "config_svc's CONFIG_SVC_RESOLVER_EXPIRY_SECONDS", minimum=0.1),
             tracing=tracing_from_env(env, "resolver_svc"),
+            user_cache_bytes=env_int(env, "RESOLVER_USER_CACHE_BYTES", 64 * MIB,
+                                     "Memory budget of the user cache (estimated bytes; least recently used users "
+                                     "go first when it or RESOLVER_USER_CACHE_SIZE is passed)", minimum=4096),
+            answer_memo_bytes=env_int(env, "RESOLVER_ANSWER_MEMO_BYTES", 64 * MIB,
+                                      "Memory budget of the memo of built ResolveModel / ListAvailableModels "
+                                      "answers (estimated bytes; users with the same data share an answer)",
+                                      minimum=4096),
+            token_cache_bytes=env_int(env, "RESOLVER_TOKEN_CACHE_BYTES", 64 * MIB,
+                                      "Memory budget of the verified caller token cache (estimated bytes)",
+                                      minimum=4096),
+            credential_cache_bytes=env_int(env, "RESOLVER_CREDENTIAL_CACHE_BYTES", 4 * MIB,
+                                           "Memory budget of the plaintext credential cache (estimated bytes)",
+                                           minimum=4096),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 # One spelling for servers and clients (re-exported for the interceptors).
 from modelplane.errors import REQUEST_ID_KEY as REQUEST_ID_KEY
@@ -26,6 +26,9 @@ class CallRecord:
     peer: str = ""
     principal: Principal | None = None
     reason: str = ""  # the ErrorReason the call ended with, if any
+    # What the handler adds to the line (say a chat's model and usage), so
+    # a call is described by one line rather than one per layer.
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 _call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("modelplane_call", default=None)
@@ -42,6 +45,16 @@ def begin_call(request_id: str, peer: str) -> CallRecord:
 
 def current_call() -> CallRecord | None:
     return _call.get()
+
+
+def annotate_call(**fields: Any) -> bool:
+    """Add fields to the current call's log line; False outside a call
+    (the caller then logs them on a line of their own)."""
+    record = _call.get()
+    if record is None:
+        return False
+    record.fields.update(fields)
+    return True
 
 
 def current_request_id() -> str:

@@ -27,7 +27,7 @@ from modelplane_server.runtime.context import (
     current_request_id,
     set_principal,
 )
-from modelplane_server.runtime.logs import get_logger
+from modelplane_server.runtime.logs import Plain, get_logger
 from modelplane_server.runtime.pipeline import CompletionHooks, HookInterceptor, Hooks, Pipeline
 from modelplane_server.runtime.status import abort_with_error, internal_error
 
@@ -96,16 +96,21 @@ class _RequestContextHooks(CompletionHooks):
     def end(self, context: grpc.aio.ServicerContext[Any, Any], state: Any, code: grpc.StatusCode) -> None:
         record, start = state
         principal = record.principal
+        # Plain: what the server itself chose or checked (a registered
+        # method, a status name, its own request id, the transport's peer
+        # address) skips redaction; the rest is scanned.
         fields: dict[str, Any] = {
-            "method": self.method,
+            "method": Plain(self.method),
             "actor": principal.actor if principal else "anonymous",
-            "code": code.name,
+            "code": Plain(code.name),
             "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-            "request_id": record.request_id,
-            "peer": record.peer,
+            "request_id": record.request_id if self.incoming_id else Plain(record.request_id),
+            "peer": Plain(record.peer),
         }
         if record.reason:
             fields["reason"] = record.reason
+        if record.fields:
+            fields.update({k: v for k, v in record.fields.items() if k not in fields})
         if code in _SERVER_FAULTS:
             log.error("rpc", **fields)
         else:

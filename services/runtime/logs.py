@@ -8,6 +8,7 @@ Redaction is a last line of defence: code must still never log a secret.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -15,6 +16,8 @@ from typing import Any, Final, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from modelplane_server.runtime.log_writer import LineWriterFactory
 
 REDACTED: Final = "<redacted>"
 
@@ -104,9 +107,63 @@ def _redact_item(name: str, value: Any, depth: int) -> Any:
     return _redact_value(value, depth)
 
 
+class Plain(str):
+    """Text the service built from a closed vocabulary or a form it checked
+    (a status code's name, a registered method's path, an id it generated):
+    it cannot hold a credential, so redaction passes it by. Wrap only such
+    text; anything a caller, an admin or an upstream wrote stays a str."""
+
+    __slots__ = ()
+
+
+# Set by the processor chain itself from the clock and the logger's own
+# name and level, never from a caller's data: nothing to scrub.
+_CHAIN_KEYS: Final = frozenset({"timestamp", "level", "logger"})
+
+
 def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: scrub credentials from every key and value."""
-    return {k: _redact_item(k, v, 0) for k, v in event_dict.items()}
+    """structlog processor: scrub credentials from every key and value.
+
+    Numbers, booleans, None and Plain text hold no secret and pass as they
+    are. The other strings of a line are scanned together, once, joined by
+    newlines: a newline ends every credential shape that a value's end
+    would, so a line without a credential costs one pass of each pattern
+    rather than one per value. Only a line with a match (or a false alarm
+    across the newline) is scrubbed value by value. Containers and other
+    objects take the value-by-value path at once.
+    """
+    out: dict[str, Any] = {}
+    texts: list[str] = []
+    for key, value in event_dict.items():
+        if key in _CHAIN_KEYS or value is None or isinstance(value, (bool, int, float, Plain)):
+            out[key] = value
+        elif _is_sensitive_key(key):
+            out[key] = REDACTED
+        elif isinstance(value, str):
+            out[key] = value
+            texts.append(value)
+        else:
+            out[key] = _redact_value(value, 1)
+    if texts:
+        joined = "\n".join(texts)
+        if redact_text(joined) != joined:
+            for key, value in out.items():
+                if isinstance(value, str) and not isinstance(value, Plain) and key not in _CHAIN_KEYS:
+                    out[key] = redact_text(value)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_sensitive_key(name: str) -> bool:
+    """is_sensitive_name for an event's own keys: a small vocabulary, so
+    the answers are kept (bounded, for keys built at run time)."""
+    return is_sensitive_name(name)
+
+
+# Libraries whose records describe each request they send (httpx logs one
+# INFO line per upstream call): the canonical RPC line already says what a
+# call did, so they speak at WARNING and above unless DEBUG asks for all.
+_CHATTY_LIBRARIES: Final = ("httpx", "httpcore", "hpack")
 
 
 class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -163,6 +220,10 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    chatty = logging.NOTSET if isinstance(numeric, int) and numeric <= logging.DEBUG else logging.WARNING
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(chatty)
 
     structlog.configure(
         processors=[
@@ -173,9 +234,13 @@ def configure_logging(
             structlog.stdlib.PositionalArgumentsFormatter(),
             timestamper,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            # Then as the formatter does for stdlib records, and straight
+            # to the handler's stream (runtime.log_writer says why).
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=LineWriterFactory(handler),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: reconfiguring (tests, a --log-level flag) must reach
         # loggers that modules bound at import time.

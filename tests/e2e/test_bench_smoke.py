@@ -34,3 +34,13 @@ def test_benchmark_runs_to_its_result_line(bench: str, database_url: str) -> Non
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stdout.count("result:") == 1, done.stdout[-3000:]
     assert done.returncode in (0, 1)  # 1: a target missed, meaningless at these sizes
+
+
+@pytest.mark.timeout(300)
+def test_scale_benchmark_runs_to_its_result_line(database_url: str) -> None:
+    env = {**os.environ, "BENCH_QUICK": "1", "DATABASE_URL": database_url}
+    done = subprocess.run([sys.executable, "-m", "bench.scale"], env=env, capture_output=True, text=True,
+                          timeout=280)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout.count("result:") == 1 and "models     30:" in done.stdout, done.stdout[-3000:]
+    assert done.returncode in (0, 1)

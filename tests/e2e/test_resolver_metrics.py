@@ -95,6 +95,14 @@ async def test_chat_traffic_shows_in_resolver_metrics(cfg: ConfigHarness, resolv
     for cache in ("tokens", "users", "credentials"):
         assert value(samples, "modelplane_cache_requests_total", cache=cache, result="miss") == 1, cache
         assert value(samples, "modelplane_cache_requests_total", cache=cache, result="hit") >= 1, cache
+    # Each cache's memory against its budget, read at scrape time.
+    for cache, budget in (("tokens", 64 * 2**20), ("users", 64 * 2**20), ("credentials", 4 * 2**20),
+                          ("answers", 64 * 2**20)):
+        assert value(samples, "modelplane_cache_budget_bytes", cache=cache) == budget, cache
+        assert value(samples, "modelplane_cache_evictions_total", cache=cache) == 0, cache
+    for cache in ("tokens", "users", "credentials"):
+        assert value(samples, "modelplane_cache_entries", cache=cache) == 1, cache
+        assert 0 < value(samples, "modelplane_cache_bytes", cache=cache) < 2000, cache
     assert value(samples, "modelplane_snapshot_revision") == resolver.server.snapshot.revision
     # The watch is open: the snapshot is current as of the scrape.
     assert abs(value(samples, "modelplane_snapshot_synced_timestamp_seconds") - time.time()) < 5

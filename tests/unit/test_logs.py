@@ -232,3 +232,40 @@ def test_request_ids_survive_in_log_lines(output: io.StringIO) -> None:
     get_logger("test").info("rpc", request_id=request_id, detail=f"request {request_id} ok")
     [line] = lines(output)
     assert line["request_id"] == request_id and line["detail"] == f"request {request_id} ok"
+
+
+def test_library_request_lines_only_when_debug_asks() -> None:
+    for level, shown in (("INFO", ["mine"]), ("DEBUG", ["HTTP Request: POST", "mine"])):
+        stream = io.StringIO()
+        configure_logging(level, json=True, stream=stream)
+        try:
+            logging.getLogger("httpx").info("HTTP Request: POST")
+            logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+            logging.getLogger("httpx").warning("mine")
+            events = [line["event"] for line in lines(stream)]
+            assert events == shown if level == "INFO" else events == ["HTTP Request: POST",
+                                                                      "connect_tcp.started", "mine"]
+        finally:
+            configure_logging("INFO", json=True, stream=io.StringIO())
+
+
+def test_a_credential_among_many_values_is_scrubbed_and_the_rest_kept(output: io.StringIO) -> None:
+    # Lines are scanned whole first; a hit must still scrub only the value
+    # that holds the credential, whichever value it is.
+    values = {f"field{i}": f"plain value {i}" for i in range(12)}
+    for name in values:
+        get_logger("test").info("many", **{**values, name: f"upstream said Bearer {CANARY}"}, count=3)
+    for line, name in zip(lines(output), values):
+        assert CANARY not in json.dumps(line)
+        assert line[name] == f"upstream said Bearer {REDACTED}"
+        assert all(line[other] == values[other] for other in values if other != name)
+        assert line["count"] == 3
+
+
+def test_values_that_only_look_joined_are_not_scrubbed(output: io.StringIO) -> None:
+    # "Bearer" ending one value and a token-shaped word starting the next
+    # meet across the newline that joins them: a false alarm that the
+    # value-by-value pass must clear.
+    get_logger("test").info("joined", scheme="Bearer", detail="abcdefgh1234 is a plain word")
+    [line] = lines(output)
+    assert (line["scheme"], line["detail"]) == ("Bearer", "abcdefgh1234 is a plain word")

@@ -102,16 +102,61 @@ async def test_user_cache_invalidation_during_fetch_is_not_overwritten() -> None
     assert (await cache.get("alice")).key_providers == {"new"}
 
 
-async def test_user_cache_cleared_by_snapshot_and_bounded() -> None:
+async def test_user_cache_revalidated_by_snapshot_and_bounded() -> None:
+    calls: list[str] = []
+    up = {"yes": True}
+
     async def fetch(user: str) -> cs.UserConfig:
-        return user_config(user)
+        calls.append(user)
+        if not up["yes"]:
+            raise ConfigUnreachable("down")
+        return user_config(user, "new" if len(calls) > 3 else "old")
 
     cache = UserCache(fetch, max_entries=2)
     for u in ("a", "b", "c"):
         await cache.get(u)
     assert len(cache) == 2 and cache.cached("a") is None
+    # A resync keeps the entries but has each fetched again on its next use...
     cache.invalidate(Invalidations(everything=True))
-    assert len(cache) == 0
+    assert len(cache) == 2 and cache.cached("b") is None
+    assert (await cache.get("b")).key_providers == {"new"} and calls[-1] == "b"
+    assert cache.cached("b") is not None
+    # ...and served as it was while config_svc cannot be reached.
+    up["yes"] = False
+    assert (await cache.get("c")).key_providers == {"old"}
+    with pytest.raises(ConfigUnreachable):
+        await cache.get("a")  # evicted: nothing to serve
+
+
+async def test_user_cache_bounded_by_bytes_with_shared_empty_values() -> None:
+    async def fetch(user: str) -> cs.UserConfig:
+        return cs.UserConfig(user=user)
+
+    cache = UserCache(fetch, max_entries=1_000_000, max_bytes=100 * 400)
+    for i in range(1000):
+        await cache.get(f"user-{i:06d}")
+    assert 90 <= len(cache) <= 120  # about 370 bytes an entry
+    assert cache.cache.bytes <= 100 * 400 and cache.cache.evictions == 1000 - len(cache)
+    assert cache.cached("user-000999") is not None and cache.cached("user-000000") is None
+    a, b = cache.cached("user-000999"), cache.cached("user-000998")
+    assert a is not None and b is not None
+    assert a.key_providers is b.key_providers and a.personal_overrides is b.personal_overrides
+
+
+def test_lru_bytes_bound_and_oversized_values() -> None:
+    cache: LruCache[str, str] = LruCache(100, max_bytes=1000, size_of=lambda k, v: len(v))
+    cache.put("a", "x" * 300)  # 500 with the entry overhead
+    cache.put("b", "x" * 300)
+    assert cache.bytes == 1000 and len(cache) == 2
+    cache.put("a", "x" * 100)  # replacing counts the new size only
+    assert cache.bytes == 800
+    cache.put("c", "x" * 100)
+    assert cache.keys() and list(cache.keys()) == ["a", "c"] and cache.evictions == 1
+    cache.put("huge", "x" * 2000)  # larger than the whole budget: not kept, nothing else dropped
+    assert list(cache.keys()) == ["a", "c"] and cache.evictions == 2
+    cache.pop("a")
+    cache.clear()
+    assert cache.bytes == 0
 
 
 def ready_snapshot() -> Snapshot:
@@ -207,3 +252,50 @@ async def test_credentials_ttl_and_invalidation() -> None:
     assert len(creds) == 0
     with pytest.raises(NotFound):
         await creds.get("openai", "bob")
+
+
+async def test_a_resync_revalidates_tokens_and_credentials_instead_of_dropping_them() -> None:
+    minted = tokens.mint()
+    up = {"yes": True}
+    introspections: list[str] = []
+
+    async def introspect(token: str) -> Principal:
+        introspections.append(token)
+        if not up["yes"]:
+            raise ConfigUnreachable("down")
+        return Principal(Role.MEMBER, "alice", minted.token_id)
+
+    auth = CallerAuth(introspect, ready_snapshot(), max_entries=10, ttl_seconds=300,
+                      stale_if_unreachable_seconds=900, max_bytes=1_000_000)
+    await auth.authenticate(minted.token)
+    auth.invalidate(Invalidations(everything=True))
+    await auth.authenticate(minted.token)  # checked again
+    assert len(introspections) == 2
+    auth.invalidate(Invalidations(everything=True))
+    up["yes"] = False
+    assert (await auth.authenticate(minted.token)).subject == "alice"  # kept for an outage
+    assert auth.cache.bytes > 0
+
+    store = {("openai", ""): "sk-central"}
+
+    async def fetch(provider: str, user: str) -> str:
+        if not up["yes"]:
+            raise ConfigUnreachable("down")
+        if (provider, user) not in store:
+            raise NotFound("none", reason="PROVIDER_NOT_FOUND")
+        return store[(provider, user)]
+
+    up["yes"] = True
+    creds = CredentialCache(fetch, max_entries=10, ttl_seconds=60, stale_if_unreachable_seconds=0,
+                            max_bytes=1_000_000)
+    assert await creds.get("openai") == "sk-central"
+    creds.invalidate(Invalidations(everything=True))
+    up["yes"] = False
+    assert await creds.get("openai") == "sk-central"  # revalidation due, config_svc away: served
+    up["yes"] = True
+    del store[("openai", "")]
+    with pytest.raises(NotFound):
+        await creds.get("openai")  # revalidated: gone
+    up["yes"] = False
+    with pytest.raises(ConfigUnreachable):
+        await creds.get("openai")  # and never served again

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+from modelplane_server.domain.types import OverrideContext
 from modelplane_server.domain.view import UserView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
@@ -49,7 +50,12 @@ def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
     alice = UserView("alice")
     before = snap.current()
     memo.put(before, alice, ANSWER, "ListAvailableModels", "")
-    assert memo.get(before, UserView("alice"), "ListAvailableModels", "") is None  # replaced user data
+    # Replaced user data that differs stops matching; the same data (another
+    # user's, or alice's refetched unchanged) shares the answer.
+    assert memo.get(before, UserView("alice", {OverrideContext.GENERAL: "haiku"}), "ListAvailableModels", "") is None
+    assert memo.get(before, UserView("alice", key_providers=frozenset({"anthropic"})),
+                    "ListAvailableModels", "") is None
+    assert memo.get(before, UserView("bob"), "ListAvailableModels", "") is ANSWER
     snap.apply(toggle(6))
     assert memo.get(snap.current(), alice, "ListAvailableModels", "") is None
     # A request still answering from the old view neither reads nor stores.
@@ -58,3 +64,19 @@ def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
     memo.put(before, alice, rs.ListAvailableModelsResponse(preselected_model="old"), "ListAvailableModels", "x")
     assert memo.get(snap.current(), alice, "ListAvailableModels", "x") is None
     assert memo.get(snap.current(), alice, "ListAvailableModels", "") is ANSWER
+
+
+def test_users_with_the_same_data_share_one_answer_and_bytes_bound_the_memo() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    big = rs.ListAvailableModelsResponse(preselected_model="m" * 1000)
+    memo = AnswerMemo(snap, max_bytes=10 * (big.ByteSize() * 3 + 200))
+    current = snap.current()
+    for i in range(1000):
+        memo.put(current, UserView(f"user-{i}"), big, "ListAvailableModels", "")
+    assert len(memo) == 1  # a thousand users, one answer
+    for i in range(100):
+        memo.put(current, UserView(f"user-{i}", {OverrideContext.GENERAL: f"m{i}"}), big, "ListAvailableModels", "")
+    assert len(memo) == 10 and memo.cache.bytes <= memo.cache.max_bytes  # type: ignore[operator]
+    assert memo.cache.evictions == 91
+    assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m99"}), "ListAvailableModels", "") is big
+    assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m0"}), "ListAvailableModels", "") is None

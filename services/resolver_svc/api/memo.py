@@ -3,46 +3,74 @@ a repeated resolution question costs a dictionary lookup."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from google.protobuf.message import Message
 
 from modelplane_server.domain.view import ConfigView, UserView
-from modelplane_server.resolver_svc.caches.lru import LruCache
+from modelplane_server.resolver_svc.caches.lru import LookupObserver, LruCache, ignore_lookup
 from modelplane_server.resolver_svc.state.snapshot import Loaded, Snapshot
 
 M = TypeVar("M", bound=Message)
 
 
+# A protobuf answer held in memory (upb) takes about 2.6 times its
+# serialized size (measured: a 10,000-model ListAvailableModels answer,
+# 567 kB serialized, 1.46 MB resident); rounded up.
+IN_MEMORY_PER_SERIALIZED_BYTE: Final = 3
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+
+
+def profile(user_view: UserView) -> tuple[object, ...]:
+    """What an answer depends on besides the view and the request: a user's
+    data, not their name (the domain's rules never read the name), so users
+    with the same overrides and keys share one answer."""
+    overrides = user_view.personal_overrides
+    return (frozenset(overrides.items()) if overrides else None, user_view.key_providers)
+
+
 class AnswerMemo:
     """Answers already computed for (configuration view, user data, request).
 
-    Both the view and a user's cached data are immutable values that are
-    replaced, never changed, so an answer stays right for as long as both
-    are the current ones. The memo holds answers of one view only, the
-    snapshot's current one, and drops them all when the view is replaced:
-    old snapshots are never kept alive by it. Keying on the view rather than
-    the revision keeps the answers across revisions that change no
-    configuration (Snapshot.apply keeps the view then). An entry holds the
-    user data it was computed from and is served only while that is still
-    the same object, so replaced user data simply stops matching.
+    The view is an immutable value that is replaced, never changed, so an
+    answer stays right for as long as it is the current one. The memo holds
+    answers of one view only, the snapshot's current one, and drops them all
+    when the view is replaced: old snapshots are never kept alive by it.
+    Keying on the view rather than the revision keeps the answers across
+    revisions that change no configuration (Snapshot.apply keeps the view
+    then). Answers are keyed by the user's data (profile), not the user, so
+    the 100,000 users without personal overrides or keys share one answer
+    per request instead of holding a copy each; replaced user data simply
+    keys another entry.
 
-    Measured with bench/resolution.py (32 callers, vs Health/Check): without
-    the memo ResolveModel ran at 0.77-0.82x and ListAvailableModels at
-    0.78-0.85x, at or below the 0.8x target; with it 0.84-0.85x and 0.88-0.94x.
-    Most of the time it saves is building the response messages, which is
-    why it keeps messages and lives here, in the api.
+    Bounded by bytes (max_bytes, an estimate of the answers' memory) and by
+    entries. Measured with bench/resolution.py (32 callers, vs Health/Check):
+    without the memo ResolveModel ran at 0.77-0.82x and ListAvailableModels
+    at 0.78-0.85x, at or below the 0.8x target; with it 0.84-0.85x and
+    0.88-0.94x. Most of the time it saves is building the response messages,
+    which is why it keeps messages and lives here, in the api.
     """
 
     # Model names are at most 63 characters; longer request strings cannot
     # name anything and are not kept (a caller could otherwise fill memory).
     MAX_KEY_TEXT = 128
 
-    def __init__(self, snapshot: Snapshot, max_entries: int = 10_000) -> None:
+    def __init__(self, snapshot: Snapshot, max_entries: int = 10_000, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 observe: LookupObserver = ignore_lookup) -> None:
         self._snapshot = snapshot
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._observe = observe
         self._view: ConfigView | None = None
-        self._answers: LruCache[tuple[object, ...], tuple[UserView, Message]] = LruCache(max_entries)
+        self._answers = self._new_cache()
+
+    def _new_cache(self) -> LruCache[tuple[object, ...], Message]:
+        return LruCache(self._max_entries, max_bytes=self._max_bytes, size_of=_answer_size)
+
+    @property
+    def cache(self) -> LruCache[tuple[object, ...], Message]:
+        """The current view's answers (for the size and eviction metrics)."""
+        return self._answers
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -57,20 +85,25 @@ class AnswerMemo:
             return False
         if self._view is not current.view:
             self._view = current.view
-            self._answers = LruCache(self._max_entries)
+            evicted = self._answers.evictions + len(self._answers)
+            self._answers = self._new_cache()
+            self._answers.evictions = evicted  # a running count across views, as a counter must be
         return True
 
     def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Message | None:
         if not self._current(loaded):
             return None
-        hit = self._answers.get((user_view.user, *request))
-        if hit is not None and hit[0] is user_view:
-            return hit[1]
-        return None
+        hit = self._answers.get((profile(user_view), *request))
+        self._observe("answers", hit is not None)
+        return hit
 
     def put(self, loaded: Loaded, user_view: UserView, answer: M, *request: object) -> M:
         if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
             return answer
         if self._current(loaded):
-            self._answers.put((user_view.user, *request), (user_view, answer))
+            self._answers.put((profile(user_view), *request), answer)
         return answer
+
+
+def _answer_size(_key: tuple[object, ...], answer: Message) -> int:
+    return answer.ByteSize() * IN_MEMORY_PER_SERIALIZED_BYTE

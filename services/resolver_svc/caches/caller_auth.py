@@ -12,6 +12,7 @@ reach the resolver with the watch when config_svc returns.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -36,12 +37,14 @@ class _Verified:
 class CallerAuth:
     def __init__(self, introspect: Introspect, snapshot: Snapshot, *, max_entries: int, ttl_seconds: float,
                  stale_if_unreachable_seconds: float, clock: Clock | None = None,
-                 observe: LookupObserver = ignore_lookup) -> None:
+                 observe: LookupObserver = ignore_lookup, max_bytes: int | None = None) -> None:
         self._introspect = introspect
         self._observe = observe
         self._snapshot = snapshot
         self._stale = stale_if_unreachable_seconds
-        self._cache: LruCache[bytes, _Verified] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
+        self.cache: LruCache[bytes, _Verified] = LruCache(max_entries, ttl_seconds, clock or time.monotonic,
+                                                          max_bytes=max_bytes, size_of=_verified_size)
+        self._cache = self.cache
         self._flights: SingleFlight[bytes, _Verified] = SingleFlight()
 
     def __len__(self) -> int:
@@ -76,8 +79,10 @@ class CallerAuth:
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:
-            # A fresh snapshot means the resolver may have missed revocations.
-            self._cache.clear()
+            # A fresh snapshot means the resolver may have missed revocations:
+            # every verification is checked again on its next use (and, as
+            # an expired one, honoured only while config_svc is unreachable).
+            self._cache.revalidate_all()
             self._flights.invalidate_all()
             return
         if not inv.revoked_tokens:
@@ -91,3 +96,9 @@ class CallerAuth:
 
     def close(self) -> None:
         self._flights.cancel_all()
+
+
+def _verified_size(key: bytes, verified: _Verified) -> int:
+    p = verified.principal
+    return (sys.getsizeof(key) + sys.getsizeof(verified) + sys.getsizeof(p) + sys.getsizeof(p.subject)
+            + sys.getsizeof(verified.token_id))

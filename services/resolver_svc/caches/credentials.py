@@ -2,7 +2,7 @@
 (AccessCredential, service role only) on demand and kept briefly.
 
 A `credential` watch change for a (provider, user) drops that key at once,
-a deleted provider drops all of its keys, a fresh snapshot drops everything.
+a deleted provider drops all of its keys, a fresh snapshot has every key fetched again on its next use.
 While config_svc is unreachable an expired key is still used for a while,
 like the rest of the snapshot (static stability).
 
@@ -12,9 +12,11 @@ repr: the cache's repr shows sizes only.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Awaitable, Callable
 
+from modelplane_server.domain.errors import NotFound
 from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
 from modelplane_server.resolver_svc.state.config_state import Invalidations
 from modelplane_server.resolver_svc.caches.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
@@ -26,11 +28,13 @@ CredentialKey = tuple[str, str]  # (provider, user); user "" names the provider'
 class CredentialCache:
     def __init__(self, fetch: FetchCredential, *, max_entries: int, ttl_seconds: float,
                  stale_if_unreachable_seconds: float, clock: Clock | None = None,
-                 observe: LookupObserver = ignore_lookup) -> None:
+                 observe: LookupObserver = ignore_lookup, max_bytes: int | None = None) -> None:
         self._fetch = fetch
         self._observe = observe
         self._stale = stale_if_unreachable_seconds
-        self._cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
+        self.cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic,
+                                                            max_bytes=max_bytes, size_of=_credential_size)
+        self._cache = self.cache
         self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
 
     def __repr__(self) -> str:
@@ -57,10 +61,15 @@ class CredentialCache:
             if stale is None:
                 raise
             return stale
+        except NotFound:
+            self._cache.pop(key)  # deleted meanwhile (say while a resync was due): never serve it later
+            raise
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:
-            self._cache.clear()
+            # Fetched again on next use; the old one serves only while
+            # config_svc is unreachable (as an expired key would).
+            self._cache.revalidate_all()
             self._flights.invalidate_all()
             return
         for key in inv.credentials:
@@ -75,3 +84,7 @@ class CredentialCache:
 
     def close(self) -> None:
         self._flights.cancel_all()
+
+
+def _credential_size(key: CredentialKey, secret: str) -> int:
+    return sys.getsizeof(key) + sys.getsizeof(key[0]) + sys.getsizeof(key[1]) + sys.getsizeof(secret)

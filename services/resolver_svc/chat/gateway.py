@@ -22,7 +22,8 @@ from modelplane_server.domain.types import CredentialSource, Model, OverrideCont
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.runtime.auth import require
-from modelplane_server.runtime.context import current_principal
+from modelplane_server.runtime.context import annotate_call, current_principal
+from modelplane_server.runtime.logs import Plain
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.chat.failures import tried, upstream_failure
@@ -287,10 +288,10 @@ class ChatGateway:
         return await self.credentials.get(provider.name, user)
 
     def _failed(self, call: ChatCall, err: UpstreamError) -> DomainError:
-        log.info("chat.failed", provider=call.provider.name, model=call.model.name,
-                 model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
-                 credential_source=call.credential.value, kind=err.kind, http_status=err.http_status,
-                 provider_code=err.provider_code)
+        _describe("chat.failed", provider=call.provider.name, model=call.model.name,
+                  model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
+                  credential_source=Plain(call.credential.value), kind=Plain(err.kind),
+                  http_status=err.http_status, provider_code=err.provider_code)
         failure = upstream_failure(err, call.provider.name, call.target.base_url)
         if self.metrics is not None:
             self.metrics.upstream_done(call.provider.name, call.model.name, status_code_for(failure).name,
@@ -300,12 +301,13 @@ class ChatGateway:
     def _done(self, call: ChatCall, usage: Usage | None, cost: float | None, finish_reason: str,
               upstream_request_id: str | None, *, stream: bool) -> None:
         u = usage or Usage()
-        log.info("chat", provider=call.provider.name, model=call.model.name,
-                 model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
-                 credential_source=call.credential.value, stream=stream, finish_reason=finish_reason,
-                 upstream_request_id=upstream_request_id, input_tokens=u.input_tokens,
-                 cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
-                 output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
+        _describe("chat", provider=call.provider.name, model=call.model.name,
+                  model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
+                  credential_source=Plain(call.credential.value), stream=stream,
+                  finish_reason=Plain(finish_reason),
+                  upstream_request_id=upstream_request_id, input_tokens=u.input_tokens,
+                  cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+                  output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
         if self.metrics is not None:
             # Kinds that do not overlap (metrics.TOKEN_KINDS): output_tokens includes the reasoning.
             self.metrics.upstream_done(
@@ -315,6 +317,14 @@ class ChatGateway:
                         "output_non_reasoning": max(u.output_tokens - u.reasoning_tokens, 0),
                         "reasoning": u.reasoning_tokens},
                 cost_usd=cost)
+
+
+def _describe(event: str, **fields: object) -> None:
+    """A chat's outcome: fields of the call's one RPC line (the
+    interceptor writes it as the call ends), or a line of its own when
+    there is no call around it."""
+    if not annotate_call(chat=Plain(event), **fields):
+        log.info(event, **fields)
 
 
 def _check_keyless_probe(provider: Provider) -> None:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TypeVar
 
 from modelplane_server import convert
+from modelplane_server.domain.persistent import ShardedMap
 from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.state import from_config
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,10 @@ class ConfigState:
         return cls(
             revision=revision,
             epoch=epoch,
-            provider_msgs=MappingProxyType({p.name: p for p in snap.providers}),
-            model_msgs=MappingProxyType({m.name: m for m in snap.models}),
-            providers=MappingProxyType({p.name: from_config.provider(p) for p in snap.providers}),
-            models=MappingProxyType({m.name: from_config.model(m) for m in snap.models}),
+            provider_msgs=ShardedMap((p.name, p) for p in snap.providers),
+            model_msgs=ShardedMap((m.name, m) for m in snap.models),
+            providers=ShardedMap((p.name, from_config.provider(p)) for p in snap.providers),
+            models=ShardedMap((m.name, from_config.model(m)) for m in snap.models),
             settings=from_config.settings(snap.settings),
             settings_msg=snap.settings,
             admin_overrides=MappingProxyType(
@@ -103,10 +106,10 @@ def apply(state: ConfigState | None, event: cs.ConfigEvent) -> tuple[ConfigState
 
 def _apply_changes(state: ConfigState, revision: int,
                    changes: Iterable[cs.ConfigChange]) -> tuple[ConfigState, Invalidations]:
-    provider_msgs = dict(state.provider_msgs)
-    model_msgs = dict(state.model_msgs)
-    providers = dict(state.providers)
-    models = dict(state.models)
+    # What changed, applied below to copies of only the shards it touches
+    # (ShardedMap): a write costs what it changed, not the deployment's size.
+    provider_msgs: dict[str, pb.Provider | None] = {}
+    model_msgs: dict[str, pb.Model | None] = {}
     settings, settings_msg = state.settings, state.settings_msg
     overrides = dict(state.admin_overrides)
     users: set[str] = set()
@@ -118,17 +121,13 @@ def _apply_changes(state: ConfigState, revision: int,
         kind = change.WhichOneof("change")
         if kind == "provider":
             provider_msgs[change.provider.name] = change.provider
-            providers[change.provider.name] = from_config.provider(change.provider)
         elif kind == "deleted_provider":
-            provider_msgs.pop(change.deleted_provider, None)
-            providers.pop(change.deleted_provider, None)
+            provider_msgs[change.deleted_provider] = None
             deleted_providers.add(change.deleted_provider)
         elif kind == "model":
             model_msgs[change.model.name] = change.model
-            models[change.model.name] = from_config.model(change.model)
         elif kind == "deleted_model":
-            model_msgs.pop(change.deleted_model, None)
-            models.pop(change.deleted_model, None)
+            model_msgs[change.deleted_model] = None
         elif kind == "settings":
             settings, settings_msg = from_config.settings(change.settings), change.settings
         elif kind == "model_override":
@@ -147,10 +146,11 @@ def _apply_changes(state: ConfigState, revision: int,
     new_state = ConfigState(
         revision=revision,
         epoch=state.epoch,
-        provider_msgs=MappingProxyType(provider_msgs),
-        model_msgs=MappingProxyType(model_msgs),
-        providers=MappingProxyType(providers),
-        models=MappingProxyType(models),
+        provider_msgs=_updated(state.provider_msgs, provider_msgs),
+        model_msgs=_updated(state.model_msgs, model_msgs),
+        providers=_updated(state.providers, {n: from_config.provider(p) if p else None
+                                             for n, p in provider_msgs.items()}),
+        models=_updated(state.models, {n: from_config.model(m) if m else None for n, m in model_msgs.items()}),
         settings=settings,
         settings_msg=settings_msg,
         admin_overrides=MappingProxyType(overrides),
@@ -161,3 +161,29 @@ def _apply_changes(state: ConfigState, revision: int,
         deleted_providers=frozenset(deleted_providers),
         revoked_tokens=frozenset(revoked),
     )
+
+
+def _updated(current: Mapping[str, V], changes: Mapping[str, V | None]) -> Mapping[str, V]:
+    """`current` with `changes` applied (None: deleted)."""
+    if not changes:
+        return current
+    base = current if isinstance(current, ShardedMap) else ShardedMap(current.items())
+    return base.updated({k: v for k, v in changes.items() if v is not None},
+                        [k for k, v in changes.items() if v is None])
+
+
+def changed_names(event: cs.ConfigEvent) -> tuple[frozenset[str], frozenset[str]]:
+    """(providers, models) a change event sets or deletes."""
+    providers: set[str] = set()
+    models: set[str] = set()
+    for change in event.changes:
+        kind = change.WhichOneof("change")
+        if kind == "provider":
+            providers.add(change.provider.name)
+        elif kind == "deleted_provider":
+            providers.add(change.deleted_provider)
+        elif kind == "model":
+            models.add(change.model.name)
+        elif kind == "deleted_model":
+            models.add(change.deleted_model)
+    return frozenset(providers), frozenset(models)

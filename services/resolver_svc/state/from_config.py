@@ -9,10 +9,12 @@ is_default, etags) are read as well.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from modelplane_server import convert
 from modelplane_server.domain.view import UserView
-from modelplane_server.domain.types import Model, Principal, Provider, Settings
+from modelplane_server.domain.types import Model, OverrideContext, Principal, Provider, Settings
 from modelplane_server.domain.errors import Unauthenticated
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
@@ -44,10 +46,17 @@ def principal(msg: pb.ApiToken) -> Principal:
     return Principal(role=role, subject=msg.subject, token_id=msg.id)
 
 
+# Most users have neither: one shared empty value each, not a copy per user
+# (the user cache holds up to 100,000 of them).
+NO_OVERRIDES: Mapping[OverrideContext, str] = MappingProxyType({})
+NO_KEYS: frozenset[str] = frozenset()
+
+
 def user_view(reply: cs.UserConfig) -> UserView:
+    overrides = {convert.CONTEXTS[o.context]: o.model for o in reply.personal_overrides
+                 if o.context in convert.CONTEXTS}
     return UserView(
         user=reply.user,
-        personal_overrides={convert.CONTEXTS[o.context]: o.model for o in reply.personal_overrides
-                            if o.context in convert.CONTEXTS},
-        key_providers=frozenset(reply.key_providers),
+        personal_overrides=overrides or NO_OVERRIDES,
+        key_providers=frozenset(reply.key_providers) if reply.key_providers else NO_KEYS,
     )

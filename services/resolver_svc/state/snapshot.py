@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from modelplane_server.domain.types import ModelOverride
 from modelplane_server.domain.errors import Unavailable
+from modelplane_server.domain import view_delta
 from modelplane_server.domain.view import ConfigView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.resolver_svc.state import config_state
@@ -95,7 +96,15 @@ class Snapshot:
         if result is None:
             return None
         self._state, invalidations = result
-        self._publish()
+        if event.HasField("snapshot") or self._loaded is None or self._ambient_aws is None:
+            self._publish()
+        else:  # a change: the view follows it at the change's cost (domain.view_delta)
+            changed_providers, changed_models = config_state.changed_names(event)
+            state = self._state
+            self._loaded = Loaded(state, view_delta.with_changes(
+                self._loaded.view, providers=state.providers, models=state.models, settings=state.settings,
+                admin_overrides=state.admin_overrides, changed_providers=changed_providers,
+                changed_models=changed_models))
         return invalidations
 
     @property

@@ -1,0 +1,91 @@
+"""A ConfigView updated by a change, at a cost in proportion to the change.
+
+ConfigView.build sorts every model and decides every provider: right for a
+snapshot, too much for each write at 10,000 models. Here a change of some
+providers and models touches only those: their models move in or out of
+their provider's ordered tuple (binary search), their providers' credential
+decisions are made again, and the per-provider lists (groups,
+status_order) are reassembled from pieces that did not change, which costs
+the number of providers, not of models.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+
+from modelplane_server.domain.credentials import ProviderEntry, provider_entry
+from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
+from modelplane_server.domain.view import ConfigView, ModelGroup, _model_order
+
+
+def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models: Mapping[str, Model],
+                 settings: Settings, admin_overrides: Mapping[OverrideContext, str],
+                 changed_providers: frozenset[str], changed_models: frozenset[str]) -> ConfigView:
+    """`view` after the named providers and models changed (set or deleted)
+    to what `providers` and `models` now hold; settings and admin overrides
+    are taken as given (they are small)."""
+    enabled_by = dict(view.enabled_by_provider)
+    defaults = set(view.defaults)
+    for name in changed_models:
+        old, new = view.models.get(name), models.get(name)
+        if old is not None and old.enabled:
+            _remove(enabled_by, old)
+        if new is not None and new.enabled:
+            _insert(enabled_by, new)
+        defaults.discard(name)
+        if new is not None and new.is_default:
+            defaults.add(name)
+
+    decide_all = (settings.byok_enabled != view.settings.byok_enabled)
+    entries: dict[str, ProviderEntry]
+    if decide_all:
+        entries = {n: provider_entry(p, settings.byok_enabled, view.ambient_aws_available)
+                   for n, p in providers.items()}
+    else:
+        entries = dict(view.entries)
+        for name in changed_providers:
+            p = providers.get(name)
+            if p is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = provider_entry(p, settings.byok_enabled, view.ambient_aws_available)
+
+    old_groups = {g.provider.name: g for g in view.groups}
+    groups: list[ModelGroup] = []
+    for pname in sorted(enabled_by):
+        p = providers.get(pname)
+        if p is None or not p.enabled:
+            continue
+        ms = enabled_by[pname]
+        kept = old_groups.get(pname)
+        groups.append(kept if kept is not None and kept.provider is p and kept.models is ms else ModelGroup(p, ms))
+
+    default = min((models[n] for n in defaults), key=lambda m: (m.provider, *_model_order(m)), default=None)
+    out: ConfigView = object.__new__(ConfigView)
+    for name, value in (
+        ("providers", providers), ("models", models), ("settings", settings),
+        ("admin_overrides", admin_overrides), ("default_model", default.name if default else None),
+        ("ambient_aws_available", view.ambient_aws_available), ("groups", tuple(groups)), ("entries", entries),
+        ("status_order", tuple(entries[n] for n in sorted(entries) if entries[n].provider.enabled)),
+        ("enabled_by_provider", enabled_by), ("defaults", frozenset(defaults)),
+    ):
+        object.__setattr__(out, name, value)
+    return out
+
+
+def _remove(enabled_by: dict[str, tuple[Model, ...]], m: Model) -> None:
+    ms = enabled_by.get(m.provider, ())
+    i = bisect.bisect_left(ms, _model_order(m), key=_model_order)
+    if i < len(ms) and ms[i].name == m.name:
+        ms = ms[:i] + ms[i + 1:]
+        if ms:
+            enabled_by[m.provider] = ms
+        else:
+            del enabled_by[m.provider]
+
+
+def _insert(enabled_by: dict[str, tuple[Model, ...]], m: Model) -> None:
+    ms = enabled_by.get(m.provider, ())
+    i = bisect.bisect_left(ms, _model_order(m), key=_model_order)
+    enabled_by[m.provider] = ms[:i] + (m,) + ms[i:]

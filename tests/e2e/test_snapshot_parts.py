@@ -1,0 +1,36 @@
+"""A snapshot larger than one part reaches the resolver whole: config_svc
+sends it in parts to a resolver that accepts them, the resolver merges them
+and serves from the whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resolver_service_pb2 as rs
+from modelplane.v1 import resources_pb2 as pb
+from modelplane_server import snapshot_parts
+from modelplane_server.domain.types import Role
+from tests.harness import ConfigHarness
+from tests.resolver_harness import start_resolver
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_snapshot_in_parts_is_applied_whole(cfg: ConfigHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    await cfg.stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
+        name="local", type=pb.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url="https://models.example.com/v1",
+        api_key="sk-local-0123456789abcdef")), metadata=cfg.admin)
+    for i in range(30):
+        await cfg.stub.CreateModel(cs.CreateModelRequest(model=pb.Model(
+            name=f"model-{i:02d}", provider="local", model_identifier=f"vendor/model-{i}",
+            display_name=f"Model {i:02d}", context_limit=100_000)), metadata=cfg.admin)
+    monkeypatch.setattr(snapshot_parts, "PART_BYTES", 1024)  # about 5 kB of models: several parts
+    service_token = await cfg.token(Role.SERVICE, "resolver")
+    async for resolver in start_resolver(cfg.address, service_token):
+        client = resolver.server.config
+        assert client.counters()["WatchConfig.events"] >= 4  # the parts, each counted as received
+        assert len(resolver.server.snapshot.current().state.models) == 30
+        member = await cfg.md(Role.MEMBER, "alice")
+        listed = await resolver.stub.ListAvailableModels(rs.ListAvailableModelsRequest(), metadata=member)
+        assert [m.name for g in listed.groups for m in g.models] == [f"model-{i:02d}" for i in range(30)]

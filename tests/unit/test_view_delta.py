@@ -1,0 +1,51 @@
+"""A view updated change by change (domain.view_delta, what Snapshot.apply
+does for change events) is the view a full build of the same state gives."""
+
+from __future__ import annotations
+
+import random
+
+from modelplane.v1 import config_service_pb2 as cs
+from modelplane.v1 import resources_pb2 as pb
+from modelplane_server.domain.view import ConfigView
+from modelplane_server.resolver_svc.state.snapshot import build_view
+from tests.unit.test_snapshot import changes, loaded, model, provider, snapshot_event
+
+PROVIDERS = ["anthropic", "bedrock", "openai", "zeta"]
+
+
+def same(a: ConfigView, b: ConfigView) -> None:
+    assert [(g.provider, g.models) for g in a.groups] == [(g.provider, g.models) for g in b.groups]
+    assert dict(a.entries) == dict(b.entries)
+    assert a.status_order == b.status_order
+    assert a.default_model == b.default_model
+    assert dict(a.models) == dict(b.models) and dict(a.providers) == dict(b.providers)
+    assert a.settings == b.settings and dict(a.admin_overrides) == dict(b.admin_overrides)
+
+
+def random_change(rng: random.Random, i: int) -> cs.ConfigChange:
+    roll = rng.random()
+    name = f"m{rng.randrange(40)}"
+    if roll < 0.55:
+        m = model(name, rng.choice(PROVIDERS), default=rng.random() < 0.1, enabled=rng.random() < 0.8)
+        m.display_name = rng.choice(["Alpha", "beta", "Beta", "gamma", name])
+        return cs.ConfigChange(model=m)
+    if roll < 0.7:
+        return cs.ConfigChange(deleted_model=name)
+    if roll < 0.85:
+        return cs.ConfigChange(provider=provider(rng.choice(PROVIDERS), enabled=rng.random() < 0.8,
+                                                 key=rng.random() < 0.7, etag=str(i)))
+    if roll < 0.92:
+        return cs.ConfigChange(deleted_provider=rng.choice(PROVIDERS))
+    return cs.ConfigChange(settings=pb.Settings(byok_enabled=rng.random() < 0.5))
+
+
+def test_changes_applied_one_by_one_match_a_full_build() -> None:
+    rng = random.Random(14)
+    for ambient in (False, True):
+        snap = loaded(snapshot_event(), ambient=ambient)
+        for revision in range(6, 400):
+            batch = [random_change(rng, revision) for _ in range(rng.randrange(1, 4))]
+            snap.apply(changes(revision, *batch))
+            current = snap.current()
+            same(current.view, build_view(current.state, ambient))
