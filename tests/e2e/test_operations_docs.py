@@ -97,6 +97,13 @@ async def test_the_metrics_table_is_what_the_services_export(cfg: ConfigHarness)
             await resolver.stub.Chat(request, metadata=alice)
             [e async for e in resolver.stub.StreamChat(request, metadata=alice)]
         assert resolver.server.metrics_endpoint is not None and cfg.server.metrics_endpoint is not None
+        config_port = cfg.server.metrics_endpoint.port
+
+        async def resolver_listed() -> None:  # config_svc's map of resolvers refreshes on its own clock
+            found = await scrape(config_port)
+            assert found.get("modelplane_resolver_applied_revision", ("", frozenset()))[1]
+
+        await eventually(resolver_listed)
         exported = {"resolver_svc": await scrape(resolver.server.metrics_endpoint.port),
                     "config_svc": await scrape(cfg.server.metrics_endpoint.port)}
 
