@@ -183,10 +183,6 @@ class ConfigClient:
         """The replica calls go to now."""
         return self._replicas[self._current].address
 
-    @property
-    def addresses(self) -> list[str]:
-        return [r.address for r in self._replicas]
-
     def fail_over(self, failed: str) -> str:
         """`failed` is unreachable: use the next replica, unless another
         caller moved on from it already. The address calls go to now."""
