@@ -25,7 +25,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 README_UPSTREAM = "http://127.0.0.1:11434/v1"
 TOKEN_PLACEHOLDER = "<secret from CreateApiToken>"
 # What the README says a reader sees without a local model server.
-PROBE_FAILURE = "local: upstream connection failed: ConnectError: All connection attempts failed"
+PROBE_FAILURE = ("local: upstream connection failed: ConnectError: All connection attempts failed"
+                 f" (base URL tried: {README_UPSTREAM})")
 CHAT_FAILURE = ("Code: Unavailable", "UPSTREAM_UNAVAILABLE", "grpcurl exits 78")
 
 
@@ -197,7 +198,7 @@ async def test_without_a_local_model_server_the_tour_says_what_the_reader_sees(s
         assert name in failing or ran.code == 0, (ran.line, ran.stderr)
     prose = _prose()
     assert f'`"error": "{PROBE_FAILURE}"`' in prose
-    assert _answer(answers["ProbeProvider"])["error"] == PROBE_FAILURE
+    assert _answer(answers["ProbeProvider"])["error"].replace(closed, README_UPSTREAM) == PROBE_FAILURE
     chat = answers["StreamChat"]
     assert all(claim in prose for claim in CHAT_FAILURE)
     assert chat.code == 78 and "Code: Unavailable" in chat.stderr and "UPSTREAM_UNAVAILABLE" in chat.stderr

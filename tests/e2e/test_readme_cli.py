@@ -89,12 +89,13 @@ async def test_cli_tour_works_after_the_grpcurl_tour(stack: Stack) -> None:
 
 
 async def test_without_a_local_model_server_the_cli_chat_fails_as_the_readme_says(stack: Stack) -> None:
-    done = await _cli_tour(stack, f"http://127.0.0.1:{free_port()}/v1")
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    done = await _cli_tour(stack, closed)
     *rest, chat = done
     _outputs(rest)
     assert chat.returncode == 1, chat.stderr
     said = " ".join(README.read_text().split())
-    first_line = chat.stderr.splitlines()[0]
+    first_line = chat.stderr.splitlines()[0].replace(closed, README_UPSTREAM)
     assert first_line.startswith("error: UNAVAILABLE UPSTREAM_UNAVAILABLE: ollama: "), chat.stderr
     assert f"printing `{first_line}` and the request id on stderr, and exits 1" in said
 
