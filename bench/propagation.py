@@ -9,9 +9,9 @@ process only writes and reads, as a client would.
    asked ResolveModel with min_revision = the write's revision, all at once;
    a resolver answers once it has applied the write (and the answer must
    name the new model). Time from the write sent, and from its answer, to
-   each resolver's answer: p50 / p99 / max per resolver. Beside it, for
-   scale, how many plain reads (no min_revision) sent right after the
-   write's answer still saw the old model: what min_revision protects from.
+   each resolver's answer: p50 / p99 / max per resolver. Then, for scale,
+   how many plain reads (no min_revision) sent right after a write's answer
+   still saw the old model: what min_revision protects from.
 2. What an already-satisfied min_revision costs: ResolveModel naming a
    revision long applied vs plain ResolveModel, sent together from a child
    process (bench.loadgen, each caller alternating between the two) against
@@ -42,9 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import urllib.request
+
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.resolution import fresh_database, postgres, seed
 from modelplane_server.config_svc import db
@@ -79,6 +82,7 @@ class Proc:
     name: str
     process: asyncio.subprocess.Process
     address: str
+    metrics_port: int = 0
     channel: grpc.aio.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,14 +114,15 @@ async def start_config(name: str, database_url: str, keys: str) -> Proc:
 
 
 async def start_resolver(name: str, configs: list[Proc], service_token: str) -> Proc:
-    address = f"127.0.0.1:{free_port()}"
+    address, metrics_port = f"127.0.0.1:{free_port()}", free_port()
     env = {**os.environ, "RESOLVER_CONFIG_SVC_ADDRESSES": ",".join(c.address for c in configs),
            "RESOLVER_SERVICE_TOKEN": service_token, "RESOLVER_SVC_LISTEN": address,
-           "RESOLVER_SVC_METRICS_LISTEN": "off", "RESOLVER_AMBIENT_AWS": "false", "LOG_LEVEL": "WARNING"}
+           "RESOLVER_SVC_METRICS_LISTEN": f"127.0.0.1:{metrics_port}", "RESOLVER_AMBIENT_AWS": "false",
+           "LOG_LEVEL": "WARNING"}
     env.pop("CONFIG_SVC_ADDRESS", None)
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.resolver_svc", env=env,
                                                    stdout=asyncio.subprocess.DEVNULL, cwd=str(ROOT))
-    proc = Proc(name, process, address)
+    proc = Proc(name, process, address, metrics_port)
     health = health_pb2_grpc.HealthStub(proc.channel)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -131,7 +136,7 @@ async def start_resolver(name: str, configs: list[Proc], service_token: str) -> 
 
 async def stop(procs: list[Proc]) -> None:
     for proc in procs:
-        await proc.channel.close()
+        await proc.channel.close(None)
         with contextlib.suppress(ProcessLookupError):
             proc.process.terminate()
     for proc in procs:
@@ -164,19 +169,33 @@ def bearer(token: str) -> Metadata:
 # ------------------------------------------------------------------ measurements
 
 
+VISIBLE_BUCKETS = ("0.0025", "0.005", "0.01", "0.025", "0.05")
+
+
+async def applied_within(resolver: Proc) -> dict[str, float]:
+    """The resolver's own modelplane_write_to_visible_seconds (a change's
+    commit to its apply): cumulative count per bucket bound, and "+Inf"."""
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{resolver.metrics_port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    text = await asyncio.to_thread(fetch)
+    return {s.labels["le"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "modelplane_write_to_visible_seconds_bucket"}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def write_to_visible(config: Proc, resolvers: list[Proc], admin: Metadata, member: Metadata
-                           ) -> tuple[dict[str, list[float]], dict[str, list[float]], int, int]:
-    """(from sent, from acknowledged) ms per resolver, stale plain reads, plain reads."""
+                           ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(from sent, from acknowledged) ms per resolver."""
     stub = config_service_pb2_grpc.ConfigServiceStub(config.channel)
     stubs = {r.name: resolver_service_pb2_grpc.ResolverServiceStub(r.channel) for r in resolvers}
     sent_ms: dict[str, list[float]] = {r.name: [] for r in resolvers}
     acked_ms: dict[str, list[float]] = {r.name: [] for r in resolvers}
-    stale = plain = 0
     for i in range(WRITES):
         target = "anthropic-m2" if i % 2 == 0 else "openai-m1"
         sent = time.perf_counter()
@@ -191,18 +210,27 @@ async def write_to_visible(config: Proc, resolvers: list[Proc], admin: Metadata,
                 raise SystemExit(f"resolver {name} answered {answer.model.name} at revision {written.revision}")
             return time.perf_counter()
 
-        async def unguarded(name: str) -> bool:
-            answer = await stubs[name].ResolveModel(rs.ResolveModelRequest(context=GENERAL), metadata=member)
-            return answer.model.name != target
-
-        seen, stale_reads = await asyncio.gather(asyncio.gather(*(visible(n) for n in stubs)),
-                                                 asyncio.gather(*(unguarded(n) for n in stubs)))
-        for name, at in zip(stubs, seen):
+        for name, at in zip(stubs, await asyncio.gather(*(visible(n) for n in stubs))):
             sent_ms[name].append((at - sent) * 1000)
             acked_ms[name].append((at - acked) * 1000)
-        stale += sum(stale_reads)
-        plain += len(stale_reads)
-    return sent_ms, acked_ms, stale, plain
+    return sent_ms, acked_ms
+
+
+async def stale_without(config: Proc, resolvers: list[Proc], admin: Metadata, member: Metadata) -> tuple[int, int]:
+    """For scale, after the timed part: plain reads (no min_revision) sent on
+    every resolver right after a write's answer, and how many of them still
+    saw the old model."""
+    stub = config_service_pb2_grpc.ConfigServiceStub(config.channel)
+    stubs = [resolver_service_pb2_grpc.ResolverServiceStub(r.channel) for r in resolvers]
+    stale = plain = 0
+    for i in range(max(1, WRITES // 4)):
+        target = "anthropic-m1" if i % 2 == 0 else "openai-m0"
+        await stub.SetModelOverride(cs.SetModelOverrideRequest(context=GENERAL, model=target), metadata=admin)
+        answers = await asyncio.gather(*(s.ResolveModel(rs.ResolveModelRequest(context=GENERAL), metadata=member)
+                                         for s in stubs))
+        stale += sum(a.model.name != target for a in answers)
+        plain += len(answers)
+    return stale, plain
 
 
 async def satisfied_cost(resolver: Proc, member_token: str, revision: int) -> list[dict[str, Any]]:
@@ -261,7 +289,7 @@ async def failover(configs: list[Proc], resolvers: list[Proc], admin: Metadata, 
 
 
 def report(configs: list[Proc], on: dict[str, str], sent: dict[str, list[float]], acked: dict[str, list[float]],
-           stale: int, plain: int, cost: list[dict[str, Any]], victim: Proc, killed_on: dict[str, str],
+           applied: dict[str, dict[str, float]], stale: int, plain: int, cost: list[dict[str, Any]], victim: Proc, killed_on: dict[str, str],
            failover_ms: dict[str, float]) -> bool:
     ok = True
     names = {c.port: c.name for c in configs}
@@ -275,8 +303,14 @@ def report(configs: list[Proc], on: dict[str, str], sent: dict[str, list[float]]
             ok = False
             print(f"  {name}: above target")
     print(f"target: p99 < {VISIBLE_P99_TARGET_MS:.0f} ms from the write sent")
-    print(f"for scale: {stale} of {plain} plain reads (no min_revision) sent right after the write's answer "
-          "still saw the old model")
+    print("the resolvers' own view (modelplane_write_to_visible_seconds, commit to apply): share of the changes "
+          "applied within")
+    print(f"{'':<10}" + "".join(f"{float(le) * 1000:>9g} ms" for le in VISIBLE_BUCKETS))
+    for name, counts in applied.items():
+        total = counts["+Inf"] or 1
+        print(f"{name:<10}" + "".join(f"{counts[le] / total:>11.0%}" for le in VISIBLE_BUCKETS))
+    print(f"for scale, after the timed part: {stale} of {plain} plain reads (no min_revision) sent right after a "
+          "write's answer still saw the old model")
 
     print(f"\nAlready-satisfied min_revision vs a plain read: ResolveModel on one resolver, both sent together "
           f"(each caller alternating), {ROUNDS} rounds of {PHASE_SECONDS:g} s, load from a child process; "
@@ -330,11 +364,16 @@ async def run(server_dsn: str) -> bool:
             print(f"config_svc A {configs[0].address}, B {configs[1].address}; resolvers "
                   f"{', '.join(r.address for r in resolvers)}", flush=True)
             on = await watched(configs[0], admin, resolvers)
-            sent, acked, stale, plain = await write_to_visible(configs[0], resolvers, admin, member)
+            before = [await applied_within(r) for r in resolvers]
+            sent, acked = await write_to_visible(configs[0], resolvers, admin, member)
+            after = [await applied_within(r) for r in resolvers]
+            applied = {r.name: {le: a.get(le, 0) - b.get(le, 0) for le in (*VISIBLE_BUCKETS, "+Inf")}
+                       for r, b, a in zip(resolvers, before, after)}
+            stale, plain = await stale_without(configs[0], resolvers, admin, member)
             revision = await store.current_revision()
             cost = await satisfied_cost(resolvers[0], member_token, revision)
             victim, killed_on, failover_ms = await failover(configs, resolvers, admin, member)
-            return report(configs, on, sent, acked, stale, plain, cost, victim, killed_on, failover_ms)
+            return report(configs, on, sent, acked, applied, stale, plain, cost, victim, killed_on, failover_ms)
         finally:
             await stop(procs)
 
