@@ -51,7 +51,7 @@ def cli(cfg: ConfigHarness) -> Cli:
 async def test_output_formats_table_json_yaml(cfg: ConfigHarness, cli: Cli, admin: str) -> None:
     ok(await cli("providers", "create", "openai", "--type", "openai", token=admin))
     ok(await cli("models", "create", "openai", "gpt-5", "--display-name", "GPT-5: the one", "--context-limit",
-                 "400000", "--set", "options.temperature=1e-07", "--set", "openai.reasoning_effort=low",
+                 "400000", "--set", "options.temperature=1e-07", "--set", "openai.reasoning_effort=none",
                  token=admin))
     for args in (("providers", "list"), ("models", "get", "openai-gpt-5"), ("settings", "get"),
                  ("overrides", "list")):
