@@ -25,7 +25,7 @@ async def test_a_snapshot_in_parts_is_applied_whole(cfg: ConfigHarness, monkeypa
         await cfg.stub.CreateModel(cs.CreateModelRequest(model=pb.Model(
             name=f"model-{i:02d}", provider="local", model_identifier=f"vendor/model-{i}",
             display_name=f"Model {i:02d}", context_limit=100_000)), metadata=cfg.admin)
-    monkeypatch.setattr(snapshot_parts, "PART_BYTES", 1024)  # about 5 kB of models: several parts
+    monkeypatch.setattr(snapshot_parts, "PART_BYTES", 512)  # about 3 kB of models: five or more parts
     service_token = await cfg.token(Role.SERVICE, "resolver")
     async for resolver in start_resolver(cfg.address, service_token):
         client = resolver.server.config
