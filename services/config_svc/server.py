@@ -26,6 +26,8 @@ from modelplane_server.config_svc.store import Store
 from modelplane_server.runtime import crypto, metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -90,7 +92,8 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     streams = shutdown.EndlessStreams([WATCH_CONFIG, shutdown.HEALTH_WATCH])
     server = grpc.aio.server(interceptors=server_interceptors(
         auth, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
-        options=keepalive_options(settings.keepalive_min_ping_interval_seconds))
+        options=[*keepalive_options(settings.keepalive_min_ping_interval_seconds),
+                 *server_options(MAX_REQUEST_BYTES["config_svc"])])
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
                                                                    settings.allow_metadata_addresses),

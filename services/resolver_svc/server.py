@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
@@ -132,7 +134,8 @@ async def build_server(settings: ResolverSettings, *,
     # Chat streams end on their own, so only Health/Watch is ended at shutdown.
     streams = shutdown.EndlessStreams([shutdown.HEALTH_WATCH])
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
+        auth.authenticate, outer=[metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
+        options=server_options(MAX_REQUEST_BYTES["resolver_svc"]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,

@@ -17,6 +17,7 @@ from typing import Any, Final
 from google.protobuf import json_format
 
 from modelplane_server import convert
+from modelplane_server.domain import bounds
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument
 from modelplane_server.domain.types import Model
 from modelplane.v1 import resolver_service_pb2 as rs
@@ -30,7 +31,7 @@ TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # A tool call's arguments are a model's output echoed back, not a document;
 # the bound keeps json.loads cheap, and its nesting limit (RecursionError)
 # is answered as bad input, not a crash.
-MAX_ARGUMENTS_JSON_CHARS: Final = 1_000_000
+MAX_ARGUMENTS_JSON_CHARS: Final = bounds.TOOL_ARGUMENTS
 
 ROLES: Final[Mapping[int, Role]] = {
     rs.CHAT_ROLE_SYSTEM: "system",

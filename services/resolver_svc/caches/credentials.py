@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Awaitable, Callable
 
+from modelplane_server.runtime.scrub import KNOWN_SECRETS
 from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
 from modelplane_server.resolver_svc.state.config_state import Invalidations
 from modelplane_server.resolver_svc.caches.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
@@ -51,12 +52,18 @@ class CredentialCache:
             return found
         try:
             return await self._flights.do(key, lambda: self._fetch(provider, user),
-                                          lambda secret: self._cache.put(key, secret))
+                                          lambda secret: self._keep(key, secret))
         except ConfigUnreachable:
             stale = self._cache.get_stale(key, self._stale)
             if stale is None:
                 raise
             return stale
+
+    def _keep(self, key: CredentialKey, secret: str) -> None:
+        # Known to the log processor from now on: a provider that echoes it
+        # (base64, masked, in a header httpcore logs at DEBUG) is scrubbed.
+        KNOWN_SECRETS.add(secret)
+        self._cache.put(key, secret)
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:

@@ -9,6 +9,7 @@ line and metrics per upstream call.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from modelplane_server.domain.types import CredentialSource, Model, OverrideCont
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.auth import require
 from modelplane_server.runtime.context import current_principal
+from modelplane_server.runtime.scrub import scrub_secrets
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.chat.failures import upstream_failure
@@ -133,8 +135,17 @@ class ChatGateway:
         return self._fixed_aws_region or self.resolution.snapshot.aws_region
 
     async def prepare(self, chat: ChatInput, deadline: float | None) -> ChatCall:
-        """Resolve model and credential, fetch the key, build the target."""
+        """Resolve model and credential, fetch the key, build the target.
+
+        A user's own key is spent only by their own calls or a service's
+        acting for them (DESIGN.md, "Who may spend a key"): an admin naming
+        a user is resolved as that user holding no key, so the call uses
+        the central credential where the key policy gives it to the user,
+        and skips (NO_USABLE_MODEL when nothing is left) where only the
+        user's own key would do."""
         loaded, user_view = await self.resolution.views(chat.user)
+        if current_principal().role is Role.ADMIN:
+            user_view = dataclasses.replace(user_view, key_providers=frozenset())
         resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
         provider, model = resolution.provider, resolution.model
         structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
@@ -211,14 +222,18 @@ class ChatGateway:
         probe_deadline = deadline_in(self.probe_timeout_seconds)
         started = time.perf_counter()
         try:
+            # One attempt: a probe reports what the upstream does now; retrying
+            # a refused connection only delays the answer.
             listed = await self.upstream.list_models(
-                target, probe_deadline if deadline is None else min(deadline, probe_deadline))
+                target, probe_deadline if deadline is None else min(deadline, probe_deadline), retry=False)
         except UpstreamError as err:
             # Reported, not raised: telling the admin why is the probe's job.
             # An HTTP status means the upstream answered, so it is reachable.
             log.info("probe", provider=provider.name, ok=False, kind=err.kind, http_status=err.http_status)
+            message = scrub_secrets(err.message, (api_key,))
             return ProbeResult(reachable=err.http_status is not None, authenticated=False,
-                               error=f"{provider.name}: {err.message}", latency_ms=_ms_since(started))
+                               error=f"{provider.name} ({target.base_url}): {message}",
+                               latency_ms=_ms_since(started))
         present = set(listed)
         configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
         log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
@@ -264,6 +279,9 @@ class ChatGateway:
         return await self.credentials.get(provider.name, user)
 
     def _failed(self, call: ChatCall, err: UpstreamError) -> DomainError:
+        # Every error the engine builds from the provider's words is scrubbed
+        # of the key already; this covers the ones built from anything else.
+        err.message = scrub_secrets(err.message, (call.target.api_key,))
         log.info("chat.failed", provider=call.provider.name, model=call.model.name,
                  model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
                  credential_source=call.credential.value, kind=err.kind, http_status=err.http_status,

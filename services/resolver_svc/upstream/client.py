@@ -115,9 +115,11 @@ class UpstreamClient:
         _, headers, body = await self._unary(wire, protocol, target, deadline)
         return protocol.parse_response(body, _request_id(headers), target)
 
-    async def list_models(self, target: UpstreamTarget, deadline: float | None = None) -> list[str]:
+    async def list_models(self, target: UpstreamTarget, deadline: float | None = None, *,
+                          retry: bool = True) -> list[str]:
+        """retry=False: one attempt (a probe reports what happened, now)."""
         protocol = protocol_for(target)
-        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline)
+        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline, retry=retry)
         return protocol.parse_models(body)
 
     async def stream(
@@ -180,7 +182,8 @@ class UpstreamClient:
     # --- internals ---------------------------------------------------------
 
     async def _unary(
-        self, wire: WireRequest, protocol: WireProtocol, target: UpstreamTarget, deadline: float | None
+        self, wire: WireRequest, protocol: WireProtocol, target: UpstreamTarget, deadline: float | None,
+        *, retry: bool = True,
     ) -> tuple[int, httpx.Headers, bytes]:
         attempt = 0
         while True:
@@ -192,7 +195,7 @@ class UpstreamClient:
                     await response.aclose()
                 return response.status_code, response.headers, body
             except UpstreamError as error:
-                delay = self._delay(error, attempt, deadline, target)
+                delay = self._delay(error, attempt, deadline, target) if retry else None
                 if delay is None:
                     raise
             await self._sleep(delay)

@@ -1,0 +1,231 @@
+"""Scrubbing known secrets out of text, in every form they travel in.
+
+Pattern-based redaction (runtime.logs) recognises credential *shapes*; it
+cannot know that a provider echoed this request's key base64-encoded, or
+masked as `sk-c...1234`. Given the actual secrets, a `SecretScrubber`
+removes, in one linear pass per form:
+
+- the secret and its encodings: URL-encoded (either case of hex digits,
+  `+` or `%20` for spaces), JSON-escaped slashes, hex, and base64/base64url
+  at each of the three byte alignments, so the base64 of any text holding
+  the key (`Bearer <key>`, `user:<key>`) is found too, padded or not;
+- every word that starts with the secret's first MASK_KEEP characters or
+  ends with its last MASK_KEEP: masked forms that keep either end, such as
+  `sk-c...1234`, `sk-canary****`, `****1234`, and cut-off prefixes.
+
+Cost: building a scrubber is a few encodings per secret; scrubbing is one
+set of 4-character windows over the text (to find which forms can be
+present at all) plus a C-speed search per form that can, so a log line with
+no secret in it costs one pass whatever the number of secrets.
+
+`KNOWN_SECRETS` is the process's registry: the resolver registers every
+credential it fetches, and the log processor scrubs every line against it,
+including lines written by libraries (httpcore logs response headers at
+DEBUG, echoed keys and all).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections import OrderedDict
+from typing import Final, Iterable
+from urllib.parse import quote, quote_plus
+
+MARK: Final = "[REDACTED]"
+# A masked form keeping this many leading or trailing characters of a
+# secret is treated as the secret.
+MASK_KEEP: Final = 4
+# Shorter secrets are scrubbed only verbatim: their ends would match words
+# that have nothing to do with them (and they are not real keys anyway).
+MIN_FRAGMENT_SECRET: Final = 8
+# Encodings are looked for only when long enough not to be common words.
+MIN_ENCODED: Final = 8
+_GRAM: Final = 4  # every form is indexed by its first 4 characters
+
+# Words for the masked-form rule: runs of anything but whitespace, quotes
+# and the punctuation that separates a value from its name or container.
+_WORD: Final = re.compile(r"[^\s\"'`,;:=<>()\[\]{}|\\]+")
+_TRAILING_PUNCTUATION: Final = ".!?"
+_PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
+_ENCODED_RUN: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """For each alignment of `raw` inside a longer byte string, the base64
+    characters that depend on `raw` alone (standard and URL-safe alphabets)."""
+    cores: set[str] = set()
+    n = len(raw)
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw).decode("ascii")
+        start = -(-8 * offset // 6)  # ceil: the first character made only of raw's bits
+        end = (8 * (offset + n)) // 6  # floor: one past the last such character
+        core = encoded[start:end]
+        cores.add(core)
+        cores.add(core.replace("+", "-").replace("/", "_"))
+    return cores
+
+
+def encoded_forms(secret: str) -> dict[str, bool]:
+    """The secret verbatim and in every encoding scrubbed for it; True for
+    the forms found inside a longer encoded run (base64, hex), whose whole
+    run is removed: its ends mix the secret's bits with its neighbours'."""
+    forms = {secret: False}
+    raw = secret.encode("utf-8")
+    if len(secret) < MIN_FRAGMENT_SECRET:
+        return forms
+    for url in (quote(secret, safe=""), quote_plus(secret, safe="")):
+        forms.setdefault(url, False)
+        forms.setdefault(_PERCENT_HEX.sub(lambda m: m.group(0).lower(), url), False)
+    forms.setdefault(secret.replace("/", "\\/"), False)
+    for encoded in (raw.hex(), raw.hex().upper(), *_base64_cores(raw)):
+        forms[encoded] = True
+    return {f: run for f, run in forms.items() if len(f) >= MIN_ENCODED or f == secret}
+
+
+def _remove_runs(text: str, form: str) -> str:
+    """`text` with every encoded run containing `form` replaced by MARK."""
+    out: list[str] = []
+    done = 0
+    at = text.find(form)
+    while at >= 0:
+        start, end = at, at + len(form)
+        while start > done and text[start - 1] in _ENCODED_RUN:
+            start -= 1
+        while end < len(text) and text[end] in _ENCODED_RUN:
+            end += 1
+        out += (text[done:start], MARK)
+        done = end
+        at = text.find(form, done)
+    out.append(text[done:])
+    return "".join(out)
+
+
+class SecretScrubber:
+    """Removes the given secrets, in every form above, from text."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        # first 4 characters -> the forms starting with them (longest
+        # first), each with whether its whole encoded run goes
+        self._forms: dict[str, list[tuple[str, bool]]] = {}
+        self._prefixes: set[str] = set()
+        self._suffixes: set[str] = set()
+        self._short: set[str] = set()  # secrets under 4 characters: verbatim only
+        for secret in secrets:
+            if secret:
+                self._add(secret)
+
+    def _add(self, secret: str) -> None:
+        if len(secret) < _GRAM:
+            self._short.add(secret)
+            return
+        for form, run in encoded_forms(secret).items():
+            bucket = self._forms.get(form[:_GRAM], [])
+            if (form, run) not in bucket:
+                # A new list, swapped in whole: a log line being scrubbed on
+                # another thread sees the old one or the new one.
+                self._forms[form[:_GRAM]] = sorted([*bucket, (form, run)], key=lambda f: len(f[0]), reverse=True)
+        if len(secret) >= MIN_FRAGMENT_SECRET:
+            head, tail = secret[:MASK_KEEP], secret[-MASK_KEEP:]
+            if _WORD.fullmatch(head):
+                self._prefixes.add(head)
+            if _WORD.fullmatch(tail):
+                self._suffixes.add(tail)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms or self._short)
+
+    def __repr__(self) -> str:  # never the secrets
+        return f"SecretScrubber(forms={sum(len(v) for v in self._forms.values())})"
+
+    def scrub(self, text: str) -> str:
+        if not text or not self:
+            return text
+        for secret in self._short:
+            text = text.replace(secret, MARK)
+        if len(text) < _GRAM:
+            return text
+        grams = {text[i:i + _GRAM] for i in range(len(text) - _GRAM + 1)}
+        for gram in grams.intersection(self._forms):
+            for form, run in self._forms[gram]:
+                if form in text:
+                    text = _remove_runs(text, form) if run else text.replace(form, MARK)
+        heads = grams.intersection(self._prefixes)
+        tails = grams.intersection(self._suffixes)
+        if not (heads or tails):
+            return text
+        return _WORD.sub(lambda m: _masked(m.group(0), heads, tails), text)
+
+
+def _masked(word: str, heads: set[str], tails: set[str]) -> str:
+    """MARK for a word holding a secret's first characters where a word
+    could start, or its last ones where a word could end (the masked forms);
+    trailing sentence punctuation stays."""
+    for head in heads:
+        at = word.find(head)
+        while at >= 0:
+            if at == 0 or not word[at - 1].isalnum():
+                return MARK + word[len(word.rstrip(_TRAILING_PUNCTUATION)):]
+            at = word.find(head, at + 1)
+    for tail in tails:
+        at = word.find(tail)
+        while at >= 0:
+            end = at + len(tail)
+            if end == len(word) or not word[end].isalnum():
+                return MARK + word[len(word.rstrip(_TRAILING_PUNCTUATION)):]
+            at = word.find(tail, at + 1)
+    return word
+
+
+def scrub_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` without any of `secrets` in any of the forms above."""
+    return SecretScrubber(secrets).scrub(text)
+
+
+class KnownSecrets:
+    """The credentials this process has held lately (the resolver's
+    credential cache holds 1,000 by default), scrubbed from every log line.
+
+    Adding is incremental; past `capacity` the oldest quarter is dropped and
+    the scrubber rebuilt once (about 20 us a secret), so the cost stays
+    amortised over the fetches that filled it.
+    """
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._capacity = capacity
+        self._secrets: OrderedDict[str, None] = OrderedDict()
+        self._scrubber = SecretScrubber()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str | None) -> None:
+        if not secret:
+            return
+        with self._lock:
+            if secret in self._secrets:
+                self._secrets.move_to_end(secret)
+                return
+            self._secrets[secret] = None
+            if len(self._secrets) <= self._capacity:
+                self._scrubber._add(secret)
+                return
+            for _ in range(max(1, self._capacity // 4)):
+                self._secrets.popitem(last=False)
+            self._scrubber = SecretScrubber(self._secrets)
+
+    def discard(self, secret: str) -> None:
+        with self._lock:
+            if self._secrets.pop(secret, 0) is None:
+                self._scrubber = SecretScrubber(self._secrets)
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    def __repr__(self) -> str:
+        return f"KnownSecrets(entries={len(self._secrets)})"
+
+    def scrub(self, text: str) -> str:
+        return self._scrubber.scrub(text)
+
+
+KNOWN_SECRETS: Final = KnownSecrets()
