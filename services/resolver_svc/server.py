@@ -146,7 +146,12 @@ async def build_server(settings: ResolverSettings, *,
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
-    port = tls.add_port(server, settings.listen, settings.tls)
+    try:
+        port = tls.add_port(server, settings.listen, settings.tls)
+    except tls.ListenError:
+        await server.stop(None)
+        await config.close()
+        raise
     await server.start()
     endpoint = metrics.serve(settings.metrics_listen, registry)
 
@@ -162,7 +167,7 @@ async def build_server(settings: ResolverSettings, *,
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:
     def record(found: ambient.AmbientAws) -> None:
-        snapshot.set_ambient_aws(found.available, found.region)
+        snapshot.set_ambient_aws(found.available, found.region, credentials=found.credentials)
 
     # Without the check, bearer tokens still take the environment's region.
     record(await ambient.check_once() if settings.ambient_aws
