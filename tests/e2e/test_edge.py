@@ -100,3 +100,22 @@ async def test_an_unreadable_stored_key_says_whom_to_ask_and_not_which_key(
         assert "contact an administrator" in f.message
         assert "key id" not in f.message and "k1" not in f.message and "does not open" not in f.message
         assert fake.requests == []
+
+
+async def test_a_tool_schema_json_cannot_hold_is_invalid_argument(cfg: ConfigHarness, chat: ChatStack) -> None:
+    """Found by the fuzz suite: NaN or infinity in a tool's parameters (a
+    Struct) has no JSON form, and converting it raised (INTERNAL)."""
+    alice = await cfg.md(Role.MEMBER, "alice")
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        tool = rs.ToolDefinition(name="t")
+        tool.parameters.update({"type": "object", "properties": {"x": {"maximum": 1}}})
+        tool.parameters["properties"]["x"]["maximum"] = bad
+        request = rs.ChatRequest(messages=[rs.ChatMessage(role=rs.CHAT_ROLE_USER, text="hi")], tools=[tool])
+        for call in (lambda: chat.stub.Chat(request, metadata=alice),
+                     lambda: _drain(chat.stub.StreamChat(request, metadata=alice))):
+            err = await rpc_error(call())
+            assert (err.code(), violations(err)) == (grpc.StatusCode.INVALID_ARGUMENT, ["tools[0].parameters"])
+
+
+async def _drain(call: object) -> list[object]:
+    return [event async for event in call]  # type: ignore[attr-defined]

@@ -34,7 +34,10 @@ class ConfigServiceStub:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     def __init__(self, channel):
@@ -207,7 +210,10 @@ class ConfigServiceServicer:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     def CreateProvider(self, request, context):
@@ -626,7 +632,10 @@ class ConfigService:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     @staticmethod

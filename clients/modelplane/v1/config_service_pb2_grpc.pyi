@@ -35,7 +35,10 @@ class ConfigServiceStub:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     @_typing.overload
@@ -157,7 +160,10 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -275,7 +281,10 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
     """
 
     @_abc_1.abstractmethod

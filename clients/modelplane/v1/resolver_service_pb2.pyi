@@ -693,7 +693,7 @@ class ChatRequest(_message.Message):
     chat_model: _builtins.str
     """chat_model: Optional. The chat's selected model name."""
     chat_id: _builtins.str
-    """chat_id: Optional. Carried into logs."""
+    """chat_id: Optional. Carried into logs. At most 256 characters."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """messages: Required. At least one."""

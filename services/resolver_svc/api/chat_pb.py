@@ -80,7 +80,7 @@ def conversation(request: rs.ChatRequest) -> tuple[list[up.ChatMessage], list[up
         if t.name in seen:
             problems.append(FieldViolation(f"{field}.name", f"duplicates tool {t.name!r}"))
         seen.add(t.name)
-        params = _plain(json_format.MessageToDict(t.parameters)) if t.HasField("parameters") else {}
+        params = _schema(t, f"{field}.parameters", problems)
         tools.append(up.ToolDefinition(t.name, t.description, dict(params or NO_PARAMETERS)))
     if problems:
         raise InvalidArgument(problems)
@@ -110,6 +110,17 @@ def _message(m: rs.ChatMessage, field: str, problems: list[FieldViolation]) -> u
             problems.append(FieldViolation(f"{where}.arguments_json", "must be a JSON object"))
         calls.append(up.ToolCall(c.id, c.name, arguments))
     return up.ChatMessage(role, m.text, tuple(calls), m.tool_call_id or None)
+
+
+def _schema(tool: rs.ToolDefinition, field: str, problems: list[FieldViolation]) -> Any:
+    """The tool's parameters as JSON; NaN and infinities have no JSON form."""
+    if not tool.HasField("parameters"):
+        return {}
+    try:
+        return _plain(json_format.MessageToDict(tool.parameters))
+    except ValueError:
+        problems.append(FieldViolation(field, "must be a JSON schema: numbers must be finite (no NaN or infinity)"))
+        return {}
 
 
 def _check_tool_name(name: str, field: str, problems: list[FieldViolation]) -> None:
