@@ -150,9 +150,9 @@ def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
 def check_request(request: Any) -> None:
     """INVALID_ARGUMENT for a body that did not decode or a field over its bound."""
     if isinstance(request, Undecodable):
-        raise InvalidArgument([FieldViolation(
-            "", f"the request body is not a valid {request.type_name} message; send that message in "
-                "protobuf binary encoding")])
+        why = (f"the request body is not a valid {request.type_name} message; send that message in protobuf "
+               "binary encoding")
+        raise InvalidArgument([FieldViolation("", why)], why)
     if isinstance(request, Message):
         found = bound_violations(request)
         if found:
@@ -188,27 +188,44 @@ def _type_name(decode: Callable[[bytes], Any] | None) -> str:
     return str(getattr(descriptor, "full_name", "request"))
 
 
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose messages are checked as they are read."""
+    async for request in requests:
+        check_request(request)
+        yield request
+
+
 def _gated(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     given: object
     factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
     if handler.unary_unary:
         given, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    else:
+    elif handler.unary_stream:
         given, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    elif handler.stream_unary:
+        given, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    else:
+        given, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    streamed_requests = bool(handler.request_streaming)
     # The stubs type behaviours with the sync ServicerContext; ours are aio.
     behaviour = cast(Callable[..., Any], given)
+
+    def admit(request: Any) -> Any:
+        if streamed_requests:
+            return _checked(request)
+        check_request(request)
+        return request
+
     wrapped: Callable[..., Any]
     if inspect.isasyncgenfunction(behaviour):
         async def gated_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            check_request(request)
-            async for item in behaviour(request, context):
+            async for item in behaviour(admit(request), context):
                 yield item
 
         wrapped = gated_stream
     else:
         async def gated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            check_request(request)
-            result = behaviour(request, context)
+            result = behaviour(admit(request), context)
             return await result if inspect.isawaitable(result) else result
 
         wrapped = gated
@@ -224,7 +241,8 @@ else:
 
 
 class RequestGate(_ServerInterceptor):
-    """Decode leniently and check bounds, for every unary-request method."""
+    """Decode leniently and check bounds, for every method (streamed
+    requests, such as server reflection's, message by message)."""
 
     def __init__(self) -> None:
         # method -> (the handler gRPC gave, the gated one): rebuilt only if
@@ -237,8 +255,8 @@ class RequestGate(_ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or not (handler.unary_unary or handler.unary_stream):
-            return handler  # unknown method, or a streaming request (reflection)
+        if handler is None:
+            return handler  # unknown method: gRPC answers UNIMPLEMENTED
         method = handler_call_details.method
         cached = self._handlers.get(method)
         if cached is not None and cached[0] is handler:

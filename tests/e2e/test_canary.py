@@ -189,3 +189,29 @@ async def test_a_personal_key_echoed_back_reaches_no_one(
     assert_clean(await scrape(resolver.server.metrics_endpoint.port), PERSONAL, "resolver /metrics")
     audit = await cfg.server.store.pool.fetch("SELECT change::text AS c FROM audit_events")
     assert_clean("\n".join(r["c"] for r in audit), PERSONAL, "the audit log")
+
+
+async def test_a_key_echoed_in_a_successful_reply_reaches_no_one(
+        cfg: ConfigHarness, resolver: ResolverHarness, debug_logs: Captured) -> None:
+    """The upstream's request id header (returned as upstream_request_id) and
+    its model listing (returned by the probe) are the upstream's words too."""
+    async with EchoUpstream.start(200) as fake:
+        await setup(cfg, fake, "openai-compatible", central=CENTRAL)
+        member = bearer(await cfg.token(Role.MEMBER, "bob"))
+        request = rs.ChatRequest(chat_model="m-openai-compatible",
+                                 messages=[rs.ChatMessage(role=rs.CHAT_ROLE_USER, text="hello")])
+
+        async def answered() -> rs.ChatResponse:
+            reply: rs.ChatResponse = await resolver.stub.Chat(request, metadata=member)
+            return reply
+        reply = await eventually(answered)
+        assert reply.text == "hi" and reply.upstream_request_id
+        assert_clean(str(reply), CENTRAL, "Chat reply")
+        events = [e async for e in resolver.stub.StreamChat(request, metadata=member)]
+        assert events[-1].finish.upstream_request_id
+        assert_clean("".join(str(e) for e in events), CENTRAL, "StreamChat events")
+        probe = await resolver.stub.ProbeProvider(rs.ProbeProviderRequest(provider="p-openai-compatible"),
+                                                  metadata=cfg.admin)
+        assert probe.authenticated and "model-a" in probe.upstream_models
+        assert_clean(str(probe), CENTRAL, "ProbeProvider reply")
+    assert_clean(debug_logs.text, CENTRAL, "the logs")

@@ -188,6 +188,24 @@ async def test_garbage_bodies_are_invalid_argument_or_handled(stack: FuzzStack, 
     assert code not in FORBIDDEN, (method.name, body)
 
 
+@pytest.mark.parametrize("body", [b"\xff\xff\xff", b"\x0a\x02\xc3\x28", b"\x0a\xff\xff\xff\xff\x0f", b""])
+async def test_garbage_to_health_and_reflection_is_handled(stack: FuzzStack, body: bytes) -> None:
+    """The standard services both servers carry get the same edge."""
+    for channel in (stack.cfg.channel, stack.resolver.channel):
+        try:
+            await channel.unary_unary("/grpc.health.v1.Health/Check")(body, timeout=5)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == Code.INVALID_ARGUMENT, err.details()
+
+        async def one() -> AsyncIterator[bytes]:
+            yield body
+        try:
+            reflect = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+            [item async for item in reflect(one(), timeout=5)]
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == Code.INVALID_ARGUMENT, err.details()
+
+
 async def test_afterwards_both_services_answer_and_nothing_invalid_is_stored(stack: FuzzStack) -> None:
     for channel in (stack.cfg.channel, stack.resolver.channel):
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
+from tests.fakes import openai_wire
+from tests.fakes.canned import Canned
 from tests.fakes.http_server import FakeHttpServer, RawReply, RecordedRequest, Reply, StreamReply
 
 PREFIXES = {"openai-compatible": "/v1", "openai": "/v1", "anthropic": "", "bedrock": "",
@@ -72,7 +74,7 @@ def sent_key(request: RecordedRequest) -> str:
 
 @dataclass
 class EchoUpstream:
-    status: int = 401
+    status: int = 401  # 200: answer OpenAI-compatible chats and listings, echoing the key in headers and ids
     in_stream: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     port: int = 0
@@ -104,9 +106,24 @@ class EchoUpstream:
         headers = {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException",
                    "x-echo-key": key, "x-echo-b64": base64.b64encode(f"Bearer {key}".encode()).decode(),
                    "www-authenticate": f'Bearer realm="{quote(key, safe="")}"', "x-request-id": "echo-1"}
-        if self.in_stream and b'"stream":true' in request.body.replace(b" ", b""):
+        streaming = b'"stream":true' in request.body.replace(b" ", b"")
+        if self.status == 200 and not self.in_stream:
+            return self._answer(request, key, streaming, headers)
+        if self.in_stream and streaming:
             event = json.dumps({"error": {"message": message, "code": 500}})
             return StreamReply([f"data: {event}\n\n".encode()], headers={**headers,
                                                                         "Content-Type": "text/event-stream"})
         status = self.status if self.status >= 400 else 500
         return RawReply(status, json.dumps({"error": error, "message": message}).encode(), headers)
+
+    def _answer(self, request: RecordedRequest, key: str, streaming: bool, headers: dict[str, str]) -> Reply:
+        """A successful reply whose request id (and, for a listing, a model id) is the key."""
+        echo = {**headers, "x-request-id": key}
+        if request.method == "GET":
+            reply: Reply = openai_wire.models_reply(["model-a", *echoes(key)])
+        elif streaming:
+            reply = openai_wire.chat_stream(Canned(text="hi"), "openai-compatible", "echo-model")
+        else:
+            reply = openai_wire.chat_completion(Canned(text="hi"), "openai-compatible", "echo-model")
+        reply.headers.update({k: v for k, v in echo.items() if k != "Content-Type"})
+        return reply

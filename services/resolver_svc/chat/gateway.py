@@ -23,7 +23,7 @@ from modelplane_server.domain.types import CredentialSource, Model, OverrideCont
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.auth import require
 from modelplane_server.runtime.context import current_principal
-from modelplane_server.runtime.scrub import scrub_secrets
+from modelplane_server.runtime.scrub import SecretScrubber, scrub_secrets
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.chat.failures import upstream_failure
@@ -163,6 +163,7 @@ class ChatGateway:
             result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline)
         except UpstreamError as err:
             raise self._failed(call, err) from None
+        result = dataclasses.replace(result, upstream_request_id=_scrubbed(result.upstream_request_id, call))
         cost = cost_usd(result.usage, prices(call.model))
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
@@ -176,6 +177,7 @@ class ChatGateway:
         try:
             async for event in events:
                 if isinstance(event, Finish):
+                    event = dataclasses.replace(event, upstream_request_id=_scrubbed(event.upstream_request_id, call))
                     # Without a usage report there is nothing to price.
                     cost = None if usage is None else cost_usd(usage, prices(call.model))
                     self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
@@ -237,8 +239,9 @@ class ChatGateway:
         present = set(listed)
         configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
         log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
+        scrubber = SecretScrubber((api_key,))  # the listing is the upstream's words too
         return ProbeResult(
-            reachable=True, authenticated=True, upstream_models=listed[:MAX_PROBE_MODELS],
+            reachable=True, authenticated=True, upstream_models=[scrubber.scrub(m) for m in listed[:MAX_PROBE_MODELS]],
             configured_models_missing=[i for i in configured if i not in present],
             latency_ms=_ms_since(started))
 
@@ -307,6 +310,11 @@ class ChatGateway:
                 tokens={"input": u.input_tokens, "output": u.output_tokens, "cache_read": u.cache_read_tokens,
                         "cache_write": u.cache_write_tokens, "reasoning": u.reasoning_tokens},
                 cost_usd=cost)
+
+
+def _scrubbed(upstream_request_id: str | None, call: ChatCall) -> str | None:
+    """The upstream's request id (a response header it chose) without the key."""
+    return upstream_request_id and scrub_secrets(upstream_request_id, (call.target.api_key,))
 
 
 def _check_keyless_probe(provider: Provider) -> None:
