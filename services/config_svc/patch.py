@@ -87,9 +87,6 @@ def created_model(m: Model) -> dict[str, Any]:
     return audit
 
 
-POLICY_FLAGS = tuple(f.name for f in dataclasses.fields(KeyPolicy))
-
-
 def key_policy_after(current: KeyPolicy, given: Mapping[str, bool]) -> KeyPolicy:
     """The key policy once the flags an update gave are applied. A flag the
     update did not give keeps its stored value, so nothing is turned on that

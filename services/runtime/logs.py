@@ -9,7 +9,7 @@ It runs on the event loop for every line, so it must stay cheap whatever a
 caller sends: every logged string is capped (MAX_LOGGED_CHARS), and every
 pattern below runs in time linear in its input (each can start a match only
 at the beginning of a run of the characters it spans, and never backtracks
-into a run it has already scanned; see tests/unit/test_logs.py).
+into a run it has already scanned; see tests/unit/test_log_bounds.py).
 """
 
 from __future__ import annotations

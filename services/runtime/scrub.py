@@ -9,9 +9,10 @@ removes, in one linear pass per form:
   `+` or `%20` for spaces), JSON-escaped slashes, hex, and base64/base64url
   at each of the three byte alignments, so the base64 of any text holding
   the key (`Bearer <key>`, `user:<key>`) is found too, padded or not;
-- every word that starts with the secret's first MASK_KEEP characters or
-  ends with its last MASK_KEEP: masked forms that keep either end, such as
-  `sk-c...1234`, `sk-canary****`, `****1234`, and cut-off prefixes.
+- every word holding the secret's first or last characters where a word
+  starts or ends: masked forms that keep either end, such as `sk-c...1234`,
+  `sk-canary****`, `****1234`, a cut-off key, or its last four characters
+  standing alone ("a key ending in 1234").
 
 Cost: building a scrubber is a few encodings per secret; scrubbing is one
 set of 4-character windows over the text (to find which forms can be
@@ -35,8 +36,10 @@ from urllib.parse import quote, quote_plus
 
 MARK: Final = "[REDACTED]"
 # A masked form keeping this many leading or trailing characters of a
-# secret is treated as the secret.
+# secret is treated as the secret; a word keeping SURE_KEEP of them is, mask
+# or no mask (a key cut off, or a sentence quoting its end).
 MASK_KEEP: Final = 4
+SURE_KEEP: Final = 8
 # Shorter secrets are scrubbed only verbatim: their ends would match words
 # that have nothing to do with them (and they are not real keys anyway).
 MIN_FRAGMENT_SECRET: Final = 8
@@ -109,8 +112,9 @@ class SecretScrubber:
         # first 4 characters -> the forms starting with them (longest
         # first), each with whether its whole encoded run goes
         self._forms: dict[str, list[tuple[str, bool]]] = {}
-        self._prefixes: set[str] = set()
-        self._suffixes: set[str] = set()
+        # first / last MASK_KEEP characters -> the secrets with them
+        self._heads: dict[str, list[str]] = {}
+        self._tails: dict[str, list[str]] = {}
         self._short: set[str] = set()  # secrets under 4 characters: verbatim only
         for secret in secrets:
             if secret:
@@ -129,9 +133,9 @@ class SecretScrubber:
         if len(secret) >= MIN_FRAGMENT_SECRET:
             head, tail = secret[:MASK_KEEP], secret[-MASK_KEEP:]
             if _WORD.fullmatch(head):
-                self._prefixes.add(head)
+                self._heads[head] = [*self._heads.get(head, []), secret]
             if _WORD.fullmatch(tail):
-                self._suffixes.add(tail)
+                self._tails[tail] = [*self._tails.get(tail, []), secret]
 
     def __bool__(self) -> bool:
         return bool(self._forms or self._short)
@@ -151,30 +155,55 @@ class SecretScrubber:
             for form, run in self._forms[gram]:
                 if form in text:
                     text = _remove_runs(text, form) if run else text.replace(form, MARK)
-        heads = grams.intersection(self._prefixes)
-        tails = grams.intersection(self._suffixes)
+        heads = [s for gram in grams.intersection(self._heads) for s in self._heads[gram]]
+        tails = [s for gram in grams.intersection(self._tails) for s in self._tails[gram]]
         if not (heads or tails):
             return text
         return _WORD.sub(lambda m: _masked(m.group(0), heads, tails), text)
 
 
-def _masked(word: str, heads: set[str], tails: set[str]) -> str:
-    """MARK for a word holding a secret's first characters where a word
-    could start, or its last ones where a word could end (the masked forms);
-    trailing sentence punctuation stays."""
-    for head in heads:
-        at = word.find(head)
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _is_mask(text: str) -> bool:
+    """Whether `text` starts with what masks the rest of a key: *, ., …, •, #, or xx."""
+    return text[:1] in ("*", ".", "\u2026", "\u2022", "#") or text[:2].lower() == "xx"
+
+
+def _masked(word: str, heads: list[str], tails: list[str]) -> str:
+    """MARK for a word that holds a secret's first or last characters where a
+    word could start or end: at least SURE_KEEP of them, or MASK_KEEP next to
+    a mask (`sk-c...`, `****1234`) or alone. Trailing sentence punctuation
+    stays. A word merely sharing four characters with a key (`local-llama`
+    for a key ending in `lama`) is left alone."""
+    bare = word.rstrip(_TRAILING_PUNCTUATION)
+    mark = MARK + word[len(bare):]
+    for secret in heads:
+        at = bare.find(secret[:MASK_KEEP])
         while at >= 0:
-            if at == 0 or not word[at - 1].isalnum():
-                return MARK + word[len(word.rstrip(_TRAILING_PUNCTUATION)):]
-            at = word.find(head, at + 1)
-    for tail in tails:
-        at = word.find(tail)
+            if at == 0 or not bare[at - 1].isalnum():
+                kept = _common_prefix(bare[at:], secret)
+                rest = bare[at + kept:]
+                if kept >= SURE_KEEP or not rest or _is_mask(rest):
+                    return mark
+            at = bare.find(secret[:MASK_KEEP], at + 1)
+    for secret in tails:
+        tail = secret[-MASK_KEEP:]
+        at = bare.find(tail)
         while at >= 0:
-            end = at + len(tail)
-            if end == len(word) or not word[end].isalnum():
-                return MARK + word[len(word.rstrip(_TRAILING_PUNCTUATION)):]
-            at = word.find(tail, at + 1)
+            end = at + MASK_KEEP
+            if end == len(bare) or not bare[end].isalnum():
+                kept = _common_prefix(bare[:end][::-1], secret[::-1])
+                before = bare[:end - kept]
+                if kept >= SURE_KEEP or not before or _is_mask(before[::-1]):
+                    return mark
+            at = bare.find(tail, at + 1)
     return word
 
 
@@ -213,13 +242,19 @@ class KnownSecrets:
                 self._secrets.popitem(last=False)
             self._scrubber = SecretScrubber(self._secrets)
 
-    def discard(self, secret: str) -> None:
+    def discard(self, *secrets: str) -> None:
+        """Forget these secrets (a process stopping the component that held them)."""
         with self._lock:
-            if self._secrets.pop(secret, 0) is None:
+            gone = [s for s in secrets if self._secrets.pop(s, 0) is None]
+            if gone:
                 self._scrubber = SecretScrubber(self._secrets)
 
     def __len__(self) -> int:
         return len(self._secrets)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def __repr__(self) -> str:
         return f"KnownSecrets(entries={len(self._secrets)})"

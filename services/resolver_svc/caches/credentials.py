@@ -13,6 +13,7 @@ repr: the cache's repr shows sizes only.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable
 
 from modelplane_server.runtime.scrub import KNOWN_SECRETS
@@ -33,6 +34,9 @@ class CredentialCache:
         self._stale = stale_if_unreachable_seconds
         self._cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic)
         self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
+        # Keys registered with KNOWN_SECRETS, forgotten again on close (as
+        # many as it keeps at most; older ones it has dropped itself).
+        self._held: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"CredentialCache(entries={len(self._cache)})"
@@ -63,6 +67,10 @@ class CredentialCache:
         # Known to the log processor from now on: a provider that echoes it
         # (base64, masked, in a header httpcore logs at DEBUG) is scrubbed.
         KNOWN_SECRETS.add(secret)
+        self._held[secret] = None
+        self._held.move_to_end(secret)
+        if len(self._held) > KNOWN_SECRETS.capacity:
+            self._held.popitem(last=False)
         self._cache.put(key, secret)
 
     def invalidate(self, inv: Invalidations) -> None:
@@ -82,3 +90,5 @@ class CredentialCache:
 
     def close(self) -> None:
         self._flights.cancel_all()
+        KNOWN_SECRETS.discard(*self._held)
+        self._held.clear()
