@@ -40,6 +40,7 @@ MARK: Final = "[REDACTED]"
 # or no mask (a key cut off, or a sentence quoting its end).
 MASK_KEEP: Final = 4
 SURE_KEEP: Final = 8
+_KEPT: Final = range(MASK_KEEP, SURE_KEEP + 1)
 # Shorter secrets are scrubbed only verbatim: their ends would match words
 # that have nothing to do with them (and they are not real keys anyway).
 MIN_FRAGMENT_SECRET: Final = 8
@@ -112,9 +113,9 @@ class SecretScrubber:
         # first 4 characters -> the forms starting with them (longest
         # first), each with whether its whole encoded run goes
         self._forms: dict[str, list[tuple[str, bool]]] = {}
-        # first / last MASK_KEEP characters -> the secrets with them
-        self._heads: dict[str, list[str]] = {}
-        self._tails: dict[str, list[str]] = {}
+        # The secrets' first and last k characters, for k in MASK_KEEP..SURE_KEEP.
+        self._heads: dict[int, set[str]] = {k: set() for k in _KEPT}
+        self._tails: dict[int, set[str]] = {k: set() for k in _KEPT}
         self._short: set[str] = set()  # secrets under 4 characters: verbatim only
         for secret in secrets:
             if secret:
@@ -131,11 +132,12 @@ class SecretScrubber:
                 # another thread sees the old one or the new one.
                 self._forms[form[:_GRAM]] = sorted([*bucket, (form, run)], key=lambda f: len(f[0]), reverse=True)
         if len(secret) >= MIN_FRAGMENT_SECRET:
-            head, tail = secret[:MASK_KEEP], secret[-MASK_KEEP:]
-            if _WORD.fullmatch(head):
-                self._heads[head] = [*self._heads.get(head, []), secret]
-            if _WORD.fullmatch(tail):
-                self._tails[tail] = [*self._tails.get(tail, []), secret]
+            for k in _KEPT:
+                head, tail = secret[:k], secret[-k:]
+                if _WORD.fullmatch(head):
+                    self._heads[k] = self._heads[k] | {head}
+                if _WORD.fullmatch(tail):
+                    self._tails[k] = self._tails[k] | {tail}
 
     def __bool__(self) -> bool:
         return bool(self._forms or self._short)
@@ -155,56 +157,44 @@ class SecretScrubber:
             for form, run in self._forms[gram]:
                 if form in text:
                     text = _remove_runs(text, form) if run else text.replace(form, MARK)
-        heads = [s for gram in grams.intersection(self._heads) for s in self._heads[gram]]
-        tails = [s for gram in grams.intersection(self._tails) for s in self._tails[gram]]
+        heads = grams.intersection(self._heads[MASK_KEEP])
+        tails = grams.intersection(self._tails[MASK_KEEP])
         if not (heads or tails):
             return text
-        return _WORD.sub(lambda m: _masked(m.group(0), heads, tails), text)
+        return _WORD.sub(lambda m: self._masked(m.group(0), heads, tails), text)
 
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    def _masked(self, word: str, heads: set[str], tails: set[str]) -> str:
+        """MARK for a word that holds a secret's first or last characters
+        where a word could start or end: SURE_KEEP of them, or at least
+        MASK_KEEP next to a mask (`sk-c...`, `****1234`) or alone. Trailing
+        sentence punctuation stays. A word merely sharing four characters
+        with a key (`local-llama` for a key ending in `lama`) is left alone."""
+        bare = word.rstrip(_TRAILING_PUNCTUATION)
+        for head in heads:
+            at = bare.find(head)
+            while at >= 0:
+                if at == 0 or not bare[at - 1].isalnum():
+                    kept = max(k for k in _KEPT if bare[at:at + k] in self._heads[k])
+                    rest = bare[at + kept:]
+                    if kept == SURE_KEEP or not rest or _is_mask(rest):
+                        return MARK + word[len(bare):]
+                at = bare.find(head, at + 1)
+        for tail in tails:
+            at = bare.find(tail)
+            while at >= 0:
+                end = at + MASK_KEEP
+                if end == len(bare) or not bare[end].isalnum():
+                    kept = max(k for k in _KEPT if end >= k and bare[end - k:end] in self._tails[k])
+                    before = bare[:end - kept]
+                    if kept == SURE_KEEP or not before or _is_mask(before[::-1]):
+                        return MARK + word[len(bare):]
+                at = bare.find(tail, at + 1)
+        return word
 
 
 def _is_mask(text: str) -> bool:
     """Whether `text` starts with what masks the rest of a key: *, ., …, •, #, or xx."""
     return text[:1] in ("*", ".", "\u2026", "\u2022", "#") or text[:2].lower() == "xx"
-
-
-def _masked(word: str, heads: list[str], tails: list[str]) -> str:
-    """MARK for a word that holds a secret's first or last characters where a
-    word could start or end: at least SURE_KEEP of them, or MASK_KEEP next to
-    a mask (`sk-c...`, `****1234`) or alone. Trailing sentence punctuation
-    stays. A word merely sharing four characters with a key (`local-llama`
-    for a key ending in `lama`) is left alone."""
-    bare = word.rstrip(_TRAILING_PUNCTUATION)
-    mark = MARK + word[len(bare):]
-    for secret in heads:
-        at = bare.find(secret[:MASK_KEEP])
-        while at >= 0:
-            if at == 0 or not bare[at - 1].isalnum():
-                kept = _common_prefix(bare[at:], secret)
-                rest = bare[at + kept:]
-                if kept >= SURE_KEEP or not rest or _is_mask(rest):
-                    return mark
-            at = bare.find(secret[:MASK_KEEP], at + 1)
-    for secret in tails:
-        tail = secret[-MASK_KEEP:]
-        at = bare.find(tail)
-        while at >= 0:
-            end = at + MASK_KEEP
-            if end == len(bare) or not bare[end].isalnum():
-                kept = _common_prefix(bare[:end][::-1], secret[::-1])
-                before = bare[:end - kept]
-                if kept >= SURE_KEEP or not before or _is_mask(before[::-1]):
-                    return mark
-            at = bare.find(tail, at + 1)
-    return word
 
 
 def scrub_secrets(text: str, secrets: Iterable[str | None]) -> str:
