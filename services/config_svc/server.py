@@ -32,6 +32,8 @@ from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.domain.resolver_map import ResolverRecord
 from modelplane_server.runtime.tracing import Tracing
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -104,8 +106,9 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
         auth, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams, RevisionStamp(store, SERVICE_NAME)]),
-        options=keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
-                                  settings.keepalive_timeout_seconds))
+        options=[*keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
+                                    settings.keepalive_timeout_seconds),
+                 *server_options(MAX_REQUEST_BYTES["config_svc"])])
     resolver_map = ResolverMap(store, replica="", expiry_seconds=settings.resolver_expiry_seconds)
 
     def map_for_metrics() -> tuple[list[ResolverRecord], int, str] | None:

@@ -51,8 +51,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         req = request.provider
         convert.provider_type(req.type, "provider.type")
         created = await providers.create_provider(self.store, self.base_urls, principal.actor,
-                                                  convert.provider_from_pb(req), req.api_key or None,
-                                                  wire.written(req))
+                                                  convert.provider_from_pb(req), req.api_key or None)
         return self._provider_pb(created)
 
     async def GetProvider(self, request: cs.GetProviderRequest, context: Context) -> pb.Provider:
@@ -84,8 +83,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         principal = _admin()
         m = convert.model_from_pb(request.model)
         wire.required(m.provider, "model.provider")
-        return convert.model_to_pb(await models.create_model(self.store, principal.actor, m,
-                                                             wire.written(request.model)))
+        return convert.model_to_pb(await models.create_model(self.store, principal.actor, m))
 
     async def GetModel(self, request: cs.GetModelRequest, context: Context) -> pb.Model:
         _admin()
@@ -110,7 +108,8 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     async def SetDefaultModel(self, request: cs.SetDefaultModelRequest, context: Context) -> pb.Model:
         principal = _admin()
-        model = await models.set_default_model(self.store, principal.actor, wire.text(request.model, "model"))
+        name = wire.model_name(request.model, "model") if request.model else ""
+        model = await models.set_default_model(self.store, principal.actor, name)
         return convert.model_to_pb(model) if model else pb.Model()
 
     async def GetModelOptionsSchema(self, request: cs.GetModelOptionsSchemaRequest,
@@ -138,7 +137,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         principal = _admin()
         ctx = wire.context(request.context, ADMIN_CONTEXTS, "context")
         return convert.override_to_pb(await overrides.set_model_override(
-            self.store, principal.actor, ctx, wire.required(request.model, "model")))
+            self.store, principal.actor, ctx, wire.model_name(request.model, "model")))
 
     async def ClearModelOverride(self, request: cs.ClearModelOverrideRequest, context: Context) -> empty_pb2.Empty:
         principal = _admin()
@@ -158,7 +157,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         user = _user(principal, request.user)
         ctx = wire.context(request.context, PERSONAL_CONTEXTS, "context")
         return convert.override_to_pb(await overrides.set_personal_override(
-            self.store, principal.actor, user, ctx, wire.required(request.model, "model")))
+            self.store, principal.actor, user, ctx, wire.model_name(request.model, "model")))
 
     async def ClearPersonalOverride(self, request: cs.ClearPersonalOverrideRequest,
                                     context: Context) -> empty_pb2.Empty:

@@ -2,8 +2,8 @@
 request fields, update masks, the options schema and watch events. The
 resource messages both services share convert in modelplane_server.convert.
 
-A request's values also leave here "as written" (JSON-ready, for the audit
-log); secrets never do.
+An update's values also leave here "as written" (JSON-ready; the patch
+step records the stored result in the audit log); secrets never do.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from modelplane_server import convert
 from modelplane_server.config_svc.patch import Update
 from modelplane_server.config_svc.service.watch import Changed, WatchEvent
 from modelplane_server.domain import options, validation
-from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.errors import FieldViolation, InvalidArgument
 from modelplane_server.domain.resolver_map import ResolverIdentity, ResolverRecord
 from modelplane_server.domain.text import has_control_chars
 from modelplane_server.domain.types import Model, ModelOverride, OverrideContext, Provider, Settings
@@ -62,15 +62,19 @@ def required(value: str, field: str) -> str:
     return text(value, field)
 
 
+def model_name(value: str, field: str) -> str:
+    """A reference to a model by name: a malformed one is the caller's
+    mistake (INVALID_ARGUMENT), not a model that happens not to exist."""
+    required(value, field)
+    if len(value) > validation.MAX_NAME_LENGTH or not validation.NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument.one(field, f"must be a model name: lowercase kebab-case (a-z, 0-9 and single "
+                                         f"hyphens), at most {validation.MAX_NAME_LENGTH} characters")
+    return value
+
+
 def context(value: int, allowed: frozenset[OverrideContext], field: str) -> OverrideContext:
     ctx = convert.CONTEXTS.get(pb.OverrideContext.ValueType(value))
     return validation.validate_override_context(ctx, allowed, field)
-
-
-def written(message: Message) -> dict[str, Any]:
-    """A create request's resource as written, without its secrets."""
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return {k: v for k, v in data.items() if k not in SECRET_FIELDS}
 
 
 # ---------------------------------------------------------------- updates
@@ -100,6 +104,13 @@ def provider_update(request: cs.UpdateProviderRequest) -> Update[Provider]:
     paths = _mask(request, PROVIDER_MASK)
     if "api_key" in paths and req.api_key:
         validation.validate_api_key(req.api_key, "provider.api_key")
+    policy: Message = req.key_policy
+    unset = [p for p in paths if p.startswith("key_policy.") and not policy.HasField(p.partition(".")[2])]
+    if unset:
+        # An unset flag would read as false (or as its default): neither is
+        # what a caller who named it meant to say.
+        raise InvalidArgument([FieldViolation(f"provider.{p}", "is named in update_mask but not set; give true "
+                                                                "or false") for p in unset])
     return Update(required(req.name, "provider.name"), req.etag, paths, _written_at(req, paths),
                   convert.provider_from_pb(req), api_key=req.api_key or None)
 

@@ -83,6 +83,13 @@ def _label_violations(value: str, field: str, *, required: bool, max_length: int
     return found
 
 
+def text_violations(value: str, field: str, *, max_length: int, required: bool = False) -> list[FieldViolation]:
+    """The one rule for optional free text (labels, descriptions): not blank,
+    at most max_length, no control characters or line breaks (U+2028/2029
+    included)."""
+    return _label_violations(value, field, required=required, max_length=max_length)
+
+
 def api_key_violations(value: str, field: str) -> list[FieldViolation]:
     if not value:
         return [FieldViolation(field, "is required")]

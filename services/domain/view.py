@@ -55,6 +55,10 @@ class ConfigView:
     # models marked is_default.
     enabled_by_provider: Mapping[str, tuple[Model, ...]] = field(init=False, repr=False, compare=False)
     defaults: frozenset[str] = field(init=False, repr=False, compare=False)
+    # Whether the chain yields credentials at all (None: not known apart from
+    # ambient_aws_available): says which half is missing, and lets a bedrock
+    # provider with its own region use credentials without a chain region.
+    ambient_aws_credentials: bool | None = None
 
     @classmethod
     def build(
@@ -64,6 +68,7 @@ class ConfigView:
         settings: Settings,
         admin_overrides: Iterable[ModelOverride],
         ambient_aws_available: bool,
+        ambient_aws_credentials: bool | None = None,
     ) -> ConfigView:
         """The default model is the one marked ``is_default`` (first in
         display order if, against the invariant, several are)."""
@@ -79,11 +84,13 @@ class ConfigView:
             admin_overrides={o.context: o.model for o in admin_overrides},
             default_model=default,
             ambient_aws_available=ambient_aws_available,
+            ambient_aws_credentials=ambient_aws_credentials,
         )
 
     def __post_init__(self) -> None:
         entries = {
-            name: provider_entry(p, self.settings.byok_enabled, self.ambient_aws_available)
+            name: provider_entry(p, self.settings.byok_enabled, self.ambient_aws_available,
+                                 self.ambient_aws_credentials)
             for name, p in self.providers.items()
         }
         enabled = sorted(

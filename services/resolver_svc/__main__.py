@@ -11,6 +11,7 @@ from typing import Sequence
 import structlog
 
 from modelplane_server.runtime import logs
+from modelplane_server.runtime.tls import ListenError
 from modelplane_server.runtime.env import Env, SettingsError, describe, render_help
 from modelplane_server.resolver_svc.server import build_server
 from modelplane_server.resolver_svc.settings import ResolverSettings
@@ -51,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resolver-svc: {exc}", file=sys.stderr)
         return 2
     logs.configure_logging(settings.log_level)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except ListenError as exc:
+        print(f"resolver-svc: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

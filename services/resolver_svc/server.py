@@ -23,6 +23,8 @@ from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
 from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
@@ -156,7 +158,8 @@ async def build_server(settings: ResolverSettings, *,
     # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
+        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
+        options=server_options(MAX_REQUEST_BYTES["resolver_svc"]))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
@@ -173,7 +176,12 @@ async def build_server(settings: ResolverSettings, *,
     resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
-    port = tls.add_port(server, settings.listen, settings.tls)
+    try:
+        port = tls.add_port(server, settings.listen, settings.tls)
+    except tls.ListenError:
+        await server.stop(None)
+        await config.close()
+        raise
     await server.start()
     endpoint = metrics.serve(settings.metrics_listen, registry)
 
@@ -190,7 +198,7 @@ async def build_server(settings: ResolverSettings, *,
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:
     def record(found: ambient.AmbientAws) -> None:
-        snapshot.set_ambient_aws(found.available, found.region)
+        snapshot.set_ambient_aws(found.available, found.region, credentials=found.credentials)
 
     # Without the check, bearer tokens still take the environment's region.
     record(await ambient.check_once() if settings.ambient_aws

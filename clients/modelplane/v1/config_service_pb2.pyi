@@ -170,7 +170,10 @@ class UpdateProviderRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask: Required. Paths: display_name, base_url, enabled,
-        key_policy (or key_policy.<flag>), api_key, region.
+        key_policy (or key_policy.<flag>), api_key, region. Under key_policy, a
+        flag the request leaves unset keeps its stored value; key_policy.<flag>
+        needs that flag set. A central_key_fallback not given turns off with a
+        source, as on create.
         """
 
     def __init__(

@@ -35,7 +35,10 @@ class ConfigServiceStub:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
     Every successful unary answer (all but GetModelOptionsSchema and
     AckConfig, which touch no configuration) carries the config revision it
@@ -178,7 +181,10 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
     Every successful unary answer (all but GetModelOptionsSchema and
     AckConfig, which touch no configuration) carries the config revision it
@@ -317,7 +323,10 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
     Every successful unary answer (all but GetModelOptionsSchema and
     AckConfig, which touch no configuration) carries the config revision it

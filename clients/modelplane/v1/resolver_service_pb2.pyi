@@ -907,7 +907,7 @@ class ChatRequest(_message.Message):
     chat_model: _builtins.str
     """chat_model: Optional. The chat's selected model name."""
     chat_id: _builtins.str
-    """chat_id: Optional. Carried into logs."""
+    """chat_id: Optional. Carried into logs. At most 256 characters."""
     min_revision: _builtins.int
     """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     @_builtins.property

@@ -106,9 +106,10 @@ Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
 class KeyPolicy(_message.Message):
-    """KeyPolicy says where a provider's credentials may come from. Unset fields
-    take their defaults (all on). At least one source must be on, and
-    central_key_fallback needs both sources on.
+    """KeyPolicy says where a provider's credentials may come from. On create,
+    unset fields take their defaults (both sources on; the fallback on only
+    when both sources are); on update, see UpdateProviderRequest.update_mask.
+    At least one source must be on, and central_key_fallback needs both on.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

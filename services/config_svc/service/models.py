@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 from modelplane_server.config_svc import patch
 from modelplane_server.config_svc.store import Store, models, providers
@@ -11,15 +10,17 @@ from modelplane_server.domain import validation
 from modelplane_server.domain.types import Model
 
 
-async def create_model(store: Store, actor: str, m: Model, written: Mapping[str, Any]) -> Model:
+async def create_model(store: Store, actor: str, m: Model) -> Model:
     if not m.name:
         m = dataclasses.replace(m, name=validation.derive_model_name(m.provider, m.model_identifier))
-    async with store.write(actor, "CreateModel", f"models/{m.name}", patch.created(written)) as tx:
+    async with store.write(actor, "CreateModel", f"models/{m.name}") as tx:
         provider = await providers.get(tx.conn, m.provider)
         validation.validate_model(m, provider.type)
         # The first model (more precisely: a model created while there is no
         # default) becomes the default.
-        return await models.insert(tx, dataclasses.replace(m, is_default=not await models.has_default(tx.conn)))
+        created = await models.insert(tx, dataclasses.replace(m, is_default=not await models.has_default(tx.conn)))
+        tx.audit = patch.created_model(created)
+        return created
 
 
 async def get_model(store: Store, name: str) -> Model:

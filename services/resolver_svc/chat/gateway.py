@@ -9,6 +9,7 @@ line and metrics per upstream call.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.runtime.auth import require
 from modelplane_server.runtime.context import annotate_call, current_principal
 from modelplane_server.runtime.logs import Plain
+from modelplane_server.runtime.scrub import SecretScrubber, scrub_secrets
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.chat.failures import tried, upstream_failure
@@ -140,8 +142,17 @@ class ChatGateway:
         return self._fixed_aws_region or self.resolution.snapshot.aws_region
 
     async def prepare(self, chat: ChatInput, deadline: float | None) -> ChatCall:
-        """Resolve model and credential, fetch the key, build the target."""
+        """Resolve model and credential, fetch the key, build the target.
+
+        A user's own key is spent only by their own calls or a service's
+        acting for them (DESIGN.md, "Who may spend a key"): an admin naming
+        a user is resolved as that user holding no key, so the call uses
+        the central credential where the key policy gives it to the user,
+        and skips (NO_USABLE_MODEL when nothing is left) where only the
+        user's own key would do."""
         loaded, user_view = await self.resolution.views(chat.user)
+        if current_principal().role is Role.ADMIN:
+            user_view = dataclasses.replace(user_view, key_providers=frozenset())
         resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
         provider, model = resolution.provider, resolution.model
         structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
@@ -164,6 +175,7 @@ class ChatGateway:
             raise self._failed(call, err) from None
         finally:
             seen.close()
+        result = dataclasses.replace(result, upstream_request_id=_scrubbed(result.upstream_request_id, call))
         cost = cost_usd(result.usage, prices(call.model))
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
@@ -178,6 +190,7 @@ class ChatGateway:
         try:
             async for event in events:
                 if isinstance(event, Finish):
+                    event = dataclasses.replace(event, upstream_request_id=_scrubbed(event.upstream_request_id, call))
                     # Without a usage report there is nothing to price.
                     cost = None if usage is None else cost_usd(usage, prices(call.model))
                     seen.succeeded(usage, event.finish_reason)
@@ -230,24 +243,29 @@ class ChatGateway:
         started = time.perf_counter()
         seen = self.telemetry.probe(provider.name, target)
         try:
+            # One attempt: a probe reports what the upstream does now; retrying
+            # a refused connection only delays the answer.
             listed = await self.upstream.list_models(
-                target, probe_deadline if deadline is None else min(deadline, probe_deadline), observer=seen)
+                target, probe_deadline if deadline is None else min(deadline, probe_deadline), observer=seen,
+                retry=False)
             seen.succeeded(None, None)
         except UpstreamError as err:
             seen.failed(err, None)
             # Reported, not raised: telling the admin why is the probe's job.
             # An HTTP status means the upstream answered, so it is reachable.
             log.info("probe", provider=provider.name, ok=False, kind=err.kind, http_status=err.http_status)
+            message = scrub_secrets(err.message, (api_key,))
             return ProbeResult(reachable=err.http_status is not None, authenticated=False,
-                               error=f"{provider.name}: {err.message}{tried(err, target.base_url)}",
+                               error=f"{provider.name}: {message}{tried(err, target.base_url)}",
                                latency_ms=_ms_since(started))
         finally:
             seen.close()
         present = set(listed)
         configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
         log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
+        scrubber = SecretScrubber((api_key,))  # the listing is the upstream's words too
         return ProbeResult(
-            reachable=True, authenticated=True, upstream_models=listed[:MAX_PROBE_MODELS],
+            reachable=True, authenticated=True, upstream_models=[scrubber.scrub(m) for m in listed[:MAX_PROBE_MODELS]],
             configured_models_missing=[i for i in configured if i not in present],
             latency_ms=_ms_since(started))
 
@@ -288,6 +306,9 @@ class ChatGateway:
         return await self.credentials.get(provider.name, user)
 
     def _failed(self, call: ChatCall, err: UpstreamError) -> DomainError:
+        # Every error the engine builds from the provider's words is scrubbed
+        # of the key already; this covers the ones built from anything else.
+        err.message = scrub_secrets(err.message, (call.target.api_key,))
         _describe("chat.failed", provider=call.provider.name, model=call.model.name,
                   model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
                   credential_source=Plain(call.credential.value), kind=Plain(err.kind),
@@ -325,6 +346,9 @@ def _describe(event: str, **fields: object) -> None:
     there is no call around it."""
     if not annotate_call(chat=Plain(event), **fields):
         log.info(event, **fields)
+def _scrubbed(upstream_request_id: str | None, call: ChatCall) -> str | None:
+    """The upstream's request id (a response header it chose) without the key."""
+    return upstream_request_id and scrub_secrets(upstream_request_id, (call.target.api_key,))
 
 
 def _check_keyless_probe(provider: Provider) -> None:

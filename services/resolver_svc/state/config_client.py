@@ -271,7 +271,15 @@ class ConfigClient:
                     cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
                     timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, "AccessCredential") from None
+            err = domain_error(exc, "AccessCredential")
+            if isinstance(err, errors.DataLoss):
+                # config_svc's message (which key id, why it did not open) is
+                # for the operator's log; the caller learns whom to ask.
+                log.error("a stored credential cannot be decrypted; an operator must re-enter it",
+                          provider=provider, user=user or None, reason=err.reason, detail=err.message)
+                raise errors.DataLoss(f"the stored API key for provider {provider} cannot be read; contact an "
+                                      "administrator", reason=err.reason) from None
+            raise err from None
         return reply.api_key
 
     async def ack(self, resolver: ResolverIdentity, applied_revision: int, epoch: str) -> None:

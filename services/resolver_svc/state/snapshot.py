@@ -31,13 +31,15 @@ class Loaded:
     view: ConfigView
 
 
-def build_view(state: ConfigState, ambient_aws_available: bool) -> ConfigView:
+def build_view(state: ConfigState, ambient_aws_available: bool,
+               ambient_aws_credentials: bool | None = None) -> ConfigView:
     return ConfigView.build(
         providers=state.providers.values(),
         models=state.models.values(),
         settings=state.settings,
         admin_overrides=[ModelOverride(ctx, model) for ctx, model in state.admin_overrides.items()],
         ambient_aws_available=ambient_aws_available,
+        ambient_aws_credentials=ambient_aws_credentials,
     )
 
 
@@ -48,6 +50,7 @@ class Snapshot:
     def __init__(self) -> None:
         self._state: ConfigState | None = None
         self._ambient_aws: bool | None = None  # None: not checked yet
+        self._ambient_credentials: bool | None = None
         self._aws_region: str | None = None
         self._loaded: Loaded | None = None
         self.ready = asyncio.Event()
@@ -114,17 +117,19 @@ class Snapshot:
         the check reported usable is what the call uses."""
         return self._aws_region
 
-    def set_ambient_aws(self, available: bool, region: str | None = None) -> None:
-        """Record the latest ambient AWS check; rebuilds the view when
-        availability changed."""
+    def set_ambient_aws(self, available: bool, region: str | None = None, *,
+                        credentials: bool | None = None) -> None:
+        """Record the latest ambient AWS check (credentials: whether the
+        chain found any, region or not); rebuilds the view when it changed."""
         self._aws_region = region
-        if available == self._ambient_aws:
+        if (available, credentials) == (self._ambient_aws, self._ambient_credentials):
             return
         self._ambient_aws = available
+        self._ambient_credentials = credentials
         self._publish()
 
     def _publish(self) -> None:
         if self._state is None or self._ambient_aws is None:
             return
-        self._loaded = Loaded(self._state, build_view(self._state, self._ambient_aws))
+        self._loaded = Loaded(self._state, build_view(self._state, self._ambient_aws, self._ambient_credentials))
         self.ready.set()
