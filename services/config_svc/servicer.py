@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
-from modelplane_server import convert, snapshot_parts
+from modelplane_server import convert, event_parts
 from modelplane_server.config_svc import paging, wire
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
@@ -237,10 +237,10 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         async with self.resolver_map.watching(who, request.after_revision, request.epoch):
             async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
                 message = wire.event_pb(event, self._provider_pb)
-                if not request.accept_snapshot_parts:
+                if not request.accept_parts:
                     yield message
                     continue
-                for part in snapshot_parts.split(message):
+                for part in event_parts.split(message):
                     yield part
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest, context: Context) -> cs.UserConfig:

@@ -1030,7 +1030,7 @@ class WatchConfigRequest(_message.Message):
     AFTER_REVISION_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     RESOLVER_FIELD_NUMBER: _builtins.int
-    ACCEPT_SNAPSHOT_PARTS_FIELD_NUMBER: _builtins.int
+    ACCEPT_PARTS_FIELD_NUMBER: _builtins.int
     after_revision: _builtins.int
     """after_revision: Optional. The last revision the watcher applied; 0 asks for a snapshot."""
     epoch: _builtins.str
@@ -1038,10 +1038,11 @@ class WatchConfigRequest(_message.Message):
     not the database's current epoch (e.g. the database was restored from a
     backup) the stream starts with a fresh snapshot.
     """
-    accept_snapshot_parts: _builtins.bool
-    """accept_snapshot_parts: Optional. The watcher reassembles a snapshot sent
-    as several events (ConfigEvent.snapshot_continues), so a snapshot's size
-    is not bounded by the largest message either side accepts.
+    accept_parts: _builtins.bool
+    """accept_parts: Optional. The watcher reassembles an event sent as several
+    events (ConfigEvent.continues), so the size of a snapshot, or of one
+    revision's changes, is not bounded by the largest message either side
+    accepts. Without it, every event is sent whole.
     """
     @_builtins.property
     def resolver(self) -> Global___ResolverIdentity:
@@ -1056,11 +1057,11 @@ class WatchConfigRequest(_message.Message):
         after_revision: _builtins.int = ...,
         epoch: _builtins.str = ...,
         resolver: Global___ResolverIdentity | None = ...,
-        accept_snapshot_parts: _builtins.bool = ...,
+        accept_parts: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resolver", b"resolver"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_snapshot_parts", b"accept_snapshot_parts", "after_revision", b"after_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_parts", b"accept_parts", "after_revision", b"after_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1203,18 +1204,19 @@ class ConfigEvent(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
-    SNAPSHOT_CONTINUES_FIELD_NUMBER: _builtins.int
+    CONTINUES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision: The config revision this event brings the watcher to."""
     epoch: _builtins.str
     """epoch: Identifies the database history revisions count in; a watcher
     resumes only within one epoch.
     """
-    snapshot_continues: _builtins.bool
-    """snapshot_continues: Only to a watcher that set accept_snapshot_parts.
-    This event holds part of the snapshot; the next events' parts are merged
-    into it (repeated fields appended, others set once) up to the one
-    without snapshot_continues, and only then is the whole applied.
+    continues: _builtins.bool
+    """continues: Only to a watcher that set accept_parts. This event holds
+    part of a snapshot or of one revision's changes, and the next event (of
+    the same revision) continues it: parts are merged in order (snapshot
+    parts by protobuf merge, repeated fields appended; changes appended) up
+    to the one without continues, and only then is the whole applied.
     """
     @_builtins.property
     def snapshot(self) -> Global___ConfigSnapshot:
@@ -1238,11 +1240,11 @@ class ConfigEvent(_message.Message):
         snapshot: Global___ConfigSnapshot | None = ...,
         changes: _abc.Iterable[Global___ConfigChange] | None = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
-        snapshot_continues: _builtins.bool = ...,
+        continues: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "commit_time", b"commit_time", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot", "snapshot_continues", b"snapshot_continues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "commit_time", b"commit_time", "continues", b"continues", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,7 +33,7 @@ import structlog
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from modelplane_server import snapshot_parts
+from modelplane_server import event_parts
 from modelplane_server.domain import errors
 from modelplane_server.domain.resolver_map import ResolverIdentity
 from modelplane_server.domain.types import Principal
@@ -208,10 +208,10 @@ class ConfigClient:
         (config_svc starts with a snapshot when it cannot resume there, or
         the epoch is not its own). `resolver` names this resolver in the live map."""
         self.calls["WatchConfig"] += 1
-        request = cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch, accept_snapshot_parts=True,
+        request = cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch, accept_parts=True,
                                         resolver=None if resolver is None else identity_pb(resolver))
         call = self._replicas[self._current].stub.WatchConfig(request, metadata=self._metadata)
-        parts = snapshot_parts.Reassembly()  # a large snapshot comes in parts
+        parts = event_parts.Reassembly()  # a large event comes in parts
         try:
             async for event in call:
                 self.calls["WatchConfig.events"] += 1
