@@ -172,7 +172,8 @@ async def _watch_database(store: Store, health: Health, interval: float = 2.0) -
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.wait_for(store.ping(), timeout=interval)
+            async with asyncio.timeout(interval):  # not wait_for: a cancellation is never lost (3.11)
+                await store.ping()
             ok = True
         except (DomainError, TimeoutError):
             ok = False

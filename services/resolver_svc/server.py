@@ -96,7 +96,8 @@ class ResolverServer:
         return self.config.counters()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.snapshot.ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.snapshot.ready.wait()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful (see modelplane_server.runtime.shutdown): NOT_SERVING, then in-flight calls and

@@ -135,7 +135,8 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
         first = False
         while True:
             try:
-                await asyncio.wait_for(broadcaster.wait_beyond(last), broadcaster.heartbeat_seconds)
+                async with asyncio.timeout(broadcaster.heartbeat_seconds):  # not wait_for: see watcher.py
+                    await broadcaster.wait_beyond(last)
                 break
             except TimeoutError:
                 yield WatchEvent(last, epoch)  # heartbeat

@@ -73,7 +73,10 @@ async def _events(stream: AsyncIterator[cs.ConfigEvent], idle_seconds: float) ->
         return
     while True:
         try:
-            event = await asyncio.wait_for(anext(stream), idle_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that arrives as the awaited call completes.
+            async with asyncio.timeout(idle_seconds):
+                event = await anext(stream)
         except StopAsyncIteration:
             return
         except TimeoutError:
