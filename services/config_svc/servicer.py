@@ -249,6 +249,15 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         return cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in personal],
                              key_providers=key_providers, revision=revision)
 
+    async def GetUserConfigs(self, request: cs.GetUserConfigsRequest,
+                             context: Context) -> cs.GetUserConfigsResponse:
+        require(current_principal(), SERVICE, ADMIN)
+        users = wire.user_names(request.users, "users")
+        found, revision = await keys.user_configs(self.store, users)
+        return cs.GetUserConfigsResponse(revision=revision, users=[
+            cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in personal],
+                          key_providers=held, revision=revision) for user, personal, held in found])
+
     async def AccessCredential(self, request: cs.AccessCredentialRequest,
                                context: Context) -> cs.AccessCredentialResponse:
         require(current_principal(), SERVICE)

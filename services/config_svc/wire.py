@@ -62,6 +62,19 @@ def required(value: str, field: str) -> str:
     return text(value, field)
 
 
+def user_names(values: Collection[str], field: str) -> list[str]:
+    """1 to MAX_USERS_PER_BATCH valid user names, each once, in the order first given."""
+    if not values:
+        raise InvalidArgument.one(field, "is required: at least one user name")
+    if len(values) > validation.MAX_USERS_PER_BATCH:
+        raise InvalidArgument.one(field, f"must have at most {validation.MAX_USERS_PER_BATCH} elements, "
+                                         f"got {len(values)}")
+    problems = [v for i, user in enumerate(values) for v in validation.user_violations(user, f"{field}[{i}]")]
+    if problems:
+        raise InvalidArgument(problems)
+    return list(dict.fromkeys(values))
+
+
 def model_name(value: str, field: str) -> str:
     """A reference to a model by name: a malformed one is the caller's
     mistake (INVALID_ARGUMENT), not a model that happens not to exist."""

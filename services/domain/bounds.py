@@ -122,6 +122,8 @@ BOUNDS: Final[Mapping[tuple[str, str], int]] = {
     (V1 + "RevokeApiTokenRequest", "id"): IDENTIFIER,
     (V1 + "WatchConfigRequest", "epoch"): SHORT_TEXT,
     (V1 + "GetUserConfigRequest", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "GetUserConfigsRequest", "users"): validation.MAX_USERS_PER_BATCH,
+    (V1 + "GetUserConfigsRequest", "users[]"): validation.MAX_USER_LENGTH,
     (V1 + "AccessCredentialRequest", "provider"): IDENTIFIER,
     (V1 + "AccessCredentialRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "IntrospectTokenRequest", "token"): IDENTIFIER,

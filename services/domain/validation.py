@@ -112,6 +112,10 @@ def validate_api_key(value: str, field: str) -> None:
     raise_if_any(api_key_violations(value, field))
 
 
+# Users one GetUserConfigs call may ask for.
+MAX_USERS_PER_BATCH = 1000
+
+
 def user_violations(user: str, field: str) -> list[FieldViolation]:
     if not user:
         return [FieldViolation(field, "is required")]

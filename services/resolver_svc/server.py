@@ -137,7 +137,7 @@ async def build_server(settings: ResolverSettings, *,
     consistency = ConsistencyMetrics(registry)
     reporter = AppliedReporter(config, snapshot, this_resolver(), interval_seconds=settings.ack_interval_seconds)
     observe = resolver_metrics.cache_lookup
-    users = UserCache(config.get_user_config, settings.user_cache_size, observe,
+    users = UserCache(config.get_user_configs, settings.user_cache_size, observe,
                       max_bytes=settings.user_cache_bytes)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
                                   ttl_seconds=settings.credential_ttl_seconds,

@@ -57,6 +57,7 @@ TABLE: dict[str, tuple[Any, set[str]]] = {
     "RevokeApiToken": (cs.RevokeApiTokenRequest(id="ghost"), {A}),
     "WatchConfig": (cs.WatchConfigRequest(), {A, S}),
     "GetUserConfig": (cs.GetUserConfigRequest(user="alice"), {A, M, S}),
+    "GetUserConfigs": (cs.GetUserConfigsRequest(users=["alice"]), {A, S}),
     "AccessCredential": (cs.AccessCredentialRequest(provider="ghost"), {S}),
     "IntrospectToken": (None, {S}),  # filled in with a live token
     "AckConfig": (cs.AckConfigRequest(), {S}),  # no resolver id: refused, nothing recorded

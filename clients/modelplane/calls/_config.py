@@ -3,6 +3,7 @@ audit, tokens, and the calls resolvers make."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Unpack
 
 from modelplane.calls._base import (CONFIG_SERVICE, UNSET, CallOptions, MessageOrFields, Paged, Stream, Target, Unary,
@@ -322,6 +323,12 @@ def watch_config(*, after_revision: int = 0, **per_call: Unpack[CallOptions]) ->
 def get_user_config(*, user: str = "", **per_call: Unpack[CallOptions]) -> Unary[cs.UserConfig]:
     return config_call("GetUserConfig", cs.GetUserConfigRequest(user=user), cs.UserConfig.FromString,
                        read=True, user_scoped=True, per_call=per_call)
+
+
+def get_user_configs(users: Sequence[str], **per_call: Unpack[CallOptions]) -> Unary[cs.GetUserConfigsResponse]:
+    """GetUserConfigs (service or admin): several users' data, read at one revision."""
+    return config_call("GetUserConfigs", cs.GetUserConfigsRequest(users=users), cs.GetUserConfigsResponse.FromString,
+                       read=True, per_call=per_call)
 
 
 def access_credential(provider: str, *, user: str = "",

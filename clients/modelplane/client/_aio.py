@@ -146,6 +146,7 @@ class AsyncModelplaneClient(ClientBase[grpc.aio.Channel]):
     ack_config = _unary(calls.ack_config)
     watch_config = _stream(calls.watch_config)
     get_user_config = _unary(calls.get_user_config)
+    get_user_configs = _unary(calls.get_user_configs)
     access_credential = _unary(calls.access_credential)
     introspect_token = _unary(calls.introspect_token)
     # ResolverService

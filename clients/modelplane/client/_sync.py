@@ -141,6 +141,7 @@ class ModelplaneClient(ClientBase[grpc.Channel]):
     ack_config = _unary(calls.ack_config)
     watch_config = _stream(calls.watch_config)
     get_user_config = _unary(calls.get_user_config)
+    get_user_configs = _unary(calls.get_user_configs)
     access_credential = _unary(calls.access_credential)
     introspect_token = _unary(calls.introspect_token)
     # ResolverService

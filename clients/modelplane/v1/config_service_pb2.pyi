@@ -1271,6 +1271,56 @@ class GetUserConfigRequest(_message.Message):
 Global___GetUserConfigRequest: _TypeAlias = GetUserConfigRequest  # noqa: Y015
 
 @_typing.final
+class GetUserConfigsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """users: Required. 1-1,000 user names; a name given twice is answered once."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserConfigsRequest: _TypeAlias = GetUserConfigsRequest  # noqa: Y015
+
+@_typing.final
+class GetUserConfigsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """revision: The config revision all of them were read at."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserConfig]:
+        """users: One per distinct name asked, in the order asked (a user without
+        overrides or keys has empty ones).
+        """
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___UserConfig] | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserConfigsResponse: _TypeAlias = GetUserConfigsResponse  # noqa: Y015
+
+@_typing.final
 class UserConfig(_message.Message):
     """UserConfig is one user's data a resolver needs."""
 

@@ -198,6 +198,11 @@ class ConfigServiceStub:
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_config__service__pb2.UserConfig.FromString,
                 _registered_method=True)
+        self.GetUserConfigs = channel.unary_unary(
+                '/modelplane.v1.ConfigService/GetUserConfigs',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.FromString,
+                _registered_method=True)
         self.AccessCredential = channel.unary_unary(
                 '/modelplane.v1.ConfigService/AccessCredential',
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.SerializeToString,
@@ -463,6 +468,15 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserConfigs(self, request, context):
+        """GetUserConfigs reads several users' data in one transaction (resolvers
+        warming many users fetch them in batches). Service or admin. Errors:
+        INVALID_ARGUMENT (users: 1-1,000 valid user names).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AccessCredential(self, request, context):
         """AccessCredential returns a plaintext key: the user's own when user is set,
         else the provider's central key. It applies no key policy: resolvers decide
@@ -652,6 +666,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.GetUserConfig,
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_config__service__pb2.UserConfig.SerializeToString,
+            ),
+            'GetUserConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserConfigs,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.SerializeToString,
             ),
             'AccessCredential': grpc.unary_unary_rpc_method_handler(
                     servicer.AccessCredential,
@@ -1474,6 +1493,33 @@ class ConfigService:
             '/modelplane.v1.ConfigService/GetUserConfig',
             modelplane_dot_v1_dot_config__service__pb2.GetUserConfigRequest.SerializeToString,
             modelplane_dot_v1_dot_config__service__pb2.UserConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/GetUserConfigs',
+            modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -146,6 +146,11 @@ class ConfigServiceStub:
     """GetUserConfig reads one user's personal overrides and which providers they
     hold a key for, at a revision. Service, admin, or the user.
     """
+    GetUserConfigs: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.GetUserConfigsRequest, _config_service_pb2.GetUserConfigsResponse]
+    """GetUserConfigs reads several users' data in one transaction (resolvers
+    warming many users fetch them in batches). Service or admin. Errors:
+    INVALID_ARGUMENT (users: 1-1,000 valid user names).
+    """
     AccessCredential: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]
     """AccessCredential returns a plaintext key: the user's own when user is set,
     else the provider's central key. It applies no key policy: resolvers decide
@@ -288,6 +293,11 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     GetUserConfig: _aio.UnaryUnaryMultiCallable[_config_service_pb2.GetUserConfigRequest, _config_service_pb2.UserConfig]  # type: ignore[assignment]
     """GetUserConfig reads one user's personal overrides and which providers they
     hold a key for, at a revision. Service, admin, or the user.
+    """
+    GetUserConfigs: _aio.UnaryUnaryMultiCallable[_config_service_pb2.GetUserConfigsRequest, _config_service_pb2.GetUserConfigsResponse]  # type: ignore[assignment]
+    """GetUserConfigs reads several users' data in one transaction (resolvers
+    warming many users fetch them in batches). Service or admin. Errors:
+    INVALID_ARGUMENT (users: 1-1,000 valid user names).
     """
     AccessCredential: _aio.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]  # type: ignore[assignment]
     """AccessCredential returns a plaintext key: the user's own when user is set,
@@ -602,6 +612,17 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_config_service_pb2.UserConfig, _abc.Awaitable[_config_service_pb2.UserConfig]]:
         """GetUserConfig reads one user's personal overrides and which providers they
         hold a key for, at a revision. Service, admin, or the user.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserConfigs(
+        self,
+        request: _config_service_pb2.GetUserConfigsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.GetUserConfigsResponse, _abc.Awaitable[_config_service_pb2.GetUserConfigsResponse]]:
+        """GetUserConfigs reads several users' data in one transaction (resolvers
+        warming many users fetch them in batches). Service or admin. Errors:
+        INVALID_ARGUMENT (users: 1-1,000 valid user names).
         """
 
     @_abc_1.abstractmethod

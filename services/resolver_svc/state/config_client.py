@@ -242,13 +242,15 @@ class ConfigClient:
                 self.fail_over(replica.address)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def get_user_config(self, user: str) -> cs.UserConfig:
+    async def get_user_configs(self, users: list[str]) -> list[cs.UserConfig]:
+        """The data of `users` (at most validation.MAX_USERS_PER_BATCH), read at one revision."""
         try:
-            reply: cs.UserConfig = await self._unary("GetUserConfig", lambda stub: stub.GetUserConfig(
-                cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout))
+            reply: cs.GetUserConfigsResponse = await self._unary(
+                "GetUserConfigs", lambda stub: stub.GetUserConfigs(
+                    cs.GetUserConfigsRequest(users=users), metadata=self._metadata, timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, "GetUserConfig") from None
-        return reply
+            raise domain_error(exc, "GetUserConfigs") from None
+        return list(reply.users)
 
     async def introspect_token(self, token: str) -> Principal:
         """The caller's Principal. NOT_FOUND is config_svc's verdict on the
