@@ -23,11 +23,12 @@ from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.registration import add_servicer
 from modelplane_server.runtime.request_gate import server_options
 from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
-from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
+from modelplane.v1 import resolver_service_pb2
 from modelplane_server.resolver_svc.api.min_revision import DEFAULT_MAX_WAIT_SECONDS, MinRevision
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
@@ -48,7 +49,8 @@ from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAME = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"].full_name
+SERVICE = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"]
+SERVICE_NAME = SERVICE.full_name
 
 ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServicer]
 
@@ -174,7 +176,7 @@ async def build_server(settings: ResolverSettings, *,
     answers = servicer.answers
     watch_caches(registry, {"users": lambda: users.cache, "tokens": lambda: auth.cache,
                             "credentials": lambda: credentials.cache, "answers": lambda: answers.cache})
-    resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
+    add_servicer(server, SERVICE, servicer)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
     try:

@@ -15,10 +15,10 @@ import grpc.aio
 from modelplane_server import convert
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane.v1 import resolver_service_pb2 as rs
-from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from modelplane_server.resolver_svc.api.min_revision import MinRevision
+from modelplane_server.runtime.registration import Encoded
 from modelplane_server.resolver_svc.chat.gateway import ChatGateway
 from modelplane_server.resolver_svc.resolution.service import ResolutionService
 from modelplane_server.resolver_svc.upstream import deadline_in
@@ -32,7 +32,10 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else deadline_in(remaining)
 
 
-class ResolverServicer(rs_grpc.ResolverServiceServicer):
+class ResolverServicer:
+    """Every ResolverService method (registered by runtime.registration, so
+    the memoized answers may be returned already serialized)."""
+
     def __init__(self, resolution: ResolutionService, chat: ChatGateway, *,
                  min_revision: MinRevision | None = None) -> None:
         self.resolution = resolution
@@ -53,34 +56,34 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         return resolution_pb.credential_resolution(request.provider, decision)
 
     async def ListUserKeyStatus(self, request: rs.ListUserKeyStatusRequest,
-                                context: Context) -> rs.ListUserKeyStatusResponse:
+                                context: Context) -> Encoded:
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         found = self.answers.get(loaded, user, "ListUserKeyStatus")
-        if isinstance(found, rs.ListUserKeyStatusResponse):
+        if found is not None:
             return found
         answer = resolution_pb.key_statuses(*self.resolution.key_status(loaded, user))
         return self.answers.put(loaded, user, answer, "ListUserKeyStatus")
 
     async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
-                                  context: Context) -> rs.ListAvailableModelsResponse:
+                                  context: Context) -> Encoded:
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         found = self.answers.get(loaded, user, "ListAvailableModels", request.last_used_model)
-        if isinstance(found, rs.ListAvailableModelsResponse):
+        if found is not None:
             return found
         answer = resolution_pb.available_models(
             self.resolution.available_models(loaded, user, request.last_used_model or None))
         return self.answers.put(loaded, user, answer, "ListAvailableModels", request.last_used_model)
 
     async def ResolveModel(self, request: rs.ResolveModelRequest,
-                           context: Context) -> rs.ResolvedModel:
+                           context: Context) -> Encoded:
         chat_context = convert.context(request.context, "context")  # INVALID_ARGUMENT before any lookup
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         key = ("ResolveModel", request.context, request.chat_model)
         found = self.answers.get(loaded, user, *key)
-        if isinstance(found, rs.ResolvedModel):
+        if found is not None:
             return found
         resolution = self.resolution.model(loaded, user, chat_context, request.chat_model or None)
         return self.answers.put(loaded, user, resolution_pb.resolved_model(resolution, loaded.state), *key)
