@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from modelplane_server.config_svc import db
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
+from modelplane_server.config_svc.service.spend_feed import SpendFeed
 from modelplane_server.config_svc.service.tokens import authenticate
 from modelplane_server.config_svc.service.watch import Broadcaster
 from modelplane_server.config_svc.servicer import ConfigServicer
@@ -51,6 +52,7 @@ class ConfigServer:
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
+    spend: SpendFeed
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful: NOT_SERVING, end watch streams, let in-flight calls finish
@@ -60,6 +62,7 @@ class ConfigServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
         await self._broadcaster.stop()
+        await self.spend.stop()
         await self.store.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
@@ -81,6 +84,8 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
         raise
     broadcaster = Broadcaster(settings.database_url, heartbeat_seconds=settings.watch_heartbeat_seconds)
     await broadcaster.start(store)
+    spend = SpendFeed(settings.database_url)
+    await spend.start(store)
 
     async def auth(bearer: str) -> Principal:
         return await authenticate(store, bearer)
@@ -94,7 +99,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
                                                                    settings.allow_metadata_addresses),
-                       aws_region=settings.aws_region),
+                       aws_region=settings.aws_region, spend=spend),
         server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     try:
@@ -104,6 +109,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     except BaseException:
         await server.stop(None)
         await broadcaster.stop()
+        await spend.stop()
         await pool.close()
         raise
     await health.set_serving(True)
@@ -111,7 +117,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     log.info("config_svc serving", address=settings.listen, port=port,
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
-    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster)
+    return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, spend)
 
 
 def keepalive_options(min_ping_interval_seconds: float) -> list[tuple[str, int]]:

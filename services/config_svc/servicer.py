@@ -9,8 +9,10 @@ from google.protobuf import empty_pb2
 
 from modelplane_server import convert
 from modelplane_server.config_svc import paging, wire
+from modelplane_server.config_svc.governance_api import GovernanceApi
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
+from modelplane_server.config_svc.service.spend_feed import SpendFeed
 from modelplane_server.config_svc.service.watch import Broadcaster, watch_config
 from modelplane_server.config_svc.store import Store
 from modelplane_server.domain import options, validation
@@ -32,11 +34,13 @@ MEMBER = Role.MEMBER
 
 class ConfigServicer(cs_grpc.ConfigServiceServicer):
     def __init__(self, store: Store, broadcaster: Broadcaster, *, base_urls: BaseUrlPolicy,
-                 aws_region: str | None) -> None:
+                 aws_region: str | None, spend: SpendFeed | None = None) -> None:
         self.store = store
         self.broadcaster = broadcaster
         self.base_urls = base_urls
         self.aws_region = aws_region
+        self.spend = spend
+        self.governance = GovernanceApi(store)
 
     def _provider_pb(self, p: Provider) -> pb.Provider:
         return convert.provider_to_pb(p, effective_base_url(p, self.aws_region))
@@ -228,7 +232,8 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         require(current_principal(), SERVICE, ADMIN)
         if request.after_revision < 0:
             raise InvalidArgument.one("after_revision", "must not be negative")
-        async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
+        async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch,
+                                        self.spend):
             yield wire.event_pb(event, self._provider_pb)
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest, context: Context) -> cs.UserConfig:
@@ -251,6 +256,46 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         require(current_principal(), SERVICE)
         principal = await tokens.introspect(self.store, request.token)
         return pb.ApiToken(id=principal.token_id, role=convert.ROLE_TO_PB[principal.role], subject=principal.subject)
+
+    # ------------------------------------------------------------ governance (governance_api)
+
+    async def CreateGroup(self, request: cs.CreateGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.create_group(request)
+
+    async def GetGroup(self, request: cs.GetGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.get_group(request)
+
+    async def ListGroups(self, request: cs.ListGroupsRequest, context: Context) -> cs.ListGroupsResponse:
+        return await self.governance.list_groups(request)
+
+    async def UpdateGroup(self, request: cs.UpdateGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.update_group(request)
+
+    async def DeleteGroup(self, request: cs.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
+        return await self.governance.delete_group(request)
+
+    async def AddGroupMembers(self, request: cs.AddGroupMembersRequest, context: Context) -> pb.Group:
+        return await self.governance.add_group_members(request)
+
+    async def RemoveGroupMembers(self, request: cs.RemoveGroupMembersRequest, context: Context) -> pb.Group:
+        return await self.governance.remove_group_members(request)
+
+    async def SetSpendLimit(self, request: cs.SetSpendLimitRequest, context: Context) -> pb.SpendLimit:
+        return await self.governance.set_spend_limit(request)
+
+    async def ClearSpendLimit(self, request: cs.ClearSpendLimitRequest, context: Context) -> empty_pb2.Empty:
+        return await self.governance.clear_spend_limit(request)
+
+    async def ListSpendLimits(self, request: cs.ListSpendLimitsRequest,
+                              context: Context) -> cs.ListSpendLimitsResponse:
+        return await self.governance.list_spend_limits(request)
+
+    async def RecordUsage(self, request: cs.RecordUsageRequest, context: Context) -> cs.RecordUsageResponse:
+        return await self.governance.record_usage(request)
+
+    async def SummarizeUsage(self, request: cs.SummarizeUsageRequest,
+                             context: Context) -> cs.SummarizeUsageResponse:
+        return await self.governance.summarize_usage(request)
 
 
 def _admin() -> Principal:

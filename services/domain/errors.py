@@ -8,7 +8,7 @@ to gRPC status codes in one table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,10 @@ class DomainError(Exception):
         self.message = message
         if reason is not None:
             self.reason = reason
+
+    def error_metadata(self) -> Mapping[str, str]:
+        """Extra ErrorInfo metadata for the caller (never a secret)."""
+        return {}
 
 
 class InvalidArgument(DomainError):

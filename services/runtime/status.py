@@ -56,6 +56,7 @@ def status_proto(err: errors.DomainError, *, request_id: str = "") -> status_pb2
     InvalidArgument."""
     code = status_code_for(err)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN)
+    info.metadata.update(err.error_metadata())
     if request_id:
         info.metadata["request_id"] = request_id
     status = status_pb2.Status(code=code.value[0], message=err.message)

@@ -120,7 +120,10 @@ class ResolverServiceServicer:
     def Chat(self, request, context):
         """Chat resolves model and credential, sends the conversation upstream and
         returns the normalised answer. Errors: FAILED_PRECONDITION
-        (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+        (NO_USABLE_MODEL), RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused
+        before any upstream call while the user's spend in a period has reached
+        its limit and the chat would count toward it), and the UPSTREAM_*
+        reasons mapped to their codes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

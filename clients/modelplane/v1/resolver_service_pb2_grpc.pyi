@@ -56,7 +56,10 @@ class ResolverServiceStub:
     Chat: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatResponse]
     """Chat resolves model and credential, sends the conversation upstream and
     returns the normalised answer. Errors: FAILED_PRECONDITION
-    (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+    (NO_USABLE_MODEL), RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused
+    before any upstream call while the user's spend in a period has reached
+    its limit and the chat would count toward it), and the UPSTREAM_*
+    reasons mapped to their codes.
     """
     StreamChat: _grpc.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]
     """StreamChat is Chat as a stream of normalised events. Cancelling the call
@@ -101,7 +104,10 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     Chat: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatResponse]  # type: ignore[assignment]
     """Chat resolves model and credential, sends the conversation upstream and
     returns the normalised answer. Errors: FAILED_PRECONDITION
-    (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+    (NO_USABLE_MODEL), RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused
+    before any upstream call while the user's spend in a period has reached
+    its limit and the chat would count toward it), and the UPSTREAM_*
+    reasons mapped to their codes.
     """
     StreamChat: _aio.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]  # type: ignore[assignment]
     """StreamChat is Chat as a stream of normalised events. Cancelling the call
@@ -173,7 +179,10 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resolver_service_pb2.ChatResponse, _abc.Awaitable[_resolver_service_pb2.ChatResponse]]:
         """Chat resolves model and credential, sends the conversation upstream and
         returns the normalised answer. Errors: FAILED_PRECONDITION
-        (NO_USABLE_MODEL), and the UPSTREAM_* reasons mapped to their codes.
+        (NO_USABLE_MODEL), RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused
+        before any upstream call while the user's spend in a period has reached
+        its limit and the chat would count toward it), and the UPSTREAM_*
+        reasons mapped to their codes.
         """
 
     @_abc_1.abstractmethod
