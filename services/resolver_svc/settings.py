@@ -49,6 +49,13 @@ class ResolverSettings:
     # stream is dead even where keepalive cannot tell (a gRPC proxy between).
     # 0: never.
     config_watch_idle_seconds: float = 30.0
+    # The usage ledger (resolver_svc.usage.ledger): buffer bound, batch size,
+    # how long a record waits for its batch, and how long shutdown may take
+    # to deliver what is left.
+    ledger_buffer_records: int = 50_000
+    ledger_batch_records: int = 200
+    ledger_flush_interval_seconds: float = 0.25
+    ledger_drain_seconds: float = 10.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -118,6 +125,20 @@ class ResolverSettings:
                 "A config watch that delivers nothing (not even config_svc's heartbeat, every "
                 "CONFIG_SVC_WATCH_HEARTBEAT_SECONDS) for this long is treated as lost and reopened; "
                 "0 never does", minimum=0.0),
+            ledger_buffer_records=env_int(
+                env, "RESOLVER_LEDGER_BUFFER_RECORDS", 50_000,
+                "Usage records kept in memory while config_svc cannot take them; when full the oldest are "
+                "dropped (modelplane_usage_records_total{outcome=\"dropped\"})", minimum=1),
+            ledger_batch_records=env_int(env, "RESOLVER_LEDGER_BATCH_RECORDS", 200,
+                                         "Usage records per RecordUsage call (at most 1000)", minimum=1,
+                                         maximum=1000),
+            ledger_flush_interval_seconds=env_float(
+                env, "RESOLVER_LEDGER_FLUSH_INTERVAL_SECONDS", 0.25,
+                "Longest time a usage record waits for its batch; also what a crash may lose", minimum=0.01),
+            ledger_drain_seconds=env_float(
+                env, "RESOLVER_LEDGER_DRAIN_SECONDS", 10.0,
+                "On SIGTERM, after in-flight chats end, how long the resolver keeps trying to deliver its "
+                "buffered usage records", minimum=0.0),
         )
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")

@@ -9,6 +9,7 @@ line and metrics per upstream call.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import structlog
 
 from modelplane_server.domain.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from modelplane_server.domain.resolution import Resolution
+from modelplane_server.domain.usage import Outcome
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.auth import require
@@ -44,6 +46,8 @@ from modelplane_server.resolver_svc.upstream import (
     deadline_in,
 )
 from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+from modelplane_server.resolver_svc.usage.ledger import UsageLedger
+from modelplane_server.resolver_svc.usage.meter import ChatIdentity, ChatMeter
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +83,7 @@ class ChatCall:
     tools: list[ToolDefinition]
     deadline: float | None
     started: float = field(default_factory=time.perf_counter)
+    context: OverrideContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +124,10 @@ class ChatGateway:
     def __init__(self, resolution: ResolutionService, credentials: CredentialCache, *,
                  upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                  probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S,
-                 aws_region: str | None = None, metrics: ResolverMetrics | None = None) -> None:
+                 aws_region: str | None = None, metrics: ResolverMetrics | None = None,
+                 ledger: UsageLedger | None = None) -> None:
         self.resolution = resolution
+        self.ledger = ledger
         self.credentials = credentials
         self.upstream = upstream
         self.metrics = metrics
@@ -144,14 +151,22 @@ class ChatGateway:
             user=user_view.user, chat_id=chat.chat_id, provider=provider, model=model,
             credential=resolution.credential, resolution=resolution, state=loaded.state,
             target=upstream_target(provider, api_key, self.aws_region, model),
-            messages=chat.messages, tools=chat.tools, deadline=deadline,
+            messages=chat.messages, tools=chat.tools, deadline=deadline, context=chat.context,
         )
 
     async def chat(self, call: ChatCall) -> ChatReply:
+        meter = self._meter(call, streamed=False)
         try:
             result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline)
+            meter.end(Outcome.FINISHED, result.usage)
         except UpstreamError as err:
+            meter.end(Outcome.FAILED)  # no answer came: nothing to record
             raise self._failed(call, err) from None
+        except asyncio.CancelledError:
+            meter.end(Outcome.CANCELLED)
+            raise
+        finally:
+            meter.close()
         cost = cost_usd(result.usage, prices(call.model))
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
@@ -162,20 +177,30 @@ class ChatGateway:
         events = self.upstream.stream(call.target, call.messages, call.tools, call.deadline,
                                       idle_timeout=self.idle_timeout_seconds)
         usage: Usage | None = None
+        meter = self._meter(call, streamed=True)
         try:
             async for event in events:
                 if isinstance(event, Finish):
                     # Without a usage report there is nothing to price.
                     cost = None if usage is None else cost_usd(usage, prices(call.model))
                     self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
+                    meter.end(Outcome.FINISHED, usage)
                     yield StreamEnd(event, usage, cost)
                 else:
                     if isinstance(event, UsageEvent):
                         usage = event.usage
+                        meter.reported(usage)
+                    else:
+                        meter.answered()
                     yield event
         except UpstreamError as err:
+            meter.end(Outcome.FAILED, usage)  # recorded when it had answered
             raise self._failed(call, err) from None
+        except (GeneratorExit, asyncio.CancelledError):
+            meter.end(Outcome.CANCELLED, usage)
+            raise
         finally:
+            meter.close()
             # A client cancel or deadline lands here (CancelledError, or
             # GeneratorExit at a yield): closing the engine's generator
             # closes the upstream response, so the provider stops generating.
@@ -228,6 +253,11 @@ class ChatGateway:
             latency_ms=_ms_since(started))
 
     # --- steps ---------------------------------------------------------------
+
+    def _meter(self, call: ChatCall, *, streamed: bool) -> ChatMeter:
+        """The usage record of a chat about to go upstream (ledger: one per chat)."""
+        return ChatMeter(self.ledger, ChatIdentity(call.user, call.chat_id, call.provider, call.model,
+                                                   call.credential, call.context, streamed))
 
     async def _chat_key(self, provider: Provider, source: CredentialSource, user: str) -> str | None:
         """The key modelplane_server.domain.credentials chose; None means SigV4 from the ambient chain."""

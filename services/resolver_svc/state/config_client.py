@@ -202,3 +202,21 @@ class ConfigClient:
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "AccessCredential") from None
         return reply.api_key
+
+    async def record_usage(self, records: list[cs.UsageRecord], timeout: float | None = None) -> cs.RecordUsageResponse:
+        """Store usage records (idempotent by record id). RecordsRejected when
+        config_svc refuses the batch as malformed: sending it again cannot help."""
+        self.calls["RecordUsage"] += 1
+        try:
+            reply: cs.RecordUsageResponse = await self._stub.RecordUsage(
+                cs.RecordUsageRequest(records=records), metadata=self._metadata,
+                timeout=self._timeout if timeout is None else timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise RecordsRejected(exc.details() or "invalid usage records") from None
+            raise domain_error(exc, "RecordUsage") from None
+        return reply
+
+
+class RecordsRejected(errors.DomainError):
+    """config_svc refused a usage batch as malformed (a resolver bug)."""
