@@ -232,6 +232,14 @@ def chat_counts(source: CredentialSource, byok_spend_counts: bool) -> bool:
     return source is not CredentialSource.USER_KEY or byok_spend_counts
 
 
+def limit_applies(source: CredentialSource, priced: bool, byok_spend_counts: bool) -> bool:
+    """Whether the user's limits govern a chat: it counts, and it has a cost
+    to count. A chat on an unpriced model has none; where the deployment
+    allows those under a limit they are counted apart (unpriced_requests),
+    and where it does not, resolution never picks one (unpriced_blocked)."""
+    return priced and chat_counts(source, byok_spend_counts)
+
+
 def unpriced_blocked(priced: bool, limited: bool, counts: bool, allow_unpriced_under_limit: bool) -> bool:
     """An unpriced model may not be used while a limit applies to the chat,
     when the deployment says so: its spend could not be counted."""

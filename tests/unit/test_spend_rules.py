@@ -22,6 +22,7 @@ from modelplane_server.domain.spend import (
     budget,
     chat_counts,
     check_chat,
+    limit_applies,
     effective_limits,
     period_bounds,
     unpriced_blocked,
@@ -188,6 +189,18 @@ def test_check_chat_names_spent_limit_and_reset_of_the_period_that_resets_last()
     assert "$0.000025" in err.message and "$0.00002" in err.message and "2025-06-09T00:00:00Z" in err.message
     check_chat("alice", b, counts=False)  # a chat that does not count is never refused
     check_chat("alice", budget(limits, {}, BOUNDS, False), counts=True)  # below: allowed
+
+
+@pytest.mark.parametrize("source, priced, byok_counts, applies", [
+    (CredentialSource.CENTRAL_KEY, True, False, True),
+    (CredentialSource.CENTRAL_KEY, False, False, False),  # unpriced: nothing to count, counted apart
+    (CredentialSource.USER_KEY, True, False, False),
+    (CredentialSource.USER_KEY, True, True, True),
+    (CredentialSource.USER_KEY, False, True, False),
+])
+def test_which_chats_the_limits_govern(source: CredentialSource, priced: bool, byok_counts: bool,
+                                       applies: bool) -> None:
+    assert limit_applies(source, priced, byok_counts) is applies
 
 
 @pytest.mark.parametrize("priced, limited, counts, allowed_setting, blocked", [

@@ -100,6 +100,10 @@ class _EmptyReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmptyReas
     """No enabled model on an enabled provider is configured."""
     EMPTY_REASON_NONE_WITH_CREDENTIALS: _EmptyReason.ValueType  # 2
     """Models exist, but none on a provider the user has a credential for."""
+    EMPTY_REASON_NONE_PERMITTED: _EmptyReason.ValueType  # 20
+    """Models the user has credentials for exist, but their access lists (or
+    the spend rules) leave none the user may use.
+    """
 
 class EmptyReason(_EmptyReason, metaclass=_EmptyReasonEnumTypeWrapper): ...
 
@@ -108,6 +112,10 @@ EMPTY_REASON_NONE_CONFIGURED: EmptyReason.ValueType  # 1
 """No enabled model on an enabled provider is configured."""
 EMPTY_REASON_NONE_WITH_CREDENTIALS: EmptyReason.ValueType  # 2
 """Models exist, but none on a provider the user has a credential for."""
+EMPTY_REASON_NONE_PERMITTED: EmptyReason.ValueType  # 20
+"""Models the user has credentials for exist, but their access lists (or
+the spend rules) leave none the user may use.
+"""
 Global___EmptyReason: _TypeAlias = EmptyReason  # noqa: Y015
 
 class _ResolutionLayer:
@@ -1121,8 +1129,10 @@ class SpendBudget(_message.Message):
     exhausted: _builtins.bool
     """exhausted: In some period the spend reached the limit: chats that count are refused."""
     applies: _builtins.bool
-    """applies: ResolveModel only: chats with the resolved model count toward the
-    limits (not on the user's own key unless byok_spend_counts).
+    """applies: ResolveModel (and a chat's resolution) only: the limits govern
+    chats with the resolved model. Not on the user's own key unless
+    byok_spend_counts; not on an unpriced model (counted apart, in
+    unpriced_requests, where the deployment allows those under a limit).
     """
     byok_spend_counts: _builtins.bool
     """byok_spend_counts: The deployment setting in force."""

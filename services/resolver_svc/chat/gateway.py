@@ -19,6 +19,7 @@ import structlog
 
 from modelplane_server.domain.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from modelplane_server.domain.resolution import Resolution
+from modelplane_server.domain.spend import Budget
 from modelplane_server.domain.usage import Outcome
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
 from modelplane_server.runtime.metrics import ResolverMetrics
@@ -84,6 +85,8 @@ class ChatCall:
     deadline: float | None
     started: float = field(default_factory=time.perf_counter)
     context: OverrideContext | None = None
+    budget: Budget | None = None  # the user's spend budget the chat was admitted under
+    limited: bool = False  # the budget governs this chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,9 @@ class ChatGateway:
         """Resolve model and credential, fetch the key, build the target."""
         loaded, user_view = await self.resolution.views(chat.user)
         resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
+        # Refused here, before the key is fetched or anything goes upstream.
+        budget = self.resolution.check_spend(loaded, user_view, resolution)
+        limited = self.resolution.limit_applies(loaded, resolution)
         provider, model = resolution.provider, resolution.model
         structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
                                                chat_id=chat.chat_id or None)
@@ -151,7 +157,8 @@ class ChatGateway:
             user=user_view.user, chat_id=chat.chat_id, provider=provider, model=model,
             credential=resolution.credential, resolution=resolution, state=loaded.state,
             target=upstream_target(provider, api_key, self.aws_region, model),
-            messages=chat.messages, tools=chat.tools, deadline=deadline, context=chat.context,
+            messages=chat.messages, tools=chat.tools, deadline=deadline, context=chat.context, budget=budget,
+            limited=limited,
         )
 
     async def chat(self, call: ChatCall) -> ChatReply:

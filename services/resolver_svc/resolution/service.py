@@ -20,6 +20,7 @@ from modelplane_server.domain.credentials import (
 )
 from modelplane_server.domain.resolution import Resolution, resolve_model
 from modelplane_server.domain.selection import AvailableModels, available_models
+from modelplane_server.domain.spend import Budget, budget, check_chat, limit_applies
 from modelplane_server.domain.types import OverrideContext, Principal
 from modelplane_server.domain.validation import validate_user
 from modelplane_server.domain.view import UserView
@@ -27,6 +28,7 @@ from modelplane_server.runtime.auth import resolve_user
 from modelplane_server.runtime.context import current_principal
 from modelplane_server.resolver_svc.caches.users import UserCache
 from modelplane_server.resolver_svc.state.snapshot import Loaded, Snapshot
+from modelplane_server.resolver_svc.usage.spend_book import PeriodClock
 
 
 def user_for(principal: Principal, requested_user: str) -> str:
@@ -40,9 +42,10 @@ def user_for(principal: Principal, requested_user: str) -> str:
 
 
 class ResolutionService:
-    def __init__(self, snapshot: Snapshot, users: UserCache) -> None:
+    def __init__(self, snapshot: Snapshot, users: UserCache, clock: PeriodClock | None = None) -> None:
         self.snapshot = snapshot
         self.users = users
+        self.clock = clock or PeriodClock()
 
     async def views(self, requested_user: str) -> tuple[Loaded, UserView]:
         """The snapshot (raises SNAPSHOT_NOT_READY) and the data of the user
@@ -68,3 +71,30 @@ class ResolutionService:
         """The model (and its provider and credential) for a chat in
         `context`; NoUsableModel propagates (FAILED_PRECONDITION NO_USABLE_MODEL)."""
         return resolve_model(loaded.view, user, context, chat_model)
+
+    def budget(self, loaded: Loaded, user: UserView) -> Budget:
+        """The user's limits and what is left of them, from the pushed spend
+        (memory only). The same Budget object for every unlimited user."""
+        view = loaded.view
+        limits = view.limits.for_user(user.user) if view.limits else ()
+        if not limits:
+            return _UNLIMITED[view.settings.byok_spend_counts]
+        return budget(limits, self.snapshot.spend.get(user.user), self.clock.bounds(),
+                      view.settings.byok_spend_counts)
+
+    def limit_applies(self, loaded: Loaded, resolution: Resolution) -> bool:
+        """Whether the user's limits govern a chat with this resolution."""
+        view = loaded.view
+        return limit_applies(resolution.credential, resolution.model.name not in view.unpriced,
+                             view.settings.byok_spend_counts)
+
+    def check_spend(self, loaded: Loaded, user: UserView, resolution: Resolution) -> Budget:
+        """UsageLimitReached (RESOURCE_EXHAUSTED) when the limits govern a
+        chat with this resolution and the user's spend has reached one; the
+        budget otherwise."""
+        b = self.budget(loaded, user)
+        check_chat(user.user, b, self.limit_applies(loaded, resolution))
+        return b
+
+
+_UNLIMITED = {flag: Budget(byok_spend_counts=flag) for flag in (False, True)}

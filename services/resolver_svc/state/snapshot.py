@@ -19,6 +19,7 @@ from modelplane_server.domain.view import ConfigView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.resolver_svc.state import config_state
 from modelplane_server.resolver_svc.state.config_state import ConfigState, Invalidations
+from modelplane_server.resolver_svc.usage.spend_book import SpendBook
 
 SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
 
@@ -36,6 +37,8 @@ def build_view(state: ConfigState, ambient_aws_available: bool) -> ConfigView:
         settings=state.settings,
         admin_overrides=[ModelOverride(ctx, model) for ctx, model in state.admin_overrides.items()],
         ambient_aws_available=ambient_aws_available,
+        user_groups=state.groups.values(),
+        spend_limits=state.spend_limits.values(),
     )
 
 
@@ -49,6 +52,8 @@ class Snapshot:
         self._aws_region: str | None = None
         self._loaded: Loaded | None = None
         self.ready = asyncio.Event()
+        # Users' spend, pushed on the watch stream beside the configuration.
+        self.spend = SpendBook()
 
     @property
     def revision(self) -> int:
@@ -75,7 +80,14 @@ class Snapshot:
     def apply(self, event: cs.ConfigEvent) -> Invalidations | None:
         """Apply one watch event; None when it was a repeat. Raises ValueError
         when it cannot be applied, config_state.EpochChanged when it is from
-        another epoch (either way the caller resyncs from a snapshot)."""
+        another epoch (either way the caller resyncs from a snapshot).
+
+        Spend updates apply first and whatever the rest of the event is:
+        they are not configuration and carry no revision of their own."""
+        if event.HasField("snapshot") and self._state is not None and event.epoch != self._state.epoch:
+            self.spend.clear()  # another database history (a restore): its spend, not ours
+        if event.spend:
+            self.spend.apply(event.spend)
         if self._state is not None and not event.HasField("snapshot") and not event.changes:
             # A revision that changed no configuration (a token write, say):
             # only the revision moves, the view is kept.

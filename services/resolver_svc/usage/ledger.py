@@ -129,8 +129,10 @@ class UsageLedger:
                 self._added.clear()
                 await self._added.wait()
             if len(self._buffer) < self._batch:  # let a batch gather, at most one interval
+                # asyncio.timeout: wait_for may swallow drain()'s cancel on 3.11.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._full.wait()
             if await self.send_batch():
                 attempt = 0
             else:
@@ -167,9 +169,8 @@ class UsageLedger:
     async def _send_records(self, records: Sequence[UsageRecord], timeout: float | None
                             ) -> cs.RecordUsageResponse:
         messages = [governance_pb.record_to_pb(r) for r in records]
-        if timeout is None:
+        async with asyncio.timeout(timeout):
             return await self._send(messages)
-        return await asyncio.wait_for(self._send(messages), timeout)
 
     async def drain(self, deadline_seconds: float) -> int:
         """Shutdown: stop the sender, wait for open chats to record, then send
@@ -182,7 +183,8 @@ class UsageLedger:
                 await self._task
             self._task = None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._idle.wait()
         attempt = 0
         while self._buffer:
             left = deadline - time.monotonic()
