@@ -19,7 +19,7 @@ from modelplane_server.config_svc.store.limits import position as limit_position
 from modelplane_server.domain import validation
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane_server.domain.spend import SpendLimit
-from modelplane_server.domain.usage import Dimension
+from modelplane_server.domain.usage import MAX_TEXT_LENGTH, Dimension
 from modelplane_server.domain.types import Principal, Role
 from modelplane_server.runtime.auth import require, resolve_user
 from modelplane_server.runtime.context import current_principal
@@ -135,17 +135,23 @@ class GovernanceApi:
             dims.append(governance_pb.DIMENSIONS[d])
         q = usage.validated(usage_store.SummaryQuery(
             governance_pb.time(request.start_time), governance_pb.time(request.end_time), tuple(dims), user,
-            wire.text(request.model, "model"), wire.text(request.provider, "provider")))
+            _filter(request.model, "model"), _filter(request.provider, "provider")))
         at = paging.cursor(request.page_size, request.page_token, [""] * len(dims))
         after = at.after if request.page_token else None
         if after is not None and not _days_parse(after, dims):
             raise InvalidArgument.one("page_token", "is not a token for this summary")
-        rows, total = await usage.summarize(self.store, q, at.limit, after, with_total=not request.page_token)
+        rows, total = await usage.summarize(self.store, q, at.limit, after)
         page, token = at.page(rows, lambda r: usage_store.position(r, dims))
         out = cs.SummarizeUsageResponse(rows=[governance_pb.summary_row_to_pb(r) for r in page], next_page_token=token)
         if total is not None:
             out.total.CopyFrom(governance_pb.summary_row_to_pb(total))
         return out
+
+
+def _filter(value: str, field: str) -> str:
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidArgument.one(field, f"must be at most {MAX_TEXT_LENGTH} characters")
+    return wire.text(value, field)
 
 
 def _days_parse(after: list[str], dims: list[Dimension]) -> bool:

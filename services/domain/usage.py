@@ -26,7 +26,7 @@ from modelplane_server.domain.types import CredentialSource, OverrideContext, Pr
 MAX_RECORDS_PER_CALL: Final = 1000
 MAX_RECORD_ID_LENGTH: Final = 64
 MAX_TEXT_LENGTH: Final = 255
-MAX_SUMMARY_DAYS: Final = 400
+MAX_SUMMARY_DAYS: Final = 3660  # ten years: whole days come from the roll-up, so long ranges stay cheap
 MAX_TOKENS: Final = 10**12  # far above any context window; keeps sums within bigint
 
 
@@ -140,7 +140,7 @@ def record_violations(r: UsageRecord, prefix: str) -> list[FieldViolation]:
         if not 0 <= count <= MAX_TOKENS:
             found.append(FieldViolation(f"{prefix}{name}_tokens", f"must be between 0 and {MAX_TOKENS}"))
     if r.cost_micro_usd is not None and not 0 <= r.cost_micro_usd <= MAX_TOKENS * 10**6:
-        found.append(FieldViolation(prefix + "cost_micro_usd", "must not be negative"))
+        found.append(FieldViolation(prefix + "cost_micro_usd", f"must be between 0 and {MAX_TOKENS * 10**6}"))
     for name in ("upstream_latency_ms", "time_to_first_token_ms"):
         value = getattr(r, name)
         if value is not None and not 0 <= value < 2**31:

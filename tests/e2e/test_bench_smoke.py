@@ -12,10 +12,10 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_benchmarks_run_to_their_result_line(database_url: str) -> None:
     env = {**os.environ, "BENCH_QUICK": "1", "DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, "-m", "bench"], env=env, capture_output=True, text=True, timeout=170)
+    done = subprocess.run([sys.executable, "-m", "bench"], env=env, capture_output=True, text=True, timeout=230)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert done.stdout.count("result:") == 2, done.stdout[-3000:]
+    assert done.stdout.count("result:") == 3, done.stdout[-3000:]
     assert done.returncode in (0, 1)  # 1: a target missed, meaningless at these sizes

@@ -64,6 +64,15 @@ async def test_tour_works_as_printed(stack: Stack) -> None:
     assert "resolution" in events[0] and events[0]["resolution"]["model"]["name"] == "local-llama"
     assert "".join(e.get("textDelta", "") for e in events)
     assert "finish" in events[-1]
+    # Governance: alice is in the group the model is restricted to, and her budget is the group's.
+    assert answers["CreateGroup"]["members"] == ["alice"]  # type: ignore[index]
+    assert answers["UpdateModel"]["access"] == {"groups": ["platform"]}  # type: ignore[index]
+    assert len(answers["ListSpendLimits"]["limits"]) == 2  # type: ignore[index]
+    budget = available["budget"]  # type: ignore[index]
+    assert budget["limited"] is True and budget["periods"][0]["limitMicroUsd"] == "50000000"
+    assert budget["periods"][0]["source"] == "LIMIT_SOURCE_GROUP"
+    rows = answers["SummarizeUsage"]["rows"]  # type: ignore[index]
+    assert [(r["user"], r["model"], r["requests"]) for r in rows] == [("alice", "local-llama", "1")]
 
 
 async def _replay(stack: Stack, commands: list[str]) -> dict[str, object]:
@@ -73,6 +82,8 @@ async def _replay(stack: Stack, commands: list[str]) -> dict[str, object]:
     for command in commands:
         if "$RES" in command:
             await eventually_visible(stack)
+        if "SummarizeUsage" in command:
+            await delivered(stack)
         call = grpcurl.parse(command, env)
         answer = await asyncio.to_thread(grpcurl.invoke, call)
         method = call.method.rsplit("/", 1)[1]
@@ -91,3 +102,15 @@ async def eventually_visible(stack: Stack) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the resolver did not catch up with config_svc")
+
+
+async def delivered(stack: Stack) -> None:
+    """The resolver sends usage records every 250 ms; a reader typing the
+    next command by hand never sees the gap, a replay might."""
+    ledger = stack.resolver.server.ledger
+    assert ledger is not None
+    for _ in range(200):
+        if not len(ledger):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the resolver did not deliver its usage records")

@@ -39,7 +39,7 @@ async def test_cli_tour_works_as_printed(stack: Stack) -> None:
         env = {**os.environ, "MODELPLANE_CONFIG_ADDR": stack.cfg.address,
                "MODELPLANE_RESOLVER_ADDR": stack.resolver.address,
                "MODELPLANE_TOKEN": stack.cfg.admin[0][1].removeprefix("Bearer ")}
-        outputs: list[str] = []
+        outputs: dict[str, str] = {}
         for line in lines:
             line = line.replace(README_UPSTREAM, fake.base_url.rstrip("/"))
             if "tokens create" in line:
@@ -52,11 +52,16 @@ async def test_cli_tour_works_as_printed(stack: Stack) -> None:
             assert "sk-alice-key" not in done.stdout + done.stderr
             if "tokens create" in line:
                 env["ALICE"] = json.loads(done.stdout)["secret"]
-            outputs.append(done.stdout)
-    explain, chat = outputs[-2], outputs[-1]
+            outputs[line] = done.stdout
+    explain = next(out for line, out in outputs.items() if "--explain" in line)
+    chat = next(out for line, out in outputs.items() if "chat --model" in line)
     assert "gpt-codex" in explain or "local-llama" in explain
     assert "Hello from the fake." in chat
     assert fake.requests[-1].json()["model"] == "llama3.2"
+    budget = next(out for line, out in outputs.items() if "$ALICE modelplane resolve models" in line)
+    assert "spend day: $0.00 of $50.00 (group platform)" in budget
+    usage = next(out for line, out in outputs.items() if "modelplane usage" in line)
+    assert "alice" in usage and "local-llama" in usage and "total: 1 requests" in usage
 
 
 def test_cli_lines_are_found() -> None:

@@ -206,12 +206,14 @@ async def test_who_sees_which_usage(cfg: ConfigHarness) -> None:
     await fails(summary(cfg, alice, start, end, user="bob"), Code.PERMISSION_DENIED, "OTHER_USER")
     await fails(summary(cfg, await cfg.md(Role.SERVICE, "svc"), start, end), Code.INVALID_ARGUMENT, field="user")
     await fails(summary(cfg, alice, end, start), Code.INVALID_ARGUMENT, field="end_time")
-    await fails(summary(cfg, alice, start, start + dt.timedelta(days=401)), Code.INVALID_ARGUMENT, field="end_time")
+    await fails(summary(cfg, alice, start, start + dt.timedelta(days=3661)), Code.INVALID_ARGUMENT, field="end_time")
     await fails(summary(cfg, alice, start, end, DIM.USAGE_DIMENSION_DAY, DIM.USAGE_DIMENSION_DAY),
                 Code.INVALID_ARGUMENT, field="group_by")
     await fails(summary(cfg, alice, start, end, 99), Code.INVALID_ARGUMENT, field="group_by[0]")
     await fails(cfg.stub.SummarizeUsage(cs.SummarizeUsageRequest(end_time=ts(end)), metadata=alice),
                 Code.INVALID_ARGUMENT, field="start_time")
+    await fails(summary(cfg, alice, start, end, model="m" * 256), Code.INVALID_ARGUMENT, field="model")
+    await fails(summary(cfg, alice, start, end, provider="p\x00"), Code.INVALID_ARGUMENT, field="provider")
     forged = "WyJub3QtYS1kYXkiXQ"  # ["not-a-day"]
     await fails(summary(cfg, alice, start, end, DIM.USAGE_DIMENSION_DAY, page_token=forged),
                 Code.INVALID_ARGUMENT, field="page_token")
@@ -246,3 +248,26 @@ async def test_spend_reaches_every_watcher(cfg: ConfigHarness) -> None:
     finally:
         for stream in streams:
             stream.cancel()
+
+
+async def test_spend_lost_while_the_listener_reconnects_is_pushed_again(cfg: ConfigHarness) -> None:
+    """A notification sent while config_svc's LISTEN connection is down never
+    arrives; on reconnecting it re-reads what changed meanwhile."""
+    service = await cfg.md(Role.SERVICE, "resolver")
+    stream = cfg.stub.WatchConfig(cs.WatchConfigRequest(), metadata=service)
+    try:
+        assert (await stream.read()).HasField("snapshot")
+        await asyncio.wait_for(cfg.server.spend.connected.wait(), 5)
+        killed = await raw(cfg, "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
+                                "WHERE application_name = 'modelplane-spend-feed'")
+        assert [r["ok"] for r in killed] == [True]
+        while cfg.server.spend.connected.is_set():
+            await asyncio.sleep(0.01)
+        await send(cfg, service, record("during-outage", dt.datetime.now(UTC), user="dora", cost=33))
+        while True:
+            event = await asyncio.wait_for(stream.read(), 10)
+            found = {(u.user, u.central_micro_usd) for u in event.spend}
+            if ("dora", 33) in found:
+                break
+    finally:
+        stream.cancel()

@@ -1444,7 +1444,7 @@ class ListGroupsRequest(_message.Message):
     page_token: _builtins.str
     """page_token: Optional."""
     member: _builtins.str
-    """member: Optional. Only groups this user belongs to."""
+    """member: Optional. Only groups this user belongs to (a user name, at most 255 characters)."""
     def __init__(
         self,
         *,
@@ -1687,7 +1687,8 @@ Global___ListSpendLimitsResponse: _TypeAlias = ListSpendLimitsResponse  # noqa: 
 @_typing.final
 class UsageRecord(_message.Message):
     """UsageRecord is one upstream chat, as the resolver that sent it saw it.
-    Never any part of a key: only which kind of credential paid.
+    Never any part of a key: only which kind of credential paid. Text fields
+    are at most 255 characters (id 64), without control characters.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1862,12 +1863,12 @@ class SummarizeUsageRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for admins (a filter); members may name only themselves;
-    required for services.
+    required for services. At most 255 characters.
     """
     model: _builtins.str
-    """model: Optional. Only this model's usage."""
+    """model: Optional. Only this model's usage (at most 255 characters)."""
     provider: _builtins.str
-    """provider: Optional. Only this provider's usage."""
+    """provider: Optional. Only this provider's usage (at most 255 characters)."""
     page_size: _builtins.int
     """page_size: Optional. 1-500, default 100."""
     page_token: _builtins.str
@@ -1878,7 +1879,7 @@ class SummarizeUsageRequest(_message.Message):
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """end_time: Required. Exclusive; after start_time and at most 400 days later."""
+        """end_time: Required. Exclusive; after start_time and at most 3660 days (ten years) later."""
 
     @_builtins.property
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[Global___UsageDimension.ValueType]:

@@ -596,7 +596,8 @@ class ConfigServiceServicer:
         """RecordUsage stores usage records of upstream chats, each once per id:
         a record already stored is skipped, so a resolver may resend a batch.
         Records and the daily roll-ups commit in one transaction, then every
-        watcher learns the users' new spend. Service only.
+        watcher learns the users' new spend. Usage is not configuration: no
+        revision, no audit event (the ledger is its own record). Service only.
         Errors: INVALID_ARGUMENT (nothing is stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

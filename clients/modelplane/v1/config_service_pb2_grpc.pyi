@@ -188,7 +188,8 @@ class ConfigServiceStub:
     """RecordUsage stores usage records of upstream chats, each once per id:
     a record already stored is skipped, so a resolver may resend a batch.
     Records and the daily roll-ups commit in one transaction, then every
-    watcher learns the users' new spend. Service only.
+    watcher learns the users' new spend. Usage is not configuration: no
+    revision, no audit event (the ledger is its own record). Service only.
     Errors: INVALID_ARGUMENT (nothing is stored).
     """
     SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SummarizeUsageRequest, _config_service_pb2.SummarizeUsageResponse]
@@ -356,7 +357,8 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     """RecordUsage stores usage records of upstream chats, each once per id:
     a record already stored is skipped, so a resolver may resend a batch.
     Records and the daily roll-ups commit in one transaction, then every
-    watcher learns the users' new spend. Service only.
+    watcher learns the users' new spend. Usage is not configuration: no
+    revision, no audit event (the ledger is its own record). Service only.
     Errors: INVALID_ARGUMENT (nothing is stored).
     """
     SummarizeUsage: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SummarizeUsageRequest, _config_service_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
@@ -773,7 +775,8 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         """RecordUsage stores usage records of upstream chats, each once per id:
         a record already stored is skipped, so a resolver may resend a batch.
         Records and the daily roll-ups commit in one transaction, then every
-        watcher learns the users' new spend. Service only.
+        watcher learns the users' new spend. Usage is not configuration: no
+        revision, no audit event (the ledger is its own record). Service only.
         Errors: INVALID_ARGUMENT (nothing is stored).
         """
 

@@ -36,6 +36,8 @@ Clock = Callable[[], dt.datetime]
 RESYNC_MARGIN = dt.timedelta(seconds=5)
 PRUNE_EVERY = dt.timedelta(hours=1)
 KEEP = dt.timedelta(days=70)  # longer than any period, with room for late records
+# The LISTEN connection's name in pg_stat_activity.
+APPLICATION_NAME = "modelplane-spend-feed"
 
 
 def _utcnow() -> dt.datetime:
@@ -124,7 +126,7 @@ class SpendFeed:
         pruned_at: dt.datetime | None = None
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, server_settings={"application_name": APPLICATION_NAME})
                 try:
                     await conn.add_listener(usage.SPEND_CHANNEL, self._heard)
                     if lost_at is not None:

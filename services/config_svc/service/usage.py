@@ -74,15 +74,9 @@ def validated(q: SummaryQuery) -> SummaryQuery:
     return q
 
 
-async def summarize(store: Store, q: SummaryQuery, limit: int, after: list[str] | None,
-                    with_total: bool) -> tuple[list[SummaryRow], SummaryRow | None]:
-    """A page of rows (ordered by the grouped fields), and the total over
-    everything in range when asked (the first page), read in one view."""
+async def summarize(store: Store, q: SummaryQuery, limit: int, after: list[str] | None
+                    ) -> tuple[list[SummaryRow], SummaryRow | None]:
+    """A page of rows (ordered by the grouped fields), and on the first page
+    (no `after`) the total over everything in range."""
     async with store.read() as conn:
-        rows = await usage.summarize(conn, q, limit, after)
-        total = None
-        if with_total:
-            found = await usage.summarize(conn, SummaryQuery(q.start, q.end, (), q.user, q.model, q.provider), 1,
-                                          None)
-            total = found[0] if found else SummaryRow()
-        return rows, total
+        return await usage.summarize(conn, q, limit, after)

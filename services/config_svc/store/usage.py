@@ -260,20 +260,32 @@ def position(row: SummaryRow, dims: Sequence[Dimension]) -> list[str]:
 
 
 async def summarize(conn: asyncpg.Connection, q: SummaryQuery, limit: int, after: list[str] | None
-                    ) -> list[SummaryRow]:
-    """One row per group, ordered by the grouped fields, after the position `after`."""
+                    ) -> tuple[list[SummaryRow], SummaryRow | None]:
+    """One row per group, ordered by the grouped fields, after the position
+    `after`; on the first page (no `after`) also the total over every group,
+    computed in the same pass (a window over the groups), else None."""
     sql = _Sql()
     source = _source(q, sql)
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in _SUMS)
     keys = ", ".join(_COLUMN[d] for d in q.group_by)
     if not keys:
-        rows = await conn.fetch(f"SELECT {sums} FROM ({source}) src", *sql.args)
-        return [_row(r, ()) for r in rows if r["requests"]]
+        (row,) = await conn.fetch(f"SELECT {sums} FROM ({source}) src", *sql.args)
+        total = _row(row, ())
+        return ([total] if total.requests else []), total
+    totals = ""
     where = ""
-    if after is not None:
+    if after is None:
+        totals = ", " + ", ".join(f"sum(sum({c})) OVER ()::bigint AS total_{c}" for c in _SUMS)
+    else:
         bound = ", ".join(sql.param(dt.date.fromisoformat(v) if d is Dimension.DAY else v)
                           for d, v in zip(q.group_by, after))
         where = f" WHERE ({keys}) > ({bound})"
-    text = (f"SELECT * FROM (SELECT {keys}, {sums} FROM ({source}) src GROUP BY {keys}) g{where} "
+    text = (f"SELECT * FROM (SELECT {keys}, {sums}{totals} FROM ({source}) src GROUP BY {keys}) g{where} "
             f"ORDER BY {keys} LIMIT {sql.param(limit)}")
-    return [_row(r, q.group_by) for r in await conn.fetch(text, *sql.args)]
+    found = await conn.fetch(text, *sql.args)
+    rows = [_row(r, q.group_by) for r in found]
+    if after is not None:
+        return rows, None
+    if not found:
+        return rows, SummaryRow()
+    return rows, _row({c: found[0][f"total_{c}"] for c in _SUMS}, ())

@@ -12,6 +12,9 @@ them, so the api can skip a question already answered over the same views
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 from modelplane_server.domain.credentials import (
     CredentialDecision,
     ProviderKeyStatus,
@@ -46,6 +49,8 @@ class ResolutionService:
         self.snapshot = snapshot
         self.users = users
         self.clock = clock or PeriodClock()
+        self._budgets: dict[str, tuple[object, object, object, Budget]] = {}
+        self._generation = itertools.count(1)
 
     async def views(self, requested_user: str) -> tuple[Loaded, UserView]:
         """The snapshot (raises SNAPSHOT_NOT_READY) and the data of the user
@@ -74,13 +79,30 @@ class ResolutionService:
 
     def budget(self, loaded: Loaded, user: UserView) -> Budget:
         """The user's limits and what is left of them, from the pushed spend
-        (memory only). The same Budget object for every unlimited user."""
+        (memory only). The same Budget object for every unlimited user, and
+        for a limited one for as long as the view, their spend and the
+        periods stay the same objects (each is replaced, never changed): the
+        hot path then costs a dictionary lookup, and the Budget's key (an
+        integer, cheap to hash for the answer memo) changes only when the
+        budget does.
+
+        Measured with bench/governance.py: computing the budget on every call
+        made ResolveModel's servicer path about twice as slow (15 -> 36 us)."""
         view = loaded.view
         limits = view.limits.for_user(user.user) if view.limits else ()
         if not limits:
             return _UNLIMITED[view.settings.byok_spend_counts]
-        return budget(limits, self.snapshot.spend.get(user.user), self.clock.bounds(),
-                      view.settings.byok_spend_counts)
+        spend = self.snapshot.spend.get(user.user)
+        bounds = self.clock.bounds()
+        held = self._budgets.get(user.user)
+        if held is not None and held[0] is view and held[1] is spend and held[2] is bounds:
+            return held[3]
+        found = budget(limits, spend, bounds, view.settings.byok_spend_counts)
+        found = dataclasses.replace(found, key=(next(self._generation),))
+        if len(self._budgets) >= MAX_BUDGETS:
+            self._budgets.clear()
+        self._budgets[user.user] = (view, spend, bounds, found)
+        return found
 
     def limit_applies(self, loaded: Loaded, resolution: Resolution) -> bool:
         """Whether the user's limits govern a chat with this resolution."""
@@ -98,3 +120,5 @@ class ResolutionService:
 
 
 _UNLIMITED = {flag: Budget(byok_spend_counts=flag) for flag in (False, True)}
+# Budgets kept for limited users; past this the cache starts over.
+MAX_BUDGETS = 100_000
