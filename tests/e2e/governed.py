@@ -103,3 +103,12 @@ async def wait_until_sent(resolver: ResolverServer, timeout: float = 10.0) -> No
     while len(ledger):
         assert asyncio.get_running_loop().time() < deadline, f"{len(ledger)} records still buffered"
         await asyncio.sleep(0.05)
+
+
+async def caught_up(cfg: ConfigHarness, *resolvers: Resolver, timeout: float = 10.0) -> None:
+    """Every resolver has applied config_svc's latest write (milliseconds, pushed)."""
+    revision = await cfg.server.store.current_revision()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(r.server.snapshot.revision < revision for r in resolvers):
+        assert asyncio.get_running_loop().time() < deadline, "a resolver did not catch up with config_svc"
+        await asyncio.sleep(0.01)

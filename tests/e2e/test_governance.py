@@ -15,7 +15,7 @@ from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
-from tests.e2e.governed import CHAT_COST, Resolver, ask, governed_resolver, local_model, stream_all
+from tests.e2e.governed import CHAT_COST, Resolver, ask, caught_up, governed_resolver, local_model, stream_all
 from tests.fakes import Canned, FakeUpstream
 from tests.harness import ConfigHarness, Metadata
 from tests.resolver_harness import error_reason, eventually
@@ -96,6 +96,10 @@ async def test_a_user_over_the_limit_on_one_resolver_is_refused_on_the_other(cfg
             (True, 3 * CHAT_COST, 0)
         listed = await b.stub.ListAvailableModels(rs.ListAvailableModelsRequest(), metadata=alice)
         assert listed.budget.exhausted and [m.name for g in listed.groups for m in g.models] == ["gpt"]
+
+        async def a_knows() -> None:
+            assert (await budget_of(a, alice)).exhausted
+        await eventually(a_knows)
         with pytest.raises(grpc.aio.AioRpcError) as on_a:
             await stream_all(a.stub, ask("turn 3"), alice)
         assert error_reason(on_a.value) == "USAGE_LIMIT_REACHED"
@@ -124,6 +128,7 @@ async def test_own_key_spend_counts_only_when_the_deployment_says_so(cfg: Config
         await cfg.stub.SetUserKey(cs.SetUserKeyRequest(provider="own", api_key="shared-and-own-key-0123"),
                                   metadata=alice)
         await set_limit(cfg, 100)  # below one chat
+        await caught_up(cfg, r)
         await r.stub.Chat(ask(chat_model="shared"), metadata=alice)  # spends 141 of 100
 
         async def exhausted() -> None:
@@ -158,6 +163,7 @@ async def test_unpriced_models_under_a_limit(cfg: ConfigHarness) -> None:
         await local_model(cfg, fake, "paid")
         await local_model(cfg, fake, "free", pricing=None)
         await set_limit(cfg, 100)
+        await caught_up(cfg, r)
         await r.stub.Chat(ask(chat_model="paid"), metadata=alice)  # now over the limit
 
         async def exhausted() -> None:

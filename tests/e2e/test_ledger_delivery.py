@@ -12,7 +12,9 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
 import grpc.aio
 import pytest
@@ -26,7 +28,8 @@ from modelplane_server.resolver_svc.state.config_client import ConfigClient
 from modelplane_server.resolver_svc.usage.ledger import UsageLedger
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
-from tests.e2e.governed import ask, governed_resolver, local_model, records, stream_all, wait_until_sent
+from tests.e2e.governed import (ask, caught_up, governed_resolver, local_model, records, stream_all,
+                                wait_until_sent)
 from tests.fakes import Canned, FakeUpstream
 from tests.harness import ConfigHarness, Metadata, config_settings
 from tests.resolver_harness import free_port
@@ -63,6 +66,7 @@ async def test_exactly_once_when_config_svc_is_killed_and_restarted_during_a_cha
             alice = await cfg.md(Role.MEMBER, "alice")
             await local_model(cfg, fake)
             async with governed_resolver(cfg, service_token) as r:
+                await caught_up(cfg, r)
                 await r.stub.Chat(ask(chat_id="warm-up"), metadata=alice)  # caches alice's token and the key
 
                 async def worker(w: int) -> None:
@@ -199,3 +203,34 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_them(database_url: str)
     finally:
         assert await ledger.drain(0) == 0
         await client.close()
+
+
+async def test_the_ledger_rides_out_a_postgres_outage(cfg: ConfigHarness, database_url: str,
+                                                      pg_server_dsn: str) -> None:
+    """config_svc stays up but its database goes away: chats go on from the
+    resolver's caches, their records wait in its buffer, and all arrive once
+    Postgres is back."""
+    alice = await cfg.md(Role.MEMBER, "alice")
+    name = urlsplit(database_url).path.lstrip("/")
+    async with FakeUpstream.start("openai-compatible") as fake, governed_resolver(cfg) as r:
+        await local_model(cfg, fake)
+        await caught_up(cfg, r)
+        await r.stub.Chat(ask(chat_id="before"), metadata=alice)
+        await wait_until_sent(r.server)
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            for i in range(5):
+                await r.stub.Chat(ask(chat_id=f"outage-{i}"), metadata=alice)
+            assert r.server.ledger is not None and r.server.ledger.metrics.registry is not None
+            registry = r.server.ledger.metrics.registry
+            while not registry.get_sample_value("modelplane_usage_send_failures_total"):
+                await asyncio.sleep(0.05)
+            assert len(r.server.ledger) == 5  # held, not lost
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        await wait_until_sent(r.server, timeout=30)
+    stored = sorted(row["chat_id"] for row in await records(cfg))
+    assert stored == ["before", *(f"outage-{i}" for i in range(5))]

@@ -15,7 +15,8 @@ from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
-from tests.e2e.governed import CHAT_COST, ask, governed_resolver, local_model, stream_all, wait_for_records
+from tests.e2e.governed import (CHAT_COST, ask, caught_up, governed_resolver, local_model, stream_all,
+                                wait_for_records)
 from tests.e2e.governed import records as ledger
 from tests.fakes import Canned, CannedUsage, Fail, FakeUpstream
 from tests.harness import ConfigHarness
@@ -30,6 +31,7 @@ async def test_every_upstream_chat_is_recorded_once(cfg: ConfigHarness) -> None:
     async with FakeUpstream.start("openai-compatible") as fake, governed_resolver(cfg) as r:
         await local_model(cfg, fake)
         await local_model(cfg, fake, "free", pricing=None)
+        await caught_up(cfg, r)
         # 1. unary, finished, with a request id and chat id of our own
         await r.stub.Chat(ask(chat_id="chat-1"), metadata=(*alice, ("x-request-id", "req-unary-1")))
         # 2. streamed, finished, by a service acting for alice, on a subagent context
