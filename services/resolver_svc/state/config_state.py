@@ -178,9 +178,8 @@ def _apply_changes(state: ConfigState, revision: int,
 
 
 class _Governance:
-    """Groups and spend limits through one event's changes. The mappings are
-    copied only when a change touches them, so a view built from an
-    unchanged state can keep what it derived from them."""
+    """Groups and spend limits through one event's changes; each mapping is
+    copied only when a change touches it."""
 
     def __init__(self, state: ConfigState) -> None:
         self.groups: Mapping[str, Group] = state.groups
