@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,20 +67,22 @@ def _price(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(value))
 
 
+@functools.lru_cache(maxsize=1024)
+def _prices(pricing: Pricing) -> tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]:
+    """(input, output, cache read, cache write) in decimal, the cache kinds
+    falling back to the input price; once per Pricing (a model's prices)."""
+    inp = _price(pricing.input_per_mtok)
+    read = _price(pricing.cache_read_per_mtok)
+    write = _price(pricing.cache_write_per_mtok)
+    return inp, _price(pricing.output_per_mtok), inp if read is None else read, inp if write is None else write
+
+
 def cost_micro_usd(tokens: Tokens, pricing: Pricing) -> int | None:
     """The chat's cost in micro-USD rounded up, or None when it is unpriced."""
     if pricing == Pricing():
         return None
-    inp = _price(pricing.input_per_mtok)
-    kinds = (
-        (tokens.input, inp),
-        (tokens.output, _price(pricing.output_per_mtok)),
-        (tokens.cache_read, _price(pricing.cache_read_per_mtok) if pricing.cache_read_per_mtok is not None else inp),
-        (tokens.cache_write, _price(pricing.cache_write_per_mtok) if pricing.cache_write_per_mtok is not None
-         else inp),
-    )
     total = Decimal(0)
-    for count, price in kinds:
+    for count, price in zip((tokens.input, tokens.output, tokens.cache_read, tokens.cache_write), _prices(pricing)):
         if count == 0:
             continue
         if price is None:

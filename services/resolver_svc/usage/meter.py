@@ -12,8 +12,8 @@ The record holds no key material: only which kind of credential paid.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
-import uuid
 from dataclasses import dataclass
 
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider
@@ -48,11 +48,11 @@ class ChatMeter:
     def __init__(self, ledger: UsageLedger | None, chat: ChatIdentity) -> None:
         self._ledger = ledger
         self._chat = chat
-        self._id = uuid.uuid4().hex
+        self._id = os.urandom(16).hex()  # as unique as a uuid4, without building one
         self._request_id = current_request_id()
         principal = current_principal()
         self._acting = principal.actor if principal.subject != chat.user else ""
-        self._start_wall = dt.datetime.now(dt.timezone.utc)
+        self._start_wall = time.time()
         self._start = time.perf_counter()
         self._first_token: float | None = None
         self.usage: Usage | None = None
@@ -94,7 +94,8 @@ class ChatMeter:
         return UsageRecord(
             id=self._id, user=c.user, provider=c.provider.name, model=c.model.name, credential_source=c.credential,
             tokens=t, cost_micro_usd=cost_micro_usd(t, c.model.pricing), outcome=outcome,
-            end_time=dt.datetime.now(dt.timezone.utc), start_time=self._start_wall, request_id=self._request_id,
+            end_time=dt.datetime.now(dt.timezone.utc),
+            start_time=dt.datetime.fromtimestamp(self._start_wall, dt.timezone.utc), request_id=self._request_id,
             chat_id=c.chat_id, service=self._acting, context=c.context, model_identifier=c.model.model_identifier,
             upstream_latency_ms=round((now - self._start) * 1000),
             time_to_first_token_ms=None if self._first_token is None else round(
