@@ -32,6 +32,20 @@ def test_split_and_reassembled_is_the_same_snapshot() -> None:
     assert out[-1] == event
 
 
+def test_groups_and_spend_limits_travel_in_parts_too() -> None:
+    """Governance's repeated fields split like the others (the split is by descriptor)."""
+    event = big_snapshot(50)
+    event.snapshot.groups.extend(pb.Group(name=f"g{i}", members=[f"user-{i}-{j}" for j in range(40)])
+                                 for i in range(30))
+    event.snapshot.spend_limits.extend(pb.SpendLimit(group=f"g{i}", period=pb.SPEND_PERIOD_DAY,
+                                                     limit_micro_usd=i) for i in range(30))
+    parts = split(event, part_bytes=2048)
+    assert sum(len(p.snapshot.groups) > 0 for p in parts) > 1
+    joined = Reassembly()
+    out = [joined.add(p) for p in parts]
+    assert out[-1] == event
+
+
 def test_small_snapshots_and_changes_travel_whole_and_pass_through() -> None:
     event = big_snapshot(3)
     assert split(event) == [event]
