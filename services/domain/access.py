@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from modelplane_server.domain.errors import FieldViolation
 
@@ -52,11 +53,21 @@ class Group:
         return str(self.version)
 
 
+class _HasAccess(Protocol):
+    @property
+    def access(self) -> ModelAccess: ...
+
+
 def may_use(access: ModelAccess, user: str, user_groups: frozenset[str]) -> bool:
     """Whether `user` (a member of `user_groups`) may use a model with `access`."""
     if access.open or user in access.users:
         return True
     return not user_groups.isdisjoint(access.groups)
+
+
+def named_users(models: Iterable[_HasAccess]) -> frozenset[str]:
+    """Every user the models' access lists name."""
+    return frozenset(user for m in models for user in m.access.users)
 
 
 def memberships(groups: Iterable[Group]) -> Mapping[str, frozenset[str]]:

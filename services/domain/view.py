@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from modelplane_server.domain.access import NO_GROUPS, Group, memberships
+from modelplane_server.domain.access import NO_GROUPS, Group, memberships, named_users
 from modelplane_server.domain.credentials import ProviderEntry, provider_entry
 from modelplane_server.domain.spend import LimitTable, SpendLimit
 from modelplane_server.domain.types import (
@@ -64,6 +64,7 @@ class ConfigView:
     limits: LimitTable = field(init=False, repr=False, compare=False)
     restricted: frozenset[str] = field(init=False, repr=False, compare=False)  # models with an access list
     unpriced: frozenset[str] = field(init=False, repr=False, compare=False)  # models without prices
+    access_users: frozenset[str] = field(init=False, repr=False, compare=False)  # users an access list names
 
     @classmethod
     def build(
@@ -126,6 +127,7 @@ class ConfigView:
         object.__setattr__(self, "limits", LimitTable(self.spend_limits, member_of))
         object.__setattr__(self, "restricted", frozenset(m.name for m in self.models.values() if not m.access.open))
         object.__setattr__(self, "unpriced", frozenset(m.name for m in self.models.values() if not priced(m.pricing)))
+        object.__setattr__(self, "access_users", named_users(self.models[n] for n in self.restricted))
 
     def groups_of(self, user: str) -> frozenset[str]:
         return self.memberships.get(user, NO_GROUPS)

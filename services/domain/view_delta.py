@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 
-from modelplane_server.domain.access import Group, memberships
+from modelplane_server.domain.access import Group, memberships, named_users
 from modelplane_server.domain.credentials import ProviderEntry, provider_entry
 from modelplane_server.domain.spend import LimitTable, SpendLimit
 from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
@@ -38,8 +38,10 @@ def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models:
     defaults = set(view.defaults)
     restricted = set(view.restricted)
     unpriced = set(view.unpriced)
+    names_users = False  # a changed model's access list names users (before or after)
     for name in changed_models:
         old, new = view.models.get(name), models.get(name)
+        names_users = names_users or any(m is not None and m.access.users for m in (old, new))
         restricted.discard(name)
         unpriced.discard(name)
         if new is not None:
@@ -96,6 +98,7 @@ def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models:
         ("enabled_by_provider", enabled_by), ("defaults", frozenset(defaults)),
         ("user_groups", groups_by_name), ("spend_limits", limits), ("memberships", member_of),
         ("limits", limit_table), ("restricted", frozenset(restricted)), ("unpriced", frozenset(unpriced)),
+        ("access_users", named_users(models[n] for n in restricted) if names_users else view.access_users),
     ):
         object.__setattr__(out, name, value)
     return out

@@ -104,7 +104,7 @@ async def test_cli_tour_works_after_the_grpcurl_tour(stack: Stack) -> None:
     # The grpcurl tour pinned explore to gpt-codex, then let only its
     # platform group use that model: bob is not in it, so the override falls through.
     _check(outputs, fake, explore_model="claude-sonnet", chats=2)  # alice's grpcurl chat and bob's
-    assert "NOT_PERMITTED" in _output(outputs, "--explain")
+    assert "gpt-codex was skipped: model gpt-codex is not available to you" in _output(outputs, "--explain")
 
 
 async def test_without_a_local_model_server_the_cli_chat_fails_as_the_readme_says(stack: Stack) -> None:

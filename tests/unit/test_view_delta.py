@@ -25,7 +25,7 @@ def same(a: ConfigView, b: ConfigView) -> None:
     assert dict(a.models) == dict(b.models) and dict(a.providers) == dict(b.providers)
     assert a.settings == b.settings and dict(a.admin_overrides) == dict(b.admin_overrides)
     # Governance: who may use what, which models are unpriced, and every user's limits.
-    assert a.restricted == b.restricted and a.unpriced == b.unpriced
+    assert a.restricted == b.restricted and a.unpriced == b.unpriced and a.access_users == b.access_users
     assert dict(a.memberships) == dict(b.memberships)
     assert dict(a.limits.by_key) == dict(b.limits.by_key)
     for user in USERS:
