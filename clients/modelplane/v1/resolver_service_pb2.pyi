@@ -1078,7 +1078,9 @@ class ChatResponse(_message.Message):
     """
     finish_reason: Global___FinishReason.ValueType
     cost_usd: _builtins.float
-    """cost_usd: Absent when the model is unpriced."""
+    """cost_usd: Absent when the model is unpriced. The cost the usage ledger
+    records for this chat (whole micro-USD, rounded up), in USD.
+    """
     upstream_request_id: _builtins.str
     refusal: _builtins.str
     """refusal: The refusal parts, concatenated; set with FINISH_REASON_REFUSAL."""
