@@ -66,13 +66,16 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     latencies: list[float] = []
     recording = False
     stop_at = 0.0
+    completed = 0  # every call of the phase, warm-up included: what the server handled
 
     async def worker() -> None:
+        nonlocal completed
         while True:
             start = time.perf_counter()
             if recording and start >= stop_at:
                 return
             await call()
+            completed += 1
             if recording:
                 latencies.append(time.perf_counter() - start)
 
@@ -95,6 +98,7 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     latencies.sort()
     return {
         "calls": len(latencies),
+        "completed": completed,
         "per_second": len(latencies) / elapsed,
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,

@@ -46,6 +46,7 @@ from modelplane_server.resolver_svc.state.snapshot import Snapshot
 from modelplane_server.resolver_svc.state.watcher import ConfigWatcher
 from modelplane_server.resolver_svc.upstream import UpstreamClient
 from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+from modelplane_server.resolver_svc.usage.ledger import UsageLedger
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +62,14 @@ def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: Credent
                       metrics: ResolverMetrics | None = None,
                       min_revision_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
                       consistency: ConsistencyMetrics | None = None,
-                      tracing: Tracing | None = None) -> ResolverServicer:
+                      tracing: Tracing | None = None, ledger: UsageLedger | None = None) -> ResolverServicer:
     """The one ResolverServicer: resolution over the snapshot and the user
     cache, and the chat gateway over that resolution, the credentials and
-    `upstream` (see ChatGateway for the options)."""
+    `upstream` (see ChatGateway for the options), recording usage in `ledger`."""
     resolution = ResolutionService(snapshot, users)
     gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
                           probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics,
-                          tracing=tracing)
+                          tracing=tracing, ledger=ledger)
     min_revision = MinRevision(snapshot.applied, max_wait_seconds=min_revision_max_wait_seconds, metrics=consistency)
     return ResolverServicer(resolution, gateway, min_revision=min_revision)
 
@@ -92,6 +93,9 @@ class ResolverServer:
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracing: Tracing | None = None
+    ledger: UsageLedger | None = None
+    ledger_drain_seconds: float = 10.0
+    owns_upstream: bool = True
 
     def config_calls(self) -> dict[str, int]:
         """RPCs made to config_svc so far, by method (see ConfigClient.counters)."""
@@ -109,7 +113,12 @@ class ResolverServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
-        await self.upstream.aclose()
+        if self.ledger is not None:
+            # Chats have ended (or were cancelled): deliver their records
+            # while the channel to config_svc is still open.
+            await self.ledger.drain(self.ledger_drain_seconds)
+        if self.owns_upstream:
+            await self.upstream.aclose()
         for cache in (self.users, self.credentials, self.auth):
             cache.close()
         await self.config.close()
@@ -120,10 +129,13 @@ class ResolverServer:
 
 
 async def build_server(settings: ResolverSettings, *,
-                       servicer_factory: ServicerFactory | None = None) -> ResolverServer:
+                       servicer_factory: ServicerFactory | None = None,
+                       upstream: UpstreamClient | None = None) -> ResolverServer:
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` builds the servicer
-    instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
+    instead of resolver_servicer's defaults (tests: their own UpstreamClient);
+    ``upstream`` keeps the defaults (ledger, metrics) with an UpstreamClient
+    the caller owns and closes."""
     tracing = Tracing(settings.tracing) if settings.tracing is not None else None
     config = ConfigClient(settings.config_addresses, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
@@ -163,13 +175,19 @@ async def build_server(settings: ResolverSettings, *,
     server = grpc.aio.server(interceptors=server_interceptors(
         auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
         options=server_options(MAX_REQUEST_BYTES["resolver_svc"]))
-    upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
+    owns_upstream = upstream is None
+    if upstream is None:
+        upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
+    ledger = UsageLedger(config.record_usage, max_records=settings.ledger_buffer_records,
+                         batch_size=settings.ledger_batch_records, interval=settings.ledger_flush_interval_seconds,
+                         retry_initial=settings.reconnect_initial_seconds, retry_max=settings.reconnect_max_seconds,
+                         registry=registry)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
                                      metrics=resolver_metrics,
                                      min_revision_max_wait_seconds=settings.min_revision_max_wait_seconds,
-                                     consistency=consistency, tracing=tracing)
+                                     consistency=consistency, tracing=tracing, ledger=ledger)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     servicer.answers = AnswerMemo(snapshot, max_bytes=settings.answer_memo_bytes, observe=observe)
@@ -193,10 +211,12 @@ async def build_server(settings: ResolverSettings, *,
         asyncio.create_task(reporter.run(), name="config-ack"),
         asyncio.create_task(_serve_when_ready(snapshot, health, settings), name="readiness"),
     ]
+    ledger.start()
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=",".join(settings.config_addresses), resolver_id=reporter.identity.id)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, reporter,
-                          servicer, upstream, resolver_metrics, endpoint, streams, tasks, tracing)
+                          servicer, upstream, resolver_metrics, endpoint, streams, tasks, tracing, ledger,
+                          settings.ledger_drain_seconds, owns_upstream)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:

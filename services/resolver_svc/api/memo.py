@@ -19,12 +19,18 @@ ENTRY_OVERHEAD_BYTES: Final = 64
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
-def profile(user_view: UserView) -> tuple[object, ...]:
+def profile(view: ConfigView, user_view: UserView) -> tuple[object, ...]:
     """What an answer depends on besides the view and the request: a user's
-    data, not their name (the domain's rules never read the name), so users
-    with the same overrides and keys share one answer."""
+    data, not their name, so users with the same overrides and keys share one
+    answer. Model access lists are the exception: there the user's groups
+    count, and the name itself where an access list names the user. (Spend
+    limits enter through the request: the budget's key.)"""
     overrides = user_view.personal_overrides
-    return (frozenset(overrides.items()) if overrides else None, user_view.key_providers)
+    data = (frozenset(overrides.items()) if overrides else None, user_view.key_providers)
+    if not view.restricted:
+        return data
+    user = user_view.user
+    return (*data, view.groups_of(user), user if user in view.access_users else None)
 
 
 class AnswerMemo:
@@ -91,7 +97,7 @@ class AnswerMemo:
     def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Encoded | None:
         if not self._current(loaded):
             return None
-        hit = self._answers.get((profile(user_view), *request))
+        hit = self._answers.get((profile(loaded.view, user_view), *request))
         self._observe("answers", hit is not None)
         return hit
 
@@ -101,7 +107,7 @@ class AnswerMemo:
         if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
             return encoded
         if self._current(loaded):
-            self._answers.put((profile(user_view), *request), encoded)
+            self._answers.put((profile(loaded.view, user_view), *request), encoded)
         return encoded
 
 

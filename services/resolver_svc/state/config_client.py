@@ -294,3 +294,21 @@ class ConfigClient:
                 metadata=self._metadata, timeout=self._timeout), counted=False)
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "AckConfig") from None
+
+    async def record_usage(self, records: list[cs.UsageRecord], timeout: float | None = None) -> cs.RecordUsageResponse:
+        """Store usage records (idempotent by record id, so a batch may go to
+        another replica again). RecordsRejected when config_svc refuses the
+        batch as malformed: sending it again cannot help."""
+        try:
+            reply: cs.RecordUsageResponse = await self._unary("RecordUsage", lambda stub: stub.RecordUsage(
+                cs.RecordUsageRequest(records=records), metadata=self._metadata,
+                timeout=self._timeout if timeout is None else timeout))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise RecordsRejected(exc.details() or "invalid usage records") from None
+            raise domain_error(exc, "RecordUsage") from None
+        return reply
+
+
+class RecordsRejected(errors.DomainError):
+    """config_svc refused a usage batch as malformed (a resolver bug)."""

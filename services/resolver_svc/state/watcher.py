@@ -73,8 +73,9 @@ async def _events(stream: AsyncIterator[cs.ConfigEvent], idle_seconds: float) ->
         return
     while True:
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-            # cancellation that arrives as the awaited call completes.
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that lands as the event arrives, and the watcher
+            # then never stops (seen once spend events made the stream busy).
             async with asyncio.timeout(idle_seconds):
                 event = await anext(stream)
         except StopAsyncIteration:
