@@ -173,6 +173,9 @@ def _stored_at(m: Model, path: str) -> Any:
     if head in ("options", "pricing"):
         section = getattr(m, head)
         return getattr(section, tail) if tail else _set(section)
+    if head == "access":  # who may use the model (empty: everyone)
+        return list(getattr(m.access, tail)) if tail else {"users": list(m.access.users),
+                                                          "groups": list(m.access.groups)}
     values = m.provider_options.values if m.provider_options is not None and m.provider_options.family == head \
         else None
     if tail:

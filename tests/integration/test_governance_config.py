@@ -42,7 +42,8 @@ async def test_group_lifecycle_is_audited_and_versioned(cfg: ConfigHarness) -> N
     assert (created.name, list(created.members), created.display_name, created.etag) == \
         ("eng", ["alice", "bob"], "Engineering", "1")
     assert await last_audit(cfg) == ("admin:root-admin", "CreateGroup", "groups/eng",
-                                     {"name": "eng", "members": ["bob", "alice"], "display_name": "Engineering"})
+                                     {"name": "eng", "members": ["alice", "bob"], "display_name": "Engineering",
+                                      "description": ""})  # as stored: members sorted, every field
 
     added = await stub.AddGroupMembers(cs.AddGroupMembersRequest(group="eng", users=["carol", "alice"]),
                                        metadata=admin)
@@ -60,6 +61,8 @@ async def test_group_lifecycle_is_audited_and_versioned(cfg: ConfigHarness) -> N
         update_mask={"paths": ["description", "members"]}), metadata=admin)
     assert (updated.description, list(updated.members), updated.display_name) == \
         ("Builds things", ["dave"], "Engineering")
+    assert (await last_audit(cfg))[1:] == ("UpdateGroup", "groups/eng", {"description": "Builds things",
+                                                                         "members": ["dave"]})
 
     got = await stub.GetGroup(cs.GetGroupRequest(name="eng"), metadata=admin)
     assert got == updated
@@ -81,9 +84,13 @@ async def test_bad_group_input_stores_nothing(cfg: ConfigHarness) -> None:
     stub, admin = cfg.stub, cfg.admin
     before = (await audit_count(cfg), await revision(cfg))
     f = await fails(stub.CreateGroup(cs.CreateGroupRequest(group=pb.Group(
-        name="Bad Name", display_name="x" * 201, members=["ok", "ok", " padded"])), metadata=admin),
+        name="Bad Name", display_name="x\ny", members=["ok", "ok", " padded"])), metadata=admin),
         Code.INVALID_ARGUMENT)
     assert set(f.violations) == {"group.name", "group.display_name", "group.members[1]", "group.members[2]"}
+    # Over its bound, a field is refused at the edge, before anything else reads the request.
+    f = await fails(stub.CreateGroup(cs.CreateGroupRequest(group=pb.Group(
+        name="Bad Name", display_name="x" * 201)), metadata=admin), Code.INVALID_ARGUMENT)
+    assert set(f.violations) == {"group.display_name"}
     await group(cfg, "eng")
     await fails(group(cfg, "eng"), Code.ALREADY_EXISTS, "GROUP_EXISTS")
     await fails(stub.AddGroupMembers(cs.AddGroupMembersRequest(group="eng", users=[]), metadata=admin),
