@@ -159,7 +159,7 @@ async def build_server(settings: ResolverSettings, *,
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
         auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
-        options=server_options(MAX_REQUEST_BYTES["resolver_svc"]))
+        options=server_options(MAX_REQUEST_BYTES["resolver_svc"], share_port=settings.share_port))
     upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
