@@ -143,6 +143,10 @@ def patch_model(current: Model, update: Update[Model]) -> tuple[Model, dict[str,
         elif head == "pricing":
             fresh = dataclasses.asdict(given.pricing)
             pricing = {**pricing, tail: fresh[tail]} if tail else fresh
+        elif head == "access":
+            base = changes.get("access", current.access)
+            changes["access"] = dataclasses.replace(base, **{tail: getattr(given.access, tail)}) if tail \
+                else given.access
         else:  # a provider options family, whole or one of its fields
             named = given.provider_options if given.provider_options is not None and \
                 given.provider_options.family == head else None
@@ -181,4 +185,6 @@ def patch_settings(current: Settings, update: Update[None]) -> tuple[Settings, d
     return dataclasses.replace(
         current, byok_enabled=values.get("byok_enabled", current.byok_enabled),
         personal_overrides_enabled=values.get("personal_overrides_enabled", current.personal_overrides_enabled),
+        byok_spend_counts=values.get("byok_spend_counts", current.byok_spend_counts),
+        allow_unpriced_under_limit=values.get("allow_unpriced_under_limit", current.allow_unpriced_under_limit),
     ), values

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from modelplane_server.domain import resolver_map, validation
+from modelplane_server.domain import access, resolver_map, usage, validation
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -38,7 +38,7 @@ MAX_REQUEST_BYTES: Final[Mapping[str, int]] = {"config_svc": 1 * MIB, "resolver_
 IDENTIFIER: Final = 255  # user names, ids, references to providers and models
 NAME: Final = validation.MAX_NAME_LENGTH  # a provider's or model's own name (63)
 SHORT_TEXT: Final = 64  # enum-like strings, etags, epochs, regions
-CHAT_ID: Final = 256
+CHAT_ID: Final = validation.MAX_CHAT_ID_LENGTH
 PAGE_TOKEN: Final = 1024
 URL: Final = 2048
 DESCRIPTION: Final = 500
@@ -122,6 +122,8 @@ BOUNDS: Final[Mapping[tuple[str, str], int]] = {
     (V1 + "RevokeApiTokenRequest", "id"): IDENTIFIER,
     (V1 + "WatchConfigRequest", "epoch"): SHORT_TEXT,
     (V1 + "GetUserConfigRequest", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "GetUserConfigsRequest", "users"): validation.MAX_USERS_PER_BATCH,
+    (V1 + "GetUserConfigsRequest", "users[]"): validation.MAX_USER_LENGTH,
     (V1 + "AccessCredentialRequest", "provider"): IDENTIFIER,
     (V1 + "AccessCredentialRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "IntrospectTokenRequest", "token"): IDENTIFIER,
@@ -166,6 +168,47 @@ BOUNDS: Final[Mapping[tuple[str, str], int]] = {
     (V1 + "ToolDefinition", "description"): TOOL_DESCRIPTION,
     (V1 + "ProbeProviderRequest", "provider"): IDENTIFIER,
     (V1 + "ProbeProviderRequest", "user"): validation.MAX_USER_LENGTH,
+    # ---- governance
+    (V1 + "Group", "name"): NAME,
+    (V1 + "Group", "display_name"): validation.MAX_DISPLAY_NAME_LENGTH,
+    (V1 + "Group", "description"): access.MAX_DESCRIPTION_LENGTH,
+    (V1 + "Group", "etag"): SHORT_TEXT,
+    (V1 + "Group", "members"): access.MAX_GROUP_MEMBERS,
+    (V1 + "Group", "members[]"): validation.MAX_USER_LENGTH,
+    (V1 + "GetGroupRequest", "name"): IDENTIFIER,
+    (V1 + "DeleteGroupRequest", "name"): IDENTIFIER,
+    (V1 + "DeleteGroupRequest", "etag"): SHORT_TEXT,
+    (V1 + "ListGroupsRequest", "member"): validation.MAX_USER_LENGTH,
+    (V1 + "ListGroupsRequest", "page_token"): PAGE_TOKEN,
+    (V1 + "AddGroupMembersRequest", "group"): IDENTIFIER,
+    (V1 + "AddGroupMembersRequest", "users"): access.MAX_MEMBERS_PER_CALL,
+    (V1 + "AddGroupMembersRequest", "users[]"): validation.MAX_USER_LENGTH,
+    (V1 + "RemoveGroupMembersRequest", "group"): IDENTIFIER,
+    (V1 + "RemoveGroupMembersRequest", "users"): access.MAX_MEMBERS_PER_CALL,
+    (V1 + "RemoveGroupMembersRequest", "users[]"): validation.MAX_USER_LENGTH,
+    (V1 + "ModelAccess", "users"): access.MAX_ACCESS_USERS,
+    (V1 + "ModelAccess", "users[]"): validation.MAX_USER_LENGTH,
+    (V1 + "ModelAccess", "groups"): access.MAX_ACCESS_GROUPS,
+    (V1 + "ModelAccess", "groups[]"): IDENTIFIER,
+    (V1 + "SpendLimit", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "SpendLimit", "group"): IDENTIFIER,
+    (V1 + "ClearSpendLimitRequest", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "ClearSpendLimitRequest", "group"): IDENTIFIER,
+    (V1 + "ListSpendLimitsRequest", "page_token"): PAGE_TOKEN,
+    (V1 + "RecordUsageRequest", "records"): usage.MAX_RECORDS_PER_CALL,
+    (V1 + "UsageRecord", "id"): usage.MAX_RECORD_ID_LENGTH,
+    (V1 + "UsageRecord", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "UsageRecord", "provider"): IDENTIFIER,
+    (V1 + "UsageRecord", "model"): IDENTIFIER,
+    (V1 + "UsageRecord", "model_identifier"): validation.MAX_MODEL_IDENTIFIER_LENGTH,
+    (V1 + "UsageRecord", "request_id"): usage.MAX_TEXT_LENGTH,
+    (V1 + "UsageRecord", "chat_id"): CHAT_ID,
+    (V1 + "UsageRecord", "service"): usage.MAX_TEXT_LENGTH,
+    (V1 + "SummarizeUsageRequest", "user"): validation.MAX_USER_LENGTH,
+    (V1 + "SummarizeUsageRequest", "provider"): IDENTIFIER,
+    (V1 + "SummarizeUsageRequest", "model"): IDENTIFIER,
+    (V1 + "SummarizeUsageRequest", "group_by"): 16,  # each UsageDimension at most once
+    (V1 + "SummarizeUsageRequest", "page_token"): PAGE_TOKEN,
     # ---- a tool's JSON schema (google.protobuf.Struct)
     ("google.protobuf.Struct", "fields"): SCHEMA_ENTRIES,
     ("google.protobuf.Struct", "fields[]"): SCHEMA_TEXT,  # the keys

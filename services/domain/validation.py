@@ -42,6 +42,7 @@ MAX_API_KEY_LENGTH = 8192
 MAX_MODEL_IDENTIFIER_LENGTH = 256
 MAX_CONTEXT_LIMIT = 100_000_000
 MAX_USER_LENGTH = 255
+MAX_CHAT_ID_LENGTH = 256
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 
@@ -110,6 +111,10 @@ def api_key_violations(value: str, field: str) -> list[FieldViolation]:
 
 def validate_api_key(value: str, field: str) -> None:
     raise_if_any(api_key_violations(value, field))
+
+
+# Users one GetUserConfigs call may ask for.
+MAX_USERS_PER_BATCH = 1000
 
 
 def user_violations(user: str, field: str) -> list[FieldViolation]:

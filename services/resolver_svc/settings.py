@@ -82,6 +82,13 @@ class ResolverSettings:
     # Set in the workers of a worker-mode start (runtime.workers), never from
     # the environment: listen with SO_REUSEPORT on the port they share.
     share_port: bool = False
+    # The usage ledger (resolver_svc.usage.ledger): buffer bound, batch size,
+    # how long a record waits for its batch, and how long shutdown may take
+    # to deliver what is left.
+    ledger_buffer_records: int = 50_000
+    ledger_batch_records: int = 200
+    ledger_flush_interval_seconds: float = 0.25
+    ledger_drain_seconds: float = 10.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -179,6 +186,20 @@ class ResolverSettings:
             credential_cache_bytes=env_int(env, "RESOLVER_CREDENTIAL_CACHE_BYTES", 4 * MIB,
                                            "Memory budget of the plaintext credential cache (estimated bytes)",
                                            minimum=4096),
+            ledger_buffer_records=env_int(
+                env, "RESOLVER_LEDGER_BUFFER_RECORDS", 50_000,
+                "Usage records kept in memory while config_svc cannot take them; when full the oldest are "
+                "dropped (modelplane_usage_records_total{outcome=\"dropped\"})", minimum=1),
+            ledger_batch_records=env_int(env, "RESOLVER_LEDGER_BATCH_RECORDS", 200,
+                                         "Usage records per RecordUsage call (at most 1000)", minimum=1,
+                                         maximum=1000),
+            ledger_flush_interval_seconds=env_float(
+                env, "RESOLVER_LEDGER_FLUSH_INTERVAL_SECONDS", 0.25,
+                "Longest time a usage record waits for its batch; also what a crash may lose", minimum=0.01),
+            ledger_drain_seconds=env_float(
+                env, "RESOLVER_LEDGER_DRAIN_SECONDS", 10.0,
+                "On SIGTERM, after in-flight chats end, how long the resolver keeps trying to deliver its "
+                "buffered usage records", minimum=0.0),
         )
         workers = env_int(env, "RESOLVER_SVC_WORKERS", 0,
                           "Resolver processes sharing RESOLVER_SVC_LISTEN (Linux), each with its own config watch, "

@@ -154,7 +154,10 @@ class ResolverServiceServicer:
         returns the normalised answer, the assistant turn as ordered parts (with
         the provider's reasoning state, to replay unchanged). Errors:
         INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-        and the UPSTREAM_* reasons mapped to their codes.
+        RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+        call while the user's spend in a period has reached its limit and the
+        chat would count toward it), and the UPSTREAM_* reasons mapped to their
+        codes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

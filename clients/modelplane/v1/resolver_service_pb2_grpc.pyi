@@ -74,7 +74,10 @@ class ResolverServiceStub:
     returns the normalised answer, the assistant turn as ordered parts (with
     the provider's reasoning state, to replay unchanged). Errors:
     INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-    and the UPSTREAM_* reasons mapped to their codes.
+    RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+    call while the user's spend in a period has reached its limit and the
+    chat would count toward it), and the UPSTREAM_* reasons mapped to their
+    codes.
     """
     StreamChat: _grpc.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]
     """StreamChat is Chat as a stream of normalised events; folded by
@@ -139,7 +142,10 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     returns the normalised answer, the assistant turn as ordered parts (with
     the provider's reasoning state, to replay unchanged). Errors:
     INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-    and the UPSTREAM_* reasons mapped to their codes.
+    RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+    call while the user's spend in a period has reached its limit and the
+    chat would count toward it), and the UPSTREAM_* reasons mapped to their
+    codes.
     """
     StreamChat: _aio.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]  # type: ignore[assignment]
     """StreamChat is Chat as a stream of normalised events; folded by
@@ -231,7 +237,10 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the normalised answer, the assistant turn as ordered parts (with
         the provider's reasoning state, to replay unchanged). Errors:
         INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-        and the UPSTREAM_* reasons mapped to their codes.
+        RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+        call while the user's spend in a period has reached its limit and the
+        chat would count toward it), and the UPSTREAM_* reasons mapped to their
+        codes.
         """
 
     @_abc_1.abstractmethod

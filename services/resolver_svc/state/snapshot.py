@@ -21,6 +21,7 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.resolver_svc.state import config_state
 from modelplane_server.resolver_svc.state.config_state import ConfigState, Invalidations
 from modelplane_server.resolver_svc.state.revision_gate import RevisionGate
+from modelplane_server.resolver_svc.usage.spend_book import SpendBook
 
 SNAPSHOT_NOT_READY = "SNAPSHOT_NOT_READY"
 
@@ -40,6 +41,8 @@ def build_view(state: ConfigState, ambient_aws_available: bool,
         admin_overrides=[ModelOverride(ctx, model) for ctx, model in state.admin_overrides.items()],
         ambient_aws_available=ambient_aws_available,
         ambient_aws_credentials=ambient_aws_credentials,
+        user_groups=state.groups.values(),
+        spend_limits=state.spend_limits.values(),
     )
 
 
@@ -58,6 +61,8 @@ class Snapshot:
         # watcher advances it after each event's invalidations (apply() alone
         # does not), and min_revision waits on it.
         self.applied = RevisionGate()
+        # Users' spend, pushed on the watch stream beside the configuration.
+        self.spend = SpendBook()
 
     @property
     def revision(self) -> int:
@@ -84,7 +89,14 @@ class Snapshot:
     def apply(self, event: cs.ConfigEvent) -> Invalidations | None:
         """Apply one watch event; None when it was a repeat. Raises ValueError
         when it cannot be applied, config_state.EpochChanged when it is from
-        another epoch (either way the caller resyncs from a snapshot)."""
+        another epoch (either way the caller resyncs from a snapshot).
+
+        Spend updates apply first and whatever the rest of the event is:
+        they are not configuration and carry no revision of their own."""
+        if event.HasField("snapshot") and self._state is not None and event.epoch != self._state.epoch:
+            self.spend.clear()  # another database history (a restore): its spend, not ours
+        if event.spend:
+            self.spend.apply(event.spend)
         if self._state is not None and not event.HasField("snapshot") and not event.changes:
             # A revision that changed no configuration (a token write, say):
             # only the revision moves, the view is kept.
@@ -95,6 +107,7 @@ class Snapshot:
             if self._loaded is not None:
                 self._loaded = Loaded(self._state, self._loaded.view)
             return Invalidations()
+        before = self._state
         result = config_state.apply(self._state, event)
         if result is None:
             return None
@@ -107,7 +120,11 @@ class Snapshot:
             self._loaded = Loaded(state, view_delta.with_changes(
                 self._loaded.view, providers=state.providers, models=state.models, settings=state.settings,
                 admin_overrides=state.admin_overrides, changed_providers=changed_providers,
-                changed_models=changed_models))
+                changed_models=changed_models,
+                # config_state replaces these mappings only when a change touches them.
+                user_groups=None if before is not None and state.groups is before.groups else state.groups,
+                spend_limits=None if before is not None and state.spend_limits is before.spend_limits
+                else tuple(state.spend_limits.values())))
         return invalidations
 
     @property
