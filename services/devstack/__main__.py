@@ -254,6 +254,10 @@ def _serve(state: Path, env: dict[str, str], children: Children) -> int:
     # botocore would otherwise ask 169.254.169.254 for credentials at every
     # ambient check (resolver_svc/ambient.py); an operator's own value wins.
     env_resolver.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    # One resolver process: `make run` is for trying the API on a laptop,
+    # where one per core would multiply start-up, memory and log lines for
+    # nothing; RESOLVER_SVC_WORKERS in the environment still wins.
+    env_resolver.setdefault("RESOLVER_SVC_WORKERS", "1")
 
     _step(f"starting config_svc on {config_addr}")
     config = children.start("config_svc", ["-m", "modelplane_server.config_svc", "serve"], env,

@@ -174,7 +174,7 @@ async def build_server(settings: ResolverSettings, *,
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
         auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
-        options=server_options(MAX_REQUEST_BYTES["resolver_svc"]))
+        options=server_options(MAX_REQUEST_BYTES["resolver_svc"], share_port=settings.share_port))
     owns_upstream = upstream is None
     if upstream is None:
         upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)

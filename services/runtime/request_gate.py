@@ -38,15 +38,18 @@ _KEY_SHOWN = 64  # characters of a map key shown in a field path
 _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
-def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
+def server_options(max_request_bytes: int, *, share_port: bool = False) -> list[tuple[str, int]]:
     """Options both servers are built with.
 
     so_reuseport 0: gRPC sets SO_REUSEPORT by default, so a second server on
     the same port starts "fine" and the two share connections at random; with
-    it off the second one fails with "address already in use".
+    it off the second one fails with "address already in use". share_port
+    turns it on for the workers of one worker-mode start only, which the
+    kernel then balances connections across (runtime.workers says how a
+    second start is still refused).
     max_receive_message_length: the whole request's bound, explicit rather
     than gRPC's default (4 MiB)."""
-    return [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", max_request_bytes)]
+    return [("grpc.so_reuseport", 1 if share_port else 0), ("grpc.max_receive_message_length", max_request_bytes)]
 
 
 # ------------------------------------------------------------------ the check

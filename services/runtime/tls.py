@@ -96,9 +96,11 @@ def add_port(server: grpc.aio.Server, listen: str, tls: ServerTLS | None) -> int
         raise ListenError(f"cannot listen on {listen}: {why}") from None
 
 
-def unbindable(listen: str) -> str | None:
+def unbindable(listen: str, *, server_like: bool = False) -> str | None:
     """What the OS says about binding `listen` (host:port) now, e.g. "address
-    already in use" (gRPC's own error does not say); None when it binds."""
+    already in use" (gRPC's own error does not say); None when it binds.
+    server_like: with SO_REUSEADDR, as gRPC's listeners bind, so that only a
+    listener makes the port taken (not connections lingering in TIME_WAIT)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     try:
@@ -107,6 +109,8 @@ def unbindable(listen: str) -> str | None:
         return f"not a usable address ({exc})"
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as probe:
+            if server_like:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(address)
             except OSError as exc:
