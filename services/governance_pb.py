@@ -47,7 +47,14 @@ def period(value: int, field: str) -> Period:
     return found
 
 
-def time(ts: Any) -> dt.datetime:
+# google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31, nanos 0-999,999,999.
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def time(ts: Any, field: str) -> dt.datetime:
+    """A Timestamp as a UTC datetime; INVALID_ARGUMENT naming `field` outside its valid range."""
+    if not (MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
+        raise InvalidArgument.one(field, "must be a valid timestamp (years 1-9999, nanos 0-999,999,999)")
     return ts.ToDatetime(tzinfo=dt.timezone.utc)  # type: ignore[no-any-return]
 
 
@@ -110,7 +117,7 @@ def limit_from_config(msg: pb.SpendLimit) -> SpendLimit | None:
 # ---------------------------------------------------------------- usage records
 
 
-def record_from_pb(r: cs.UsageRecord) -> UsageRecord:
+def record_from_pb(r: cs.UsageRecord, prefix: str = "") -> UsageRecord:
     """Lenient: an unknown outcome or source becomes a value validation refuses."""
     return UsageRecord(
         id=r.id, user=r.user, provider=r.provider, model=r.model,
@@ -119,7 +126,8 @@ def record_from_pb(r: cs.UsageRecord) -> UsageRecord:
                       r.reasoning_tokens),
         cost_micro_usd=r.cost_micro_usd if r.HasField("cost_micro_usd") else None,
         outcome=OUTCOMES.get(r.outcome, Outcome.FINISHED),
-        end_time=time(r.end_time), start_time=time(r.start_time) if r.HasField("start_time") else None,
+        end_time=time(r.end_time, prefix + "end_time"),
+        start_time=time(r.start_time, prefix + "start_time") if r.HasField("start_time") else None,
         request_id=r.request_id, chat_id=r.chat_id, service=r.service,
         context=convert.CONTEXTS.get(r.context), model_identifier=r.model_identifier,
         upstream_latency_ms=r.upstream_latency_ms,
@@ -171,5 +179,5 @@ def spend_from_pb(u: cs.SpendUpdate) -> tuple[str, PeriodSpend] | None:
     p = PERIODS.get(u.period)
     if p is None:
         return None
-    return u.user, PeriodSpend(p, time(u.period_start), u.central_micro_usd, u.own_key_micro_usd,
+    return u.user, PeriodSpend(p, time(u.period_start, "period_start"), u.central_micro_usd, u.own_key_micro_usd,
                                u.unpriced_requests)

@@ -114,12 +114,12 @@ class GovernanceApi:
 
     async def record_usage(self, request: cs.RecordUsageRequest) -> cs.RecordUsageResponse:
         require(current_principal(), Role.SERVICE)
-        records = [governance_pb.record_from_pb(r) for r in request.records]
         for i, r in enumerate(request.records):
             if not r.HasField("end_time"):
                 raise InvalidArgument.one(f"records[{i}].end_time", "is required")
             if r.outcome not in governance_pb.OUTCOMES:
                 raise InvalidArgument.one(f"records[{i}].outcome", "is required: finished, failed or cancelled")
+        records = [governance_pb.record_from_pb(r, f"records[{i}].") for i, r in enumerate(request.records)]
         done = await usage.record_usage(self.store, records)
         return cs.RecordUsageResponse(inserted=done.inserted, duplicates=done.duplicates)
 
@@ -134,7 +134,8 @@ class GovernanceApi:
                 raise InvalidArgument.one(f"group_by[{i}]", "must be user, model, provider, credential_source or day")
             dims.append(governance_pb.DIMENSIONS[d])
         q = usage.validated(usage_store.SummaryQuery(
-            governance_pb.time(request.start_time), governance_pb.time(request.end_time), tuple(dims), user,
+            governance_pb.time(request.start_time, "start_time"), governance_pb.time(request.end_time, "end_time"),
+            tuple(dims), user,
             _filter(request.model, "model"), _filter(request.provider, "provider")))
         at = paging.cursor(request.page_size, request.page_token, [""] * len(dims))
         after = at.after if request.page_token else None

@@ -94,6 +94,8 @@ async def test_bad_records_store_nothing_and_only_services_may_record(cfg: Confi
         (record("r", now, chat_id="a\x00b"), "records[1].chat_id"),
         (cs.UsageRecord(id="r", user="a", provider="p", model="m", credential_source=CENTRAL,
                         outcome=cs.USAGE_OUTCOME_FINISHED), "records[1].end_time"),
+        (cs.UsageRecord(id="r", user="a", provider="p", model="m", credential_source=CENTRAL, end_time={"nanos": -1},
+                        outcome=cs.USAGE_OUTCOME_FINISHED), "records[1].end_time"),  # out of Timestamp's range
     ]
     for bad, field in cases:
         await fails(send(cfg, service, record("good", now), bad), Code.INVALID_ARGUMENT, field=field)
@@ -212,6 +214,8 @@ async def test_who_sees_which_usage(cfg: ConfigHarness) -> None:
     await fails(summary(cfg, alice, start, end, 99), Code.INVALID_ARGUMENT, field="group_by[0]")
     await fails(cfg.stub.SummarizeUsage(cs.SummarizeUsageRequest(end_time=ts(end)), metadata=alice),
                 Code.INVALID_ARGUMENT, field="start_time")
+    await fails(cfg.stub.SummarizeUsage(cs.SummarizeUsageRequest(  # found by the fuzz suite: was INTERNAL
+        start_time=ts(start), end_time={"nanos": -1}), metadata=alice), Code.INVALID_ARGUMENT, field="end_time")
     await fails(summary(cfg, alice, start, end, model="m" * 256), Code.INVALID_ARGUMENT, field="model")
     await fails(summary(cfg, alice, start, end, provider="p\x00"), Code.INVALID_ARGUMENT, field="provider")
     forged = "WyJub3QtYS1kYXkiXQ"  # ["not-a-day"]
