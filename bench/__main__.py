@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import gateway, log_cost, propagation, resolution, tracing
+from bench import gateway, log_cost, propagation, resolution, streams, tracing
 
 
 def main() -> int:
     """Each benchmark returns non-zero when it missed a target; all of them run."""
-    results = [resolution.main(), gateway.main(), propagation.main(), tracing.main(), log_cost.main()]
+    results = [resolution.main(), gateway.main(), streams.main(), propagation.main(), tracing.main(), log_cost.main()]
     return max(results)
 
 
