@@ -157,7 +157,8 @@ async def build_server(settings: ResolverSettings, *,
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
         auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
-    upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
+    upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections,
+                              http2=settings.upstream_http2)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
