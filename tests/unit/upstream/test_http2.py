@@ -12,6 +12,7 @@ import pytest
 
 from modelplane_server.resolver_svc.upstream import ChatMessage, TextDelta, UpstreamClient, UpstreamTarget
 from modelplane_server.resolver_svc.upstream.aws import static_credentials
+from modelplane_server.resolver_svc.upstream.pools import REQUESTS_PER_POOL
 from tests.certs import CertificateAuthority
 from tests.fakes import TEST_AWS_CREDENTIALS, TEST_REGION, Canned, FakeUpstream, server_tls
 
@@ -75,11 +76,11 @@ async def test_concurrent_streams_share_one_http2_connection(ca: CertificateAuth
     async with FakeUpstream.start("openai", tls=tls(ca, http2=True)) as fake:
         fake.default = Canned(text="abcdef", chunk_chars=1, delay_s=0.01)
         try:
-            streams = await asyncio.gather(*(_text(upstream, target(fake)) for _ in range(20)))
+            streams = await asyncio.gather(*(_text(upstream, target(fake)) for _ in range(REQUESTS_PER_POOL)))
         finally:
             await upstream.aclose()
-    assert streams == ["abcdef"] * 20
-    assert fake.connections_opened == 1  # over HTTP/1.1 this would be 20
+    assert streams == ["abcdef"] * REQUESTS_PER_POOL
+    assert fake.connections_opened == 1  # over HTTP/1.1 this would be one per stream
 
 
 async def test_http2_is_off_unless_asked_for(ca: CertificateAuthority) -> None:
