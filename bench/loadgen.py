@@ -42,12 +42,17 @@ def _calls(channel: grpc.aio.Channel, token: str, user: str,
     check = health_pb2.HealthCheckRequest(service="modelplane.v1.ResolverService")
     resolve = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL)
     listing = rs.ListAvailableModelsRequest(user=user)
+    undecoded = channel.unary_unary("/modelplane.v1.ResolverService/ListAvailableModels",
+                                    request_serializer=rs.ListAvailableModelsRequest.SerializeToString)
     at_revision = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL, min_revision=min_revision)
     return {
         "health": lambda: health.Check(check),
         "resolve_model": lambda: resolver.ResolveModel(resolve, metadata=md),
         "resolve_model_min_revision": lambda: resolver.ResolveModel(at_revision, metadata=md),
         "list_available_models": lambda: resolver.ListAvailableModels(listing, metadata=md),
+        # The same call with the answer left as bytes: the resolver's and the
+        # wire's share, without the client's decoding of the answer.
+        "list_available_models_undecoded": lambda: undecoded(listing, metadata=md),
     }
 
 
@@ -61,13 +66,16 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     latencies: list[float] = []
     recording = False
     stop_at = 0.0
+    completed = 0  # every call of the phase, warm-up included: what the server handled
 
     async def worker() -> None:
+        nonlocal completed
         while True:
             start = time.perf_counter()
             if recording and start >= stop_at:
                 return
             await call()
+            completed += 1
             if recording:
                 latencies.append(time.perf_counter() - start)
 
@@ -90,6 +98,7 @@ async def _phase(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: 
     latencies.sort()
     return {
         "calls": len(latencies),
+        "completed": completed,
         "per_second": len(latencies) / elapsed,
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,

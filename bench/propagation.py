@@ -118,7 +118,7 @@ async def start_resolver(name: str, configs: list[Proc], service_token: str) -> 
     env = {**os.environ, "RESOLVER_CONFIG_SVC_ADDRESSES": ",".join(c.address for c in configs),
            "RESOLVER_SERVICE_TOKEN": service_token, "RESOLVER_SVC_LISTEN": address,
            "RESOLVER_SVC_METRICS_LISTEN": f"127.0.0.1:{metrics_port}", "RESOLVER_AMBIENT_AWS": "false",
-           "LOG_LEVEL": "WARNING"}
+           "LOG_LEVEL": "WARNING", "RESOLVER_SVC_WORKERS": "1"}  # one resolver (and watch) per process
     env.pop("CONFIG_SVC_ADDRESS", None)
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.resolver_svc", env=env,
                                                    stdout=asyncio.subprocess.DEVNULL, cwd=str(ROOT))

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
+from modelplane_server.domain.access import ModelAccess
 from modelplane_server.domain.types import (
     ApiToken,
     AuditEvent,
@@ -182,6 +183,7 @@ def model_from_pb(m: pb.Model) -> Model:
         options=general_options_from_pb(m.options),
         pricing=pricing_from_pb(m.pricing),
         provider_options=provider_options_from_pb(m),
+        access=access_from_pb(m.access),
     )
 
 
@@ -199,6 +201,7 @@ def model_to_pb(m: Model) -> pb.Model:
         create_time=timestamp(m.create_time),
         update_time=timestamp(m.update_time),
         etag=m.etag,
+        access=None if m.access.open else access_to_pb(m.access),
     )
     if m.provider_options is not None:
         getattr(out, m.provider_options.family).SetInParent()
@@ -207,11 +210,20 @@ def model_to_pb(m: Model) -> pb.Model:
     return out
 
 
+def access_from_pb(a: pb.ModelAccess) -> ModelAccess:
+    return ModelAccess(tuple(a.users), tuple(a.groups))
+
+
+def access_to_pb(a: ModelAccess) -> pb.ModelAccess:
+    return pb.ModelAccess(users=a.users, groups=a.groups)
+
+
 # ---------------------------------------------------------------- the rest
 
 def settings_to_pb(s: Settings) -> pb.Settings:
     return pb.Settings(byok_enabled=s.byok_enabled, personal_overrides_enabled=s.personal_overrides_enabled,
-                       update_time=timestamp(s.update_time), etag=s.etag)
+                       update_time=timestamp(s.update_time), etag=s.etag, byok_spend_counts=s.byok_spend_counts,
+                       allow_unpriced_under_limit=s.allow_unpriced_under_limit)
 
 
 def override_to_pb(o: ModelOverride) -> pb.ModelOverride:

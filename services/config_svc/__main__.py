@@ -22,6 +22,7 @@ from modelplane_server.runtime import crypto, logs, tokens
 from modelplane_server.domain.types import ApiToken, Role
 from modelplane_server.domain.errors import DomainError
 from modelplane_server.runtime.env import Env, SettingsError, describe, render_help
+from modelplane_server.runtime.tls import ListenError
 
 log = structlog.get_logger("config_svc")
 
@@ -165,13 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"config-svc: {exc}", file=sys.stderr)
         return 2
-    logs.configure_logging(settings.log_level)
+    # Commands other than serve print their result on stdout (a token, for
+    # scripts such as `make run` to read): their log lines go to stderr.
+    logs.configure_logging(settings.log_level, stream=None if command == "serve" else sys.stderr)
     try:
         if command == "serve":
             asyncio.run(_serve(settings))
             return 0
         return asyncio.run(_with_store(settings, command, args))
-    except (KeyringMismatch, SettingsError, DomainError, CommandError) as exc:
+    except (KeyringMismatch, SettingsError, DomainError, CommandError, ListenError) as exc:
         print(f"config-svc: {exc}", file=sys.stderr)
         return 2
 

@@ -31,6 +31,10 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     # Raised when connecting, e.g. while a database is being restored.
     asyncpg.exceptions.InvalidCatalogNameError,
+    # The driver's own state broke under it, e.g. the server crashed in the
+    # middle of a protocol exchange ("cannot switch to state ..."); seen in
+    # Postgres crash tests. The connection is discarded either way.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -56,7 +56,8 @@ def _decode(token: str, default: Any, field: str = "page_token") -> Any:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack.
         raise InvalidArgument.one(field, "is not a token this service issued; pass the "
                                   "next_page_token of the previous response") from None
     if not _same_shape(value, default):

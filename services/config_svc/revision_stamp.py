@@ -35,8 +35,9 @@ from modelplane_server.runtime.pipeline import HookInterceptor, Hooks
 
 REVISION_KEY = "x-modelplane-revision"
 # No configuration is read (the options schema) or reported (a resolver's
-# ack, sent several times a minute by every resolver).
-UNSTAMPED = frozenset({"GetModelOptionsSchema", "AckConfig"})
+# ack, sent several times a minute by every resolver; its usage batches,
+# several a second under load, which commit no revision).
+UNSTAMPED = frozenset({"GetModelOptionsSchema", "AckConfig", "RecordUsage"})
 
 
 def _has_revision(response: Any) -> bool:

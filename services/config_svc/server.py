@@ -22,6 +22,7 @@ from modelplane_server.config_svc import db
 from modelplane_server.config_svc.revision_stamp import RevisionStamp
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
 from modelplane_server.config_svc.service.resolvers import ResolverMap
+from modelplane_server.config_svc.service.spend_feed import SpendFeed
 from modelplane_server.config_svc.service.tokens import authenticate
 from modelplane_server.config_svc.service.watch import Broadcaster
 from modelplane_server.config_svc.servicer import ConfigServicer
@@ -32,6 +33,8 @@ from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
 from modelplane_server.domain.resolver_map import ResolverRecord
 from modelplane_server.runtime.tracing import Tracing
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.domain.types import Principal
 from modelplane_server.domain.errors import DomainError
 from modelplane.v1 import config_service_pb2, config_service_pb2_grpc
@@ -58,6 +61,7 @@ class ConfigServer:
     _tasks: list[asyncio.Task[None]]
     _broadcaster: Broadcaster
     resolver_map: ResolverMap
+    spend: SpendFeed
     tracing: Tracing | None = None
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -69,6 +73,7 @@ class ConfigServer:
         await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
         await self.resolver_map.close()
         await self._broadcaster.stop()
+        await self.spend.stop()
         await self.store.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
@@ -92,6 +97,8 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
         raise
     broadcaster = Broadcaster(settings.database_url, heartbeat_seconds=settings.watch_heartbeat_seconds)
     await broadcaster.start(store)
+    spend = SpendFeed(settings.database_url)
+    await spend.start(store)
 
     async def auth(bearer: str) -> Principal:
         return await authenticate(store, bearer)
@@ -104,8 +111,9 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
         auth, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams, RevisionStamp(store, SERVICE_NAME)]),
-        options=keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
-                                  settings.keepalive_timeout_seconds))
+        options=[*keepalive_options(settings.keepalive_min_ping_interval_seconds, settings.keepalive_seconds,
+                                    settings.keepalive_timeout_seconds),
+                 *server_options(MAX_REQUEST_BYTES["config_svc"])])
     resolver_map = ResolverMap(store, replica="", expiry_seconds=settings.resolver_expiry_seconds)
 
     def map_for_metrics() -> tuple[list[ResolverRecord], int, str] | None:
@@ -116,7 +124,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
         ConfigServicer(store, broadcaster, base_urls=BaseUrlPolicy(settings.own_addresses,
                                                                    settings.allow_metadata_addresses),
-                       aws_region=settings.aws_region, resolver_map=resolver_map),
+                       aws_region=settings.aws_region, resolver_map=resolver_map, spend=spend),
         server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     try:
@@ -128,6 +136,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
     except BaseException:
         await server.stop(None)
         await broadcaster.stop()
+        await spend.stop()
         await pool.close()
         raise
     await health.set_serving(True)
@@ -137,7 +146,7 @@ async def build_server(settings: ConfigServiceSettings, *, migrate: bool = True)
              tls="mutual" if settings.tls and settings.tls.mutual else bool(settings.tls),
              metrics=f"{endpoint.host}:{endpoint.port}" if endpoint else "off")
     return ConfigServer(server, port, store, health, registry, endpoint, streams, tasks, broadcaster, resolver_map,
-                        tracing)
+                        spend, tracing)
 
 
 def keepalive_options(min_ping_interval_seconds: float, keepalive_seconds: float = 10.0,
@@ -169,7 +178,8 @@ async def _watch_database(store: Store, health: Health, interval: float = 2.0) -
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.wait_for(store.ping(), timeout=interval)
+            async with asyncio.timeout(interval):  # not wait_for: a cancellation is never lost (3.11)
+                await store.ping()
             ok = True
         except (DomainError, TimeoutError):
             ok = False

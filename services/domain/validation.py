@@ -42,6 +42,7 @@ MAX_API_KEY_LENGTH = 8192
 MAX_MODEL_IDENTIFIER_LENGTH = 256
 MAX_CONTEXT_LIMIT = 100_000_000
 MAX_USER_LENGTH = 255
+MAX_CHAT_ID_LENGTH = 256
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 
@@ -83,6 +84,13 @@ def _label_violations(value: str, field: str, *, required: bool, max_length: int
     return found
 
 
+def text_violations(value: str, field: str, *, max_length: int, required: bool = False) -> list[FieldViolation]:
+    """The one rule for optional free text (labels, descriptions): not blank,
+    at most max_length, no control characters or line breaks (U+2028/2029
+    included)."""
+    return _label_violations(value, field, required=required, max_length=max_length)
+
+
 def api_key_violations(value: str, field: str) -> list[FieldViolation]:
     if not value:
         return [FieldViolation(field, "is required")]
@@ -103,6 +111,10 @@ def api_key_violations(value: str, field: str) -> list[FieldViolation]:
 
 def validate_api_key(value: str, field: str) -> None:
     raise_if_any(api_key_violations(value, field))
+
+
+# Users one GetUserConfigs call may ask for.
+MAX_USERS_PER_BATCH = 1000
 
 
 def user_violations(user: str, field: str) -> list[FieldViolation]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from modelplane_server.domain.access import NO_GROUPS, Group, memberships, named_users
 from modelplane_server.domain.credentials import ProviderEntry, provider_entry
+from modelplane_server.domain.spend import LimitTable, SpendLimit
 from modelplane_server.domain.types import (
     Model,
     ModelOverride,
@@ -20,6 +22,7 @@ from modelplane_server.domain.types import (
     Provider,
     Settings,
 )
+from modelplane_server.domain.usage import priced
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class ConfigView:
     admin_overrides: Mapping[OverrideContext, str]  # context -> model name
     default_model: str | None
     ambient_aws_available: bool  # the standard AWS chain yields credentials and a region
+    user_groups: Mapping[str, Group] = field(default_factory=dict)  # groups of users, by name
+    spend_limits: tuple[SpendLimit, ...] = ()
     # Derived:
     groups: tuple[ModelGroup, ...] = field(init=False, repr=False, compare=False)
     entries: Mapping[str, ProviderEntry] = field(init=False, repr=False, compare=False)
@@ -55,6 +60,15 @@ class ConfigView:
     # models marked is_default.
     enabled_by_provider: Mapping[str, tuple[Model, ...]] = field(init=False, repr=False, compare=False)
     defaults: frozenset[str] = field(init=False, repr=False, compare=False)
+    # Whether the chain yields credentials at all (None: not known apart from
+    # ambient_aws_available): says which half is missing, and lets a bedrock
+    # provider with its own region use credentials without a chain region.
+    ambient_aws_credentials: bool | None = None
+    memberships: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    limits: LimitTable = field(init=False, repr=False, compare=False)
+    restricted: frozenset[str] = field(init=False, repr=False, compare=False)  # models with an access list
+    unpriced: frozenset[str] = field(init=False, repr=False, compare=False)  # models without prices
+    access_users: frozenset[str] = field(init=False, repr=False, compare=False)  # users an access list names
 
     @classmethod
     def build(
@@ -64,6 +78,9 @@ class ConfigView:
         settings: Settings,
         admin_overrides: Iterable[ModelOverride],
         ambient_aws_available: bool,
+        ambient_aws_credentials: bool | None = None,
+        user_groups: Iterable[Group] = (),
+        spend_limits: Iterable[SpendLimit] = (),
     ) -> ConfigView:
         """The default model is the one marked ``is_default`` (first in
         display order if, against the invariant, several are)."""
@@ -79,11 +96,15 @@ class ConfigView:
             admin_overrides={o.context: o.model for o in admin_overrides},
             default_model=default,
             ambient_aws_available=ambient_aws_available,
+            ambient_aws_credentials=ambient_aws_credentials,
+            user_groups={g.name: g for g in user_groups},
+            spend_limits=tuple(spend_limits),
         )
 
     def __post_init__(self) -> None:
         entries = {
-            name: provider_entry(p, self.settings.byok_enabled, self.ambient_aws_available)
+            name: provider_entry(p, self.settings.byok_enabled, self.ambient_aws_available,
+                                 self.ambient_aws_credentials)
             for name, p in self.providers.items()
         }
         enabled = sorted(
@@ -108,6 +129,15 @@ class ConfigView:
             "status_order",
             tuple(entries[n] for n in sorted(entries) if entries[n].provider.enabled),
         )
+        member_of = memberships(self.user_groups.values())
+        object.__setattr__(self, "memberships", member_of)
+        object.__setattr__(self, "limits", LimitTable(self.spend_limits, member_of))
+        object.__setattr__(self, "restricted", frozenset(m.name for m in self.models.values() if not m.access.open))
+        object.__setattr__(self, "unpriced", frozenset(m.name for m in self.models.values() if not priced(m.pricing)))
+        object.__setattr__(self, "access_users", named_users(self.models[n] for n in self.restricted))
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        return self.memberships.get(user, NO_GROUPS)
 
 
 @dataclass(frozen=True, slots=True)

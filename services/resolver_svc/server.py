@@ -23,9 +23,12 @@ from modelplane_server.runtime import metrics, shutdown, tls
 from modelplane_server.runtime.consistency_metrics import ConsistencyMetrics
 from modelplane_server.runtime.health import Health, add_health_and_reflection
 from modelplane_server.runtime.interceptors import server_interceptors
+from modelplane_server.runtime.registration import add_servicer
+from modelplane_server.runtime.request_gate import server_options
+from modelplane_server.domain.bounds import MAX_REQUEST_BYTES
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
-from modelplane.v1 import resolver_service_pb2, resolver_service_pb2_grpc
+from modelplane.v1 import resolver_service_pb2
 from modelplane_server.resolver_svc.api.min_revision import DEFAULT_MAX_WAIT_SECONDS, MinRevision
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from modelplane_server.resolver_svc.api.servicer import ResolverServicer
@@ -43,10 +46,12 @@ from modelplane_server.resolver_svc.state.snapshot import Snapshot
 from modelplane_server.resolver_svc.state.watcher import ConfigWatcher
 from modelplane_server.resolver_svc.upstream import UpstreamClient
 from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+from modelplane_server.resolver_svc.usage.ledger import UsageLedger
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAME = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"].full_name
+SERVICE = resolver_service_pb2.DESCRIPTOR.services_by_name["ResolverService"]
+SERVICE_NAME = SERVICE.full_name
 
 ServicerFactory = Callable[[Snapshot, UserCache, CredentialCache], ResolverServicer]
 
@@ -57,14 +62,14 @@ def resolver_servicer(snapshot: Snapshot, users: UserCache, credentials: Credent
                       metrics: ResolverMetrics | None = None,
                       min_revision_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
                       consistency: ConsistencyMetrics | None = None,
-                      tracing: Tracing | None = None) -> ResolverServicer:
+                      tracing: Tracing | None = None, ledger: UsageLedger | None = None) -> ResolverServicer:
     """The one ResolverServicer: resolution over the snapshot and the user
     cache, and the chat gateway over that resolution, the credentials and
-    `upstream` (see ChatGateway for the options)."""
+    `upstream` (see ChatGateway for the options), recording usage in `ledger`."""
     resolution = ResolutionService(snapshot, users)
     gateway = ChatGateway(resolution, credentials, upstream=upstream, idle_timeout_seconds=idle_timeout_seconds,
                           probe_timeout_seconds=probe_timeout_seconds, aws_region=aws_region, metrics=metrics,
-                          tracing=tracing)
+                          tracing=tracing, ledger=ledger)
     min_revision = MinRevision(snapshot.applied, max_wait_seconds=min_revision_max_wait_seconds, metrics=consistency)
     return ResolverServicer(resolution, gateway, min_revision=min_revision)
 
@@ -88,13 +93,17 @@ class ResolverServer:
     _streams: shutdown.EndlessStreams
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracing: Tracing | None = None
+    ledger: UsageLedger | None = None
+    ledger_drain_seconds: float = 10.0
+    owns_upstream: bool = True
 
     def config_calls(self) -> dict[str, int]:
         """RPCs made to config_svc so far, by method (see ConfigClient.counters)."""
         return self.config.counters()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.snapshot.ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.snapshot.ready.wait()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful (see modelplane_server.runtime.shutdown): NOT_SERVING, then in-flight calls and
@@ -104,7 +113,12 @@ class ResolverServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await shutdown.graceful_stop(self.server, self.health, self._streams, grace)
-        await self.upstream.aclose()
+        if self.ledger is not None:
+            # Chats have ended (or were cancelled): deliver their records
+            # while the channel to config_svc is still open.
+            await self.ledger.drain(self.ledger_drain_seconds)
+        if self.owns_upstream:
+            await self.upstream.aclose()
         for cache in (self.users, self.credentials, self.auth):
             cache.close()
         await self.config.close()
@@ -115,10 +129,13 @@ class ResolverServer:
 
 
 async def build_server(settings: ResolverSettings, *,
-                       servicer_factory: ServicerFactory | None = None) -> ResolverServer:
+                       servicer_factory: ServicerFactory | None = None,
+                       upstream: UpstreamClient | None = None) -> ResolverServer:
     """Start serving at once (health NOT_SERVING); the watcher loads the
     snapshot in the background. ``servicer_factory`` builds the servicer
-    instead of resolver_servicer's defaults (tests: their own UpstreamClient)."""
+    instead of resolver_servicer's defaults (tests: their own UpstreamClient);
+    ``upstream`` keeps the defaults (ledger, metrics) with an UpstreamClient
+    the caller owns and closes."""
     tracing = Tracing(settings.tracing) if settings.tracing is not None else None
     config = ConfigClient(settings.config_addresses, settings.service_token,
                           timeout_seconds=settings.config_call_timeout_seconds,
@@ -134,7 +151,7 @@ async def build_server(settings: ResolverSettings, *,
     consistency = ConsistencyMetrics(registry)
     reporter = AppliedReporter(config, snapshot, this_resolver(), interval_seconds=settings.ack_interval_seconds)
     observe = resolver_metrics.cache_lookup
-    users = UserCache(config.get_user_config, settings.user_cache_size, observe,
+    users = UserCache(config.get_user_configs, settings.user_cache_size, observe,
                       max_bytes=settings.user_cache_bytes)
     credentials = CredentialCache(config.access_credential, max_entries=settings.credential_cache_size,
                                   ttl_seconds=settings.credential_ttl_seconds,
@@ -156,25 +173,37 @@ async def build_server(settings: ResolverSettings, *,
     # Tracing outermost: every other stage (and the request's log line) runs inside the RPC's span.
     spans = [tracing.stage()] if tracing is not None else []
     server = grpc.aio.server(interceptors=server_interceptors(
-        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]))
-    upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections,
-                              http2=settings.upstream_http2)
+        auth.authenticate, outer=[*spans, metrics.RpcMetricsInterceptor(registry)], inner=[streams]),
+        options=server_options(MAX_REQUEST_BYTES["resolver_svc"], share_port=settings.share_port))
+    owns_upstream = upstream is None
+    if upstream is None:
+        upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections,
+                                  http2=settings.upstream_http2)
+    ledger = UsageLedger(config.record_usage, max_records=settings.ledger_buffer_records,
+                         batch_size=settings.ledger_batch_records, interval=settings.ledger_flush_interval_seconds,
+                         retry_initial=settings.reconnect_initial_seconds, retry_max=settings.reconnect_max_seconds,
+                         registry=registry)
     if servicer_factory is None:
         servicer = resolver_servicer(snapshot, users, credentials, upstream=upstream,
                                      idle_timeout_seconds=settings.stream_idle_timeout_seconds,
                                      metrics=resolver_metrics,
                                      min_revision_max_wait_seconds=settings.min_revision_max_wait_seconds,
-                                     consistency=consistency, tracing=tracing)
+                                     consistency=consistency, tracing=tracing, ledger=ledger)
     else:
         servicer = servicer_factory(snapshot, users, credentials)
     servicer.answers = AnswerMemo(snapshot, max_bytes=settings.answer_memo_bytes, observe=observe)
     answers = servicer.answers
     watch_caches(registry, {"users": lambda: users.cache, "tokens": lambda: auth.cache,
                             "credentials": lambda: credentials.cache, "answers": lambda: answers.cache})
-    resolver_service_pb2_grpc.add_ResolverServiceServicer_to_server(servicer, server)
+    add_servicer(server, SERVICE, servicer)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     await health.set_serving(False)
-    port = tls.add_port(server, settings.listen, settings.tls)
+    try:
+        port = tls.add_port(server, settings.listen, settings.tls)
+    except tls.ListenError:
+        await server.stop(None)
+        await config.close()
+        raise
     await server.start()
     endpoint = metrics.serve(settings.metrics_listen, registry)
 
@@ -183,15 +212,17 @@ async def build_server(settings: ResolverSettings, *,
         asyncio.create_task(reporter.run(), name="config-ack"),
         asyncio.create_task(_serve_when_ready(snapshot, health, settings), name="readiness"),
     ]
+    ledger.start()
     log.info("resolver_svc started; waiting for the first config snapshot", address=settings.listen, port=port,
              config_svc=",".join(settings.config_addresses), resolver_id=reporter.identity.id)
     return ResolverServer(server, port, health, config, snapshot, users, credentials, auth, watcher, reporter,
-                          servicer, upstream, resolver_metrics, endpoint, streams, tasks, tracing)
+                          servicer, upstream, resolver_metrics, endpoint, streams, tasks, tracing, ledger,
+                          settings.ledger_drain_seconds, owns_upstream)
 
 
 async def _serve_when_ready(snapshot: Snapshot, health: Health, settings: ResolverSettings) -> None:
     def record(found: ambient.AmbientAws) -> None:
-        snapshot.set_ambient_aws(found.available, found.region)
+        snapshot.set_ambient_aws(found.available, found.region, credentials=found.credentials)
 
     # Without the check, bearer tokens still take the environment's region.
     record(await ambient.check_once() if settings.ambient_aws

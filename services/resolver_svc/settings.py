@@ -5,12 +5,14 @@ the deployment's (BYOK, personal overrides) that config_svc pushes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modelplane_server.runtime.env import Env, SettingsError, env_bool, env_float, env_int, env_list, env_str
-from modelplane_server.runtime.metrics import metrics_listen_from_env
+from modelplane_server.runtime.metrics import metrics_listen_from_env, split_listen
 from modelplane_server.runtime.tls import ClientTLS, ServerTLS, client_tls_from_env, server_tls_from_env
 from modelplane_server.runtime.tracing import TracingConfig, tracing_from_env
+from modelplane_server.runtime.workers import available_cores
+from modelplane_server.runtime.workers import supported as workers_supported
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 
@@ -75,6 +77,19 @@ class ResolverSettings:
     answer_memo_bytes: int = 64 * MIB
     token_cache_bytes: int = 64 * MIB
     credential_cache_bytes: int = 4 * MIB
+    # Resolver processes of one start (RESOLVER_SVC_WORKERS, 0 read as the
+    # cores available); 1: a single process, no supervisor.
+    workers: int = 1
+    # Set in the workers of a worker-mode start (runtime.workers), never from
+    # the environment: listen with SO_REUSEPORT on the port they share.
+    share_port: bool = False
+    # The usage ledger (resolver_svc.usage.ledger): buffer bound, batch size,
+    # how long a record waits for its batch, and how long shutdown may take
+    # to deliver what is left.
+    ledger_buffer_records: int = 50_000
+    ledger_batch_records: int = 200
+    ledger_flush_interval_seconds: float = 0.25
+    ledger_drain_seconds: float = 10.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print the service token.
@@ -175,7 +190,35 @@ class ResolverSettings:
             credential_cache_bytes=env_int(env, "RESOLVER_CREDENTIAL_CACHE_BYTES", 4 * MIB,
                                            "Memory budget of the plaintext credential cache (estimated bytes)",
                                            minimum=4096),
+            ledger_buffer_records=env_int(
+                env, "RESOLVER_LEDGER_BUFFER_RECORDS", 50_000,
+                "Usage records kept in memory while config_svc cannot take them; when full the oldest are "
+                "dropped (modelplane_usage_records_total{outcome=\"dropped\"})", minimum=1),
+            ledger_batch_records=env_int(env, "RESOLVER_LEDGER_BATCH_RECORDS", 200,
+                                         "Usage records per RecordUsage call (at most 1000)", minimum=1,
+                                         maximum=1000),
+            ledger_flush_interval_seconds=env_float(
+                env, "RESOLVER_LEDGER_FLUSH_INTERVAL_SECONDS", 0.25,
+                "Longest time a usage record waits for its batch; also what a crash may lose", minimum=0.01),
+            ledger_drain_seconds=env_float(
+                env, "RESOLVER_LEDGER_DRAIN_SECONDS", 10.0,
+                "On SIGTERM, after in-flight chats end, how long the resolver keeps trying to deliver its "
+                "buffered usage records", minimum=0.0),
         )
+        workers = env_int(env, "RESOLVER_SVC_WORKERS", 0,
+                          "Resolver processes sharing RESOLVER_SVC_LISTEN (Linux), each with its own config watch, "
+                          "caches and metrics port (RESOLVER_SVC_METRICS_LISTEN's port + its index), under one "
+                          "supervising parent; 0: one per CPU core this process may use; 1: a single process, "
+                          "no parent", minimum=0, maximum=256)
+        if workers > 1 and not workers_supported():
+            raise SettingsError("RESOLVER_SVC_WORKERS above 1 needs Linux (SO_REUSEPORT, PR_SET_PDEATHSIG)")
+        settings = replace(settings, workers=workers or (available_cores() if workers_supported() else 1))
+        if settings.workers > 1 and not env.describe_only:
+            try:
+                split_listen(settings.listen)
+            except ValueError:
+                raise SettingsError(f"RESOLVER_SVC_WORKERS={settings.workers} needs RESOLVER_SVC_LISTEN as "
+                                    f"host:port, got {settings.listen!r}") from None
         if settings.reconnect_max_seconds < settings.reconnect_initial_seconds:
             raise SettingsError("RESOLVER_RECONNECT_MAX_SECONDS must be at least RESOLVER_RECONNECT_INITIAL_SECONDS")
         if settings.config_svc_addresses and not env.describe_only and env.raw("CONFIG_SVC_ADDRESS"):

@@ -29,6 +29,7 @@ from modelplane_server.runtime.context import (
 )
 from modelplane_server.runtime.logs import Plain, get_logger
 from modelplane_server.runtime.pipeline import CompletionHooks, HookInterceptor, Hooks, Pipeline
+from modelplane_server.runtime.request_gate import RequestGate
 from modelplane_server.runtime.status import abort_with_error, internal_error
 
 log = get_logger(__name__)
@@ -244,11 +245,13 @@ def server_interceptors(
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
     """For grpc.aio.server(interceptors=...): one Pipeline running, outer to
     inner, `outer` (e.g. metrics, which then also counts refused calls),
-    request context, authentication, error mapping, then `inner`."""
+    request context, authentication, error mapping, then `inner`; and inside
+    it the request gate (undecodable bodies and over-long fields are
+    INVALID_ARGUMENT before the handler runs)."""
     return [Pipeline([
         *outer,
         RequestContextInterceptor(),
         AuthInterceptor(authenticate, public_methods),
         ErrorMappingInterceptor(translate),
         *inner,
-    ])]
+    ]), RequestGate()]

@@ -20,6 +20,7 @@ and for a client channel:
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -79,11 +80,43 @@ class ClientTLS:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
 
+class ListenError(Exception):
+    """The server cannot listen on its address (say another process holds it)."""
+
+
 def add_port(server: grpc.aio.Server, listen: str, tls: ServerTLS | None) -> int:
-    """Listen on `listen` with TLS when configured; returns the bound port."""
-    if tls is None:
-        return server.add_insecure_port(listen)
-    return server.add_secure_port(listen, tls.credentials())
+    """Listen on `listen` with TLS when configured; returns the bound port.
+    ListenError when the address cannot be bound, saying why."""
+    try:
+        if tls is None:
+            return server.add_insecure_port(listen)
+        return server.add_secure_port(listen, tls.credentials())
+    except RuntimeError:  # gRPC says only "Failed to bind to address"
+        why = unbindable(listen) or "gRPC could not bind it"
+        raise ListenError(f"cannot listen on {listen}: {why}") from None
+
+
+def unbindable(listen: str, *, server_like: bool = False) -> str | None:
+    """What the OS says about binding `listen` (host:port) now, e.g. "address
+    already in use" (gRPC's own error does not say); None when it binds.
+    server_like: with SO_REUSEADDR, as gRPC's listeners bind, so that only a
+    listener makes the port taken (not connections lingering in TIME_WAIT)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        return f"not a usable address ({exc})"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            if server_like:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                return reason[:1].lower() + reason[1:]
+    return None
 
 
 def client_channel(address: str, tls: ClientTLS | None, options: Sequence[tuple[str, Any]] = (),

@@ -20,7 +20,7 @@ RUN_BY_MAKE_BENCH = re.findall(r"(\w+)\.main\(\)", (BENCH / "__main__.py").read_
 
 
 def test_make_bench_runs_every_benchmark_module() -> None:
-    helpers = {"__init__", "__main__", "loadgen"}
+    helpers = {"__init__", "__main__", "loadgen", "rawload"}
     modules = {p.stem for p in BENCH.glob("*.py")} - helpers
     assert RUN_BY_MAKE_BENCH and set(RUN_BY_MAKE_BENCH) <= modules
 

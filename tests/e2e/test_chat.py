@@ -598,14 +598,17 @@ async def test_caller_mistakes_are_invalid_argument_not_internal(cfg: ConfigHarn
         rs.ChatMessage(role=rs.CHAT_ROLE_USER, text="hi"),
         rs.ChatMessage(role=rs.CHAT_ROLE_ASSISTANT, tool_calls=[
             rs.ToolCall(id="c1", name="get_weather", arguments_json=deep),
-            rs.ToolCall(id="c2", name="get_weather", arguments_json=huge),
             rs.ToolCall(id="c3", name="get_weather\n", arguments_json="{}")]),
         tools=(rs.ToolDefinition(name="get_weather\n"),))
     err = await rpc_error(chat.stub.Chat(request, metadata=alice))
     assert (err.code(), error_reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
     assert violations(err) == ["messages[1].tool_calls[0].arguments_json",
-                               "messages[1].tool_calls[1].arguments_json",
-                               "messages[1].tool_calls[2].name", "tools[0].name"]
+                               "messages[1].tool_calls[1].name", "tools[0].name"]
+    # Over its bound, a field is refused at the edge, before anything parses it.
+    request = ask(rs.ChatMessage(role=rs.CHAT_ROLE_ASSISTANT, tool_calls=[
+        rs.ToolCall(id="c2", name="get_weather", arguments_json=huge)]))
+    err = await rpc_error(chat.stub.Chat(request, metadata=alice))
+    assert violations(err) == ["messages[0].tool_calls[0].arguments_json"]
 
 
 async def test_ambient_bedrock_uses_the_region_the_check_found(

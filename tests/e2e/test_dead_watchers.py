@@ -32,6 +32,7 @@ config_running = contextlib.asynccontextmanager(start_config)
 async def resolver_process(config_address: str, token: str) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, "CONFIG_SVC_ADDRESS": config_address, "RESOLVER_SERVICE_TOKEN": token,
            "RESOLVER_SVC_LISTEN": f"127.0.0.1:{free_port()}", "RESOLVER_SVC_METRICS_LISTEN": "off",
+           "RESOLVER_SVC_WORKERS": "1",  # one process to freeze
            "RESOLVER_AMBIENT_AWS": "false", "RESOLVER_ACK_INTERVAL_SECONDS": "0.5", "LOG_LEVEL": "WARNING",
            "RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS": "1"}
     with tempfile.TemporaryFile() as output:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import grpc
@@ -59,13 +60,38 @@ async def test_failures_are_reported_not_raised(cfg: ConfigHarness, chat: ChatSt
         assert got.error.startswith("oai: ") and "Incorrect API key" in got.error
         assert wrong not in got.error
 
-    # Nothing listens on this port: not reachable at all.
+    # Nothing listens on this port: not reachable at all, and the error says where it tried.
+    gone = f"http://127.0.0.1:{free_port()}/v1"
     await cfg.stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
-        name="gone", type=pb.PROVIDER_TYPE_OPENAI_COMPATIBLE,
-        base_url=f"http://127.0.0.1:{free_port()}/v1")), metadata=cfg.admin)
+        name="gone", type=pb.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=gone)), metadata=cfg.admin)
     got = await probe(chat, cfg.admin, "gone")
     assert (got.reachable, got.authenticated) == (False, False)
-    assert got.error.startswith("gone: upstream connection failed")
+    assert got.error.startswith("gone: upstream connection failed") and f"(base URL tried: {gone})" in got.error, got.error
+
+
+async def test_a_probe_makes_one_attempt(cfg: ConfigHarness, chat: ChatStack) -> None:
+    """A connection the upstream drops at once is a retryable failure for a
+    chat; a probe reports it after one attempt instead of backing off."""
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await cfg.stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
+            name="flaky", type=pb.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1")),
+            metadata=cfg.admin)
+        got = await probe(chat, cfg.admin, "flaky")
+        assert (got.reachable, got.authenticated) == (False, False)
+        assert got.error.startswith("flaky: ") and f"(base URL tried: http://127.0.0.1:{port}/v1)" in got.error, got.error
+        assert accepted == 1
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def refused(chat: ChatStack, md: Metadata, code: grpc.StatusCode, reason: str,

@@ -107,6 +107,8 @@ async def replay(stack: Stack, upstream_url: str) -> dict[str, Ran]:
         line = line.replace(README_UPSTREAM, upstream_url).replace(TOKEN_PLACEHOLDER, secret)
         if "$RES" in line:
             await eventually_visible(stack)
+        if "SummarizeUsage" in line:
+            await delivered(stack)
         ran = await shell.run(line)
         name = line.split()[1] if line.startswith("export ") else _method(line)
         answers[name] = ran
@@ -173,6 +175,18 @@ async def test_tour_works_as_printed(stack: Stack) -> None:
     events = _answer(answers["ListAuditEvents"])["events"]
     assert isinstance(events, list)
     assert [e["action"] for e in events[:3]] == ["CreateModel", "CreateProvider", "SetModelOverride"]
+    # Governance: alice is in the group the model is restricted to, and her budget is the group's.
+    assert _answer(answers["CreateGroup"])["members"] == ["alice"]
+    assert _answer(answers["UpdateModel"])["access"] == {"groups": ["platform"]}
+    limits = _answer(answers["ListSpendLimits"])["limits"]
+    assert isinstance(limits, list) and len(limits) == 2
+    budget = available["budget"]
+    assert isinstance(budget, dict) and budget["limited"] is True
+    assert (budget["periods"][0]["limit_micro_usd"], budget["periods"][0]["source"]) == ("50000000",
+                                                                                         "LIMIT_SOURCE_GROUP")
+    rows = _answer(answers["SummarizeUsage"])["rows"]
+    assert isinstance(rows, list)
+    assert [(r["user"], r["model"], r["requests"]) for r in rows] == [("alice", "local-llama", "1")]
 
 
 def _prose() -> str:
@@ -214,3 +228,15 @@ async def eventually_visible(stack: Stack) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the resolver did not catch up with config_svc")
+
+
+async def delivered(stack: Stack) -> None:
+    """The resolver sends usage records every 250 ms; a reader typing the
+    next command by hand never sees the gap, a replay might."""
+    ledger = stack.resolver.server.ledger
+    assert ledger is not None
+    for _ in range(200):
+        if not len(ledger):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the resolver did not deliver its usage records")

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.e2e
 CANARY_KEY = "sk-canary-" + secrets.token_hex(16)
 MODEL_ID = "llama-test"
 REPLY_MODEL = "llama-test-2025-01-15"  # what the upstream says it ran: gen_ai.response.model
-CONFIG_CALLS = ("IntrospectToken", "GetUserConfig", "AccessCredential")
+CONFIG_CALLS = ("IntrospectToken", "GetUserConfigs", "AccessCredential")
 
 
 def reply_body() -> bytes:

@@ -57,10 +57,25 @@ TABLE: dict[str, tuple[Any, set[str]]] = {
     "RevokeApiToken": (cs.RevokeApiTokenRequest(id="ghost"), {A}),
     "WatchConfig": (cs.WatchConfigRequest(), {A, S}),
     "GetUserConfig": (cs.GetUserConfigRequest(user="alice"), {A, M, S}),
+    "GetUserConfigs": (cs.GetUserConfigsRequest(users=["alice"]), {A, S}),
     "AccessCredential": (cs.AccessCredentialRequest(provider="ghost"), {S}),
     "IntrospectToken": (None, {S}),  # filled in with a live token
     "AckConfig": (cs.AckConfigRequest(), {S}),  # no resolver id: refused, nothing recorded
     "ListResolvers": (cs.ListResolversRequest(), {A}),
+    "CreateGroup": (cs.CreateGroupRequest(group=pb.Group(name="Bad Name")), {A}),
+    "GetGroup": (cs.GetGroupRequest(name="ghost"), {A}),
+    "ListGroups": (cs.ListGroupsRequest(), {A}),
+    "UpdateGroup": (cs.UpdateGroupRequest(group=pb.Group(name="ghost"), update_mask={"paths": ["description"]}),
+                    {A}),
+    "DeleteGroup": (cs.DeleteGroupRequest(name="ghost"), {A}),
+    "AddGroupMembers": (cs.AddGroupMembersRequest(group="ghost", users=["alice"]), {A}),
+    "RemoveGroupMembers": (cs.RemoveGroupMembersRequest(group="ghost", users=["alice"]), {A}),
+    "SetSpendLimit": (cs.SetSpendLimitRequest(limit=pb.SpendLimit(group="ghost", period=pb.SPEND_PERIOD_DAY)), {A}),
+    "ClearSpendLimit": (cs.ClearSpendLimitRequest(period=pb.SPEND_PERIOD_DAY), {A}),
+    "ListSpendLimits": (cs.ListSpendLimitsRequest(), {A}),
+    "RecordUsage": (cs.RecordUsageRequest(), {S}),
+    "SummarizeUsage": (cs.SummarizeUsageRequest(user="alice", start_time={"seconds": 0},
+                                                end_time={"seconds": 86400}), {A, M, S}),
 }
 
 # What an allowed caller gets for the requests above.
@@ -73,6 +88,9 @@ ALLOWED_ANSWER: dict[str, Code] = {
     "ClearPersonalOverride": Code.NOT_FOUND, "SetUserKey": Code.FAILED_PRECONDITION,
     "DeleteUserKey": Code.NOT_FOUND, "CreateApiToken": Code.INVALID_ARGUMENT, "RevokeApiToken": Code.NOT_FOUND,
     "AccessCredential": Code.NOT_FOUND, "AckConfig": Code.INVALID_ARGUMENT,
+    "CreateGroup": Code.INVALID_ARGUMENT, "GetGroup": Code.NOT_FOUND, "UpdateGroup": Code.NOT_FOUND,
+    "DeleteGroup": Code.NOT_FOUND, "AddGroupMembers": Code.NOT_FOUND, "RemoveGroupMembers": Code.NOT_FOUND,
+    "SetSpendLimit": Code.NOT_FOUND, "ClearSpendLimit": Code.NOT_FOUND, "RecordUsage": Code.INVALID_ARGUMENT,
 }
 
 

@@ -220,10 +220,15 @@ async def test_did_you_mean_in_the_callers_spelling(cfg: ConfigHarness, cli: Cli
     no_type = await violation(cfg.stub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(name="y")),
                                                       metadata=cfg.admin))
     assert "PROVIDER_TYPE_AZURE_OPENAI" in no_type and "--type: anthropic, openai" in no_type
+    # "byok" alone no longer names one field (byok_spend_counts came with governance): a near miss does.
     mask = await violation(cfg.stub.UpdateSettings(cs.UpdateSettingsRequest(
-        settings=pb.Settings(byok_enabled=True), update_mask=field_mask_pb2.FieldMask(paths=["byok"])),
+        settings=pb.Settings(byok_enabled=True), update_mask=field_mask_pb2.FieldMask(paths=["byokenabled"])),
         metadata=cfg.admin))
     assert "did you mean byok_enabled (in JSON: 'byokEnabled')?" in mask
+    ambiguous = await violation(cfg.stub.UpdateSettings(cs.UpdateSettingsRequest(
+        settings=pb.Settings(byok_enabled=True), update_mask=field_mask_pb2.FieldMask(paths=["byok"])),
+        metadata=cfg.admin))
+    assert "did you mean" not in ambiguous and "byok_enabled, byok_spend_counts" in ambiguous
     context = await violation(cfg.stub.SetModelOverride(cs.SetModelOverrideRequest(
         context=pb.OVERRIDE_CONTEXT_ROOT, model="openai-gpt-5"), metadata=cfg.admin))
     assert "OVERRIDE_CONTEXT_EXPLORE" in context and "(the CLI: general, explore, title_generation)" in context

@@ -158,6 +158,8 @@ async def test_acting_for_fills_the_user_of_user_scoped_calls(cfg: ConfigHarness
         # The view shares the channel: closing it leaves the client usable.
         await alice.close()
         assert (await service.get_user_config(user="alice")).key_providers == ["openai"]
+        both = await service.get_user_configs(["alice", "bob"])
+        assert [(c.user, list(c.key_providers)) for c in both.users] == [("alice", ["openai"]), ("bob", [])]
 
 
 async def test_watch_and_health(client: AsyncModelplaneClient) -> None:

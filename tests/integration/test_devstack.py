@@ -34,10 +34,11 @@ RUNNING = "modelplane is running."
 class Devstack:
     """One `python -m modelplane_server.devstack`, its output (stdout and stderr) read as it comes."""
 
-    def __init__(self, state: Path, **extra: str) -> None:
+    def __init__(self, state: Path, ports: dict[str, str] | None = None, **extra: str) -> None:
         self.state = state
-        ports = {name: f"127.0.0.1:{free_port()}" for name in (
+        self.ports = ports or {name: f"127.0.0.1:{free_port()}" for name in (
             "CONFIG_SVC_LISTEN", "RESOLVER_SVC_LISTEN", "CONFIG_SVC_METRICS_LISTEN", "RESOLVER_SVC_METRICS_LISTEN")}
+        ports = self.ports
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "AWS_EC2_METADATA_DISABLED") and "_TLS_" not in k}
         env.update(ports, MODELPLANE_STATE_DIR=str(state), CONFIG_SVC_SHUTDOWN_GRACE_SECONDS="2",
@@ -205,3 +206,30 @@ def test_children_get_at_least_their_own_grace_period(monkeypatch: pytest.Monkey
     assert _grace("CONFIG_SVC_SHUTDOWN_GRACE_SECONDS") == 10.0
     monkeypatch.setenv("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS", "40")
     assert _grace("RESOLVER_SVC_SHUTDOWN_GRACE_SECONDS") == 40.0
+
+
+@pytest.mark.timeout(180)
+def test_debug_logs_keep_the_export_line_clean_and_a_second_run_on_the_same_ports_fails(
+        state: Path, tmp_path: Path) -> None:
+    first = Devstack(state, LOG_LEVEL="DEBUG")
+    try:
+        first.wait_for(RUNNING)
+        first.wait_for("export MODELPLANE_TOKEN=")
+        [line] = [x for x in first.lines if "export MODELPLANE_TOKEN=" in x]
+        assert re.fullmatch(r"  export MODELPLANE_TOKEN=mp_[0-9a-f]{12}_[A-Za-z0-9_-]{43}\n", line), line
+
+        # Same ports, another state folder: refused before anything starts,
+        # never "running" (gRPC's SO_REUSEPORT used to let both serve).
+        second = Devstack(tmp_path / "second", ports=first.ports)
+        try:
+            code = second.wait()
+        finally:
+            second.kill()
+        assert code != 0
+        assert "address already in use" in second.output and RUNNING not in second.output, second.output
+        assert not (tmp_path / "second" / "pgdata").exists()
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait() == 0, first.output[-3000:]
+    finally:
+        first.kill()
+    _assert_nothing_left(state)

@@ -194,3 +194,33 @@ async def test_personal_overrides(cfg: ConfigHarness) -> None:
     assert [tuple(r) for r in rows] == [("general", "big"), ("root", "small")]
     conf = await stub.GetUserConfig(cs.GetUserConfigRequest(), metadata=alice)
     assert sorted((o.context, o.model) for o in conf.personal_overrides) == [(ROOT, "small"), (GENERAL, "big")]
+
+
+async def test_several_users_data_in_one_call(cfg: ConfigHarness) -> None:
+    await provider(cfg, "shared", pb.PROVIDER_TYPE_OPENAI, api_key="sk-central-0123456789")
+    await provider(cfg, "other", pb.PROVIDER_TYPE_OPENROUTER, api_key="sk-or-central-0123456789")
+    await model(cfg, name="big", provider_name="shared", identifier="gpt-big")
+    await settings(cfg, byok_enabled=True, personal_overrides_enabled=True)
+    for user, held in (("alice", ["shared", "other"]), ("carol", ["other"])):
+        own = await cfg.md(Role.MEMBER, user)
+        for name in held:
+            await cfg.stub.SetUserKey(cs.SetUserKeyRequest(provider=name, api_key=f"sk-{user}-0123456789"),
+                                      metadata=own)
+    await cfg.stub.SetPersonalOverride(cs.SetPersonalOverrideRequest(context=ROOT, model="big"),
+                                       metadata=await cfg.md(Role.MEMBER, "alice"))
+    service = await cfg.md(Role.SERVICE, "resolver")
+    got = await cfg.stub.GetUserConfigs(cs.GetUserConfigsRequest(users=["carol", "alice", "bob", "alice"]),
+                                        metadata=service)
+    assert [(c.user, list(c.key_providers), [(o.context, o.model) for o in c.personal_overrides]) for c in got.users] == [
+        ("carol", ["other"], []), ("alice", ["other", "shared"], [(ROOT, "big")]), ("bob", [], [])]
+    one = await cfg.stub.GetUserConfig(cs.GetUserConfigRequest(user="alice"), metadata=service)
+    assert got.revision == one.revision > 0 and all(c.revision == got.revision for c in got.users)
+    assert (list(got.users[1].key_providers), list(got.users[1].personal_overrides)) == (
+        list(one.key_providers), list(one.personal_overrides))
+
+    await fails(cfg.stub.GetUserConfigs(cs.GetUserConfigsRequest(), metadata=service), Code.INVALID_ARGUMENT,
+                field="users")
+    await fails(cfg.stub.GetUserConfigs(cs.GetUserConfigsRequest(users=["alice", " padded"]), metadata=service),
+                Code.INVALID_ARGUMENT, field="users[1]")
+    await fails(cfg.stub.GetUserConfigs(cs.GetUserConfigsRequest(users=["u"] * 1001), metadata=service),
+                Code.INVALID_ARGUMENT, field="users")

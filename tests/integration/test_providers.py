@@ -227,31 +227,33 @@ async def test_update_key_policy_paths(cfg: ConfigHarness) -> None:
         return cs.UpdateProviderRequest(provider=pb.Provider(name="pol", key_policy=policy),
                                         update_mask={"paths": list(paths)})
 
-    # Turning user keys off alone would leave fallback on without both sources: refused, named.
-    await fails(upd(req(pb.KeyPolicy(allow_user_keys=False), "key_policy.allow_user_keys"), metadata=cfg.admin),
-                INVALID, field="provider.key_policy.central_key_fallback")
-    p = await upd(req(pb.KeyPolicy(allow_user_keys=False, central_key_fallback=False),
-                      "key_policy.allow_user_keys", "key_policy.central_key_fallback"), metadata=cfg.admin)
+    # Turning user keys off alone takes the fallback with it (as creating with
+    # that policy would); the fallback is never left on without both sources.
+    p = await upd(req(pb.KeyPolicy(allow_user_keys=False), "key_policy.allow_user_keys"), metadata=cfg.admin)
     assert p.key_policy == pb.KeyPolicy(central_key_enabled=True, allow_user_keys=False,
                                         central_key_fallback=False)
+    # Asked for explicitly without both sources, it is refused, named.
+    await fails(upd(req(pb.KeyPolicy(central_key_fallback=True), "key_policy.central_key_fallback"),
+                    metadata=cfg.admin), INVALID, field="provider.key_policy.central_key_fallback")
     # A sub-path leaves the other flags alone.
     p = await upd(req(pb.KeyPolicy(allow_user_keys=True, central_key_enabled=False),
                       "key_policy.allow_user_keys"), metadata=cfg.admin)
     assert p.key_policy == pb.KeyPolicy(central_key_enabled=True, allow_user_keys=True,
                                         central_key_fallback=False)
-    # The whole key_policy: unset flags take their defaults.
+    # The whole key_policy: flags left unset keep their stored values (never
+    # switched back on by a default nobody asked for).
     p = await upd(req(pb.KeyPolicy(central_key_enabled=False), "key_policy"), metadata=cfg.admin)
     assert p.key_policy == pb.KeyPolicy(central_key_enabled=False, allow_user_keys=True,
                                         central_key_fallback=False)
     p = await upd(req(pb.KeyPolicy(), "key_policy"), metadata=cfg.admin)
-    assert p.key_policy == pb.KeyPolicy(central_key_enabled=True, allow_user_keys=True,
-                                        central_key_fallback=True)
+    assert p.key_policy == pb.KeyPolicy(central_key_enabled=False, allow_user_keys=True,
+                                        central_key_fallback=False)
     # Both sources off: refused.
     await fails(upd(req(pb.KeyPolicy(central_key_enabled=False, allow_user_keys=False,
                                      central_key_fallback=False), "key_policy"), metadata=cfg.admin),
                 INVALID, field="provider.key_policy")
     rows = await raw(cfg, "SELECT central_key_enabled, allow_user_keys, central_key_fallback FROM providers")
-    assert tuple(rows[0]) == (True, True, True)
+    assert tuple(rows[0]) == (False, True, False)
 
 
 async def test_provider_etags(cfg: ConfigHarness) -> None:

@@ -49,6 +49,16 @@ async def test_a_write_answers_the_revision_it_committed(cfg: ConfigHarness) -> 
         (stub.CreateApiToken, cs.CreateApiTokenRequest(token=pb.ApiToken(role=pb.ROLE_MEMBER, subject="bob")), admin),
         (stub.ClearModelOverride, cs.ClearModelOverrideRequest(context=pb.OVERRIDE_CONTEXT_GENERAL), admin),
         (stub.DeleteModel, cs.DeleteModelRequest(name="openai-gpt-x"), admin),
+        # Governance writes are configuration like the rest.
+        (stub.CreateGroup, cs.CreateGroupRequest(group=pb.Group(name="platform", members=["alice"])), admin),
+        (stub.UpdateGroup, cs.UpdateGroupRequest(group=pb.Group(name="platform", description="the platform team"),
+                                                 update_mask={"paths": ["description"]}), admin),
+        (stub.AddGroupMembers, cs.AddGroupMembersRequest(group="platform", users=["bob"]), admin),
+        (stub.RemoveGroupMembers, cs.RemoveGroupMembersRequest(group="platform", users=["alice"]), admin),
+        (stub.SetSpendLimit, cs.SetSpendLimitRequest(limit=pb.SpendLimit(
+            group="platform", period=pb.SPEND_PERIOD_DAY, limit_micro_usd=5_000_000)), admin),
+        (stub.ClearSpendLimit, cs.ClearSpendLimitRequest(group="platform", period=pb.SPEND_PERIOD_DAY), admin),
+        (stub.DeleteGroup, cs.DeleteGroupRequest(name="platform"), admin),
     ]
     seen = []
     for method, request, md in writes:
@@ -77,6 +87,8 @@ async def test_a_read_answers_the_revision_it_saw(cfg: ConfigHarness) -> None:
         (stub.ListUserKeys, cs.ListUserKeysRequest(user="alice"), admin),
         (stub.ListResolvers, cs.ListResolversRequest(), admin),
         (stub.GetUserConfig, cs.GetUserConfigRequest(user="alice"), service),
+        (stub.ListGroups, cs.ListGroupsRequest(), admin),
+        (stub.ListSpendLimits, cs.ListSpendLimitsRequest(), admin),
     ]
     for method, request, md in reads:
         response, trailers = await answered(method, request, md)
@@ -91,6 +103,12 @@ async def test_no_revision_where_nothing_was_read_or_done(cfg: ConfigHarness) ->
     _, trailers = await answered(cfg.stub.GetModelOptionsSchema,
                                  cs.GetModelOptionsSchemaRequest(provider_type=pb.PROVIDER_TYPE_OPENAI), cfg.admin)
     assert REVISION_KEY not in trailers and trailers["x-request-id"]
+    # Usage is not configuration: recording it commits no revision and reports none.
+    recorded, trailers = await answered(cfg.stub.RecordUsage, cs.RecordUsageRequest(records=[cs.UsageRecord(
+        id="u-1", user="alice", provider="openai", model="gpt", credential_source=cs.CREDENTIAL_SOURCE_CENTRAL_KEY,
+        outcome=cs.USAGE_OUTCOME_FINISHED, end_time={"seconds": 1_750_000_000})]),
+        await cfg.md(Role.SERVICE, "resolver"))
+    assert recorded.inserted == 1 and REVISION_KEY not in trailers and trailers["x-request-id"]
     before = await revision(cfg)
     failed = await fails(cfg.stub.GetProvider(cs.GetProviderRequest(name="ghost"), metadata=cfg.admin),
                          grpc.StatusCode.NOT_FOUND)

@@ -4,6 +4,7 @@ stale answers while config_svc is unreachable. Fake fetchers, no network."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -18,7 +19,7 @@ from modelplane_server.resolver_svc.state.config_state import Invalidations
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.caches.lru import LruCache
 from modelplane_server.resolver_svc.state.snapshot import Snapshot
-from modelplane_server.resolver_svc.caches.users import UserCache
+from modelplane_server.resolver_svc.caches.users import FetchUserConfigs, UserCache
 from modelplane_server.resolver_svc.state.watcher import backoff_delay
 from tests.unit.test_snapshot import snapshot_event
 
@@ -62,6 +63,45 @@ def user_config(user: str, *keys: str, revision: int = 1) -> cs.UserConfig:
         pb.ModelOverride(context=pb.OVERRIDE_CONTEXT_ROOT, model="haiku", user=user)])
 
 
+def batched(fetch_one: Callable[[str], Awaitable[cs.UserConfig]]) -> FetchUserConfigs:
+    """A config_svc answering GetUserConfigs one user after another."""
+    async def fetch(users: list[str]) -> list[cs.UserConfig]:
+        return [await fetch_one(u) for u in users]
+    return fetch
+
+
+async def test_user_misses_together_are_fetched_together() -> None:
+    batches: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def fetch(users: list[str]) -> list[cs.UserConfig]:
+        batches.append(users)
+        await release.wait()
+        return [user_config(u, "openrouter") for u in users]
+
+    cache = UserCache(fetch, max_entries=1000)
+    waiters = [asyncio.create_task(cache.get(f"user-{i}")) for i in range(50)]
+    waiters += [asyncio.create_task(cache.get("user-7"))]  # a user asked twice is fetched once
+    for _ in range(10):  # every caller reaches the cache, and the first calls go out
+        await asyncio.sleep(0)
+    # The first misses go at once, one call each; the rest wait for one of them to return.
+    assert batches == [["user-0"], ["user-1"]]
+    release.set()
+    views = await asyncio.gather(*waiters)
+    assert batches[2:] == [[f"user-{i}" for i in range(2, 50)]] and cache.batches_sent == 3
+    assert [v.user for v in views] == [f"user-{i}" for i in range(50)] + ["user-7"]
+    assert all(cache.cached(f"user-{i}") is not None for i in range(50))
+
+
+async def test_a_failed_batch_fails_each_of_its_users() -> None:
+    async def fetch(users: list[str]) -> list[cs.UserConfig]:
+        raise ConfigUnreachable("down")
+
+    cache = UserCache(fetch, max_entries=10)
+    got = await asyncio.gather(*(cache.get(u) for u in ("a", "b", "c")), return_exceptions=True)
+    assert all(isinstance(g, ConfigUnreachable) for g in got)
+
+
 async def test_user_cache_single_flight() -> None:
     calls: list[str] = []
     release = asyncio.Event()
@@ -71,7 +111,7 @@ async def test_user_cache_single_flight() -> None:
         await release.wait()
         return user_config(user, "openrouter")
 
-    cache = UserCache(fetch, max_entries=10)
+    cache = UserCache(batched(fetch), max_entries=10)
     waiters = [asyncio.create_task(cache.get("alice")) for _ in range(20)]
     await asyncio.sleep(0)
     release.set()
@@ -92,7 +132,7 @@ async def test_user_cache_invalidation_during_fetch_is_not_overwritten() -> None
         await release.wait()
         return answer
 
-    cache = UserCache(fetch, max_entries=10)
+    cache = UserCache(batched(fetch), max_entries=10)
     first = asyncio.create_task(cache.get("alice"))
     await started.wait()
     cache.invalidate(Invalidations(users=frozenset({"alice"})))  # the user changed while we were reading
@@ -112,7 +152,7 @@ async def test_user_cache_revalidated_by_snapshot_and_bounded() -> None:
             raise ConfigUnreachable("down")
         return user_config(user, "new" if len(calls) > 3 else "old")
 
-    cache = UserCache(fetch, max_entries=2)
+    cache = UserCache(batched(fetch), max_entries=2)
     for u in ("a", "b", "c"):
         await cache.get(u)
     assert len(cache) == 2 and cache.cached("a") is None
@@ -132,7 +172,7 @@ async def test_user_cache_bounded_by_bytes_with_shared_empty_values() -> None:
     async def fetch(user: str) -> cs.UserConfig:
         return cs.UserConfig(user=user)
 
-    cache = UserCache(fetch, max_entries=1_000_000, max_bytes=100 * 400)
+    cache = UserCache(batched(fetch), max_entries=1_000_000, max_bytes=100 * 400)
     for i in range(1000):
         await cache.get(f"user-{i:06d}")
     assert 90 <= len(cache) <= 120  # about 370 bytes an entry

@@ -11,7 +11,7 @@ from modelplane_server.domain.types import OverrideContext
 from modelplane_server.domain.view import UserView
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
-from modelplane_server.resolver_svc.api.memo import AnswerMemo
+from modelplane_server.resolver_svc.api.memo import ENTRY_OVERHEAD_BYTES, AnswerMemo
 from tests.unit.test_snapshot import changes, loaded, model, snapshot_event
 
 ANSWER = rs.ListAvailableModelsResponse()
@@ -39,9 +39,10 @@ def test_answers_survive_a_revision_that_changes_no_configuration() -> None:
     snap = loaded(snapshot_event(revision=5))
     memo = AnswerMemo(snap)
     alice = UserView("alice")
-    memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
+    kept = memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
+    assert kept.data == ANSWER.SerializeToString()  # kept serialized
     snap.apply(cs.ConfigEvent(revision=7))  # a token write, say
-    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is ANSWER
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is kept
 
 
 def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
@@ -49,34 +50,35 @@ def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
     memo = AnswerMemo(snap)
     alice = UserView("alice")
     before = snap.current()
-    memo.put(before, alice, ANSWER, "ListAvailableModels", "")
+    kept = memo.put(before, alice, ANSWER, "ListAvailableModels", "")
     # Replaced user data that differs stops matching; the same data (another
     # user's, or alice's refetched unchanged) shares the answer.
     assert memo.get(before, UserView("alice", {OverrideContext.GENERAL: "haiku"}), "ListAvailableModels", "") is None
     assert memo.get(before, UserView("alice", key_providers=frozenset({"anthropic"})),
                     "ListAvailableModels", "") is None
-    assert memo.get(before, UserView("bob"), "ListAvailableModels", "") is ANSWER
+    assert memo.get(before, UserView("bob"), "ListAvailableModels", "") is kept
     snap.apply(toggle(6))
     assert memo.get(snap.current(), alice, "ListAvailableModels", "") is None
     # A request still answering from the old view neither reads nor stores.
-    memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
+    now = memo.put(snap.current(), alice, ANSWER, "ListAvailableModels", "")
     assert memo.get(before, alice, "ListAvailableModels", "") is None
     memo.put(before, alice, rs.ListAvailableModelsResponse(preselected_model="old"), "ListAvailableModels", "x")
     assert memo.get(snap.current(), alice, "ListAvailableModels", "x") is None
-    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is ANSWER
+    assert memo.get(snap.current(), alice, "ListAvailableModels", "") is now
 
 
 def test_users_with_the_same_data_share_one_answer_and_bytes_bound_the_memo() -> None:
     snap = loaded(snapshot_event(revision=5))
     big = rs.ListAvailableModelsResponse(preselected_model="m" * 1000)
-    memo = AnswerMemo(snap, max_bytes=10 * (big.ByteSize() * 3 + 200))
+    memo = AnswerMemo(snap, max_bytes=10 * (big.ByteSize() + ENTRY_OVERHEAD_BYTES + 200))  # 200: the LRU's own
     current = snap.current()
     for i in range(1000):
         memo.put(current, UserView(f"user-{i}"), big, "ListAvailableModels", "")
     assert len(memo) == 1  # a thousand users, one answer
     for i in range(100):
-        memo.put(current, UserView(f"user-{i}", {OverrideContext.GENERAL: f"m{i}"}), big, "ListAvailableModels", "")
+        last = memo.put(current, UserView(f"user-{i}", {OverrideContext.GENERAL: f"m{i}"}), big,
+                        "ListAvailableModels", "")
     assert len(memo) == 10 and memo.cache.bytes <= memo.cache.max_bytes  # type: ignore[operator]
     assert memo.cache.evictions == 91
-    assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m99"}), "ListAvailableModels", "") is big
+    assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m99"}), "ListAvailableModels", "") is last
     assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m0"}), "ListAvailableModels", "") is None

@@ -22,9 +22,13 @@ from modelplane.calls._config import (access_credential, clear_model_override, c
                                       list_user_keys, revoke_api_token, set_default_model, set_model_override,
                                       set_personal_override, set_user_key, update_model, update_provider,
                                       update_settings, watch_config)
-from modelplane.calls._config import ack_config, list_resolvers, list_resolvers_page
+from modelplane.calls._config import ack_config, get_user_configs, list_resolvers, list_resolvers_page
+from modelplane.calls._governance import (add_group_members, clear_spend_limit, create_group, delete_group, get_group,
+                                          list_groups, list_spend_limits, micro_usd, record_usage, remove_group_members,
+                                          set_spend_limit, summarize_usage, update_group)
 from modelplane.calls._names import (context_name, context_names, did_you_mean, override_context, provider_type,
-                                     provider_type_name, provider_type_names, role, role_name)
+                                     provider_type_name, provider_type_names, role, role_name, spend_period,
+                                     spend_period_name, usage_dimension)
 from modelplane.calls._resolver import (HEALTH_CHECK, HEALTH_STATUSES, ChatInput, ToolInput, chat, chat_request,
                                         health, list_available_models, list_user_key_status, probe_provider,
                                         resolve_credential, resolve_model, stream_chat)
@@ -42,8 +46,12 @@ __all__ = [
     "get_model_options_schema", "get_settings", "update_settings", "set_model_override", "clear_model_override",
     "list_model_overrides", "set_personal_override", "clear_personal_override", "list_personal_overrides",
     "set_user_key", "delete_user_key", "list_user_keys", "list_audit_events", "create_api_token",
-    "list_api_tokens", "revoke_api_token", "watch_config", "get_user_config", "access_credential",
+    "list_api_tokens", "revoke_api_token", "watch_config", "get_user_config", "get_user_configs", "access_credential",
     "introspect_token", "ack_config", "list_resolvers", "list_resolvers_page",
+    # ConfigService: governance
+    "create_group", "get_group", "list_groups", "update_group", "delete_group", "add_group_members",
+    "remove_group_members", "set_spend_limit", "clear_spend_limit", "list_spend_limits", "record_usage",
+    "summarize_usage", "micro_usd", "spend_period", "spend_period_name", "usage_dimension",
     # ResolverService and health
     "resolve_credential", "list_user_key_status", "list_available_models", "resolve_model", "chat_request",
     "chat", "stream_chat", "probe_provider", "health",

@@ -3,6 +3,7 @@ audit, tokens, and the calls resolvers make."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Unpack
 
 from modelplane.calls._base import (CONFIG_SERVICE, UNSET, CallOptions, MessageOrFields, Paged, Stream, Target, Unary,
@@ -112,15 +113,17 @@ def create_model(
     google: MessageOrFields | None = None,
     openrouter: MessageOrFields | None = None,
     vercel: MessageOrFields | None = None,
+    access: MessageOrFields | None = None,
     **per_call: Unpack[CallOptions],
 ) -> Unary[pb.Model]:
     """CreateModel. options/pricing/<family> take a message or a mapping of
-    its fields, e.g. options={"temperature": 0.2}, anthropic={"effort": "high"}."""
+    its fields, e.g. options={"temperature": 0.2}, anthropic={"effort": "high"};
+    access={"users": [...], "groups": [...]} restricts who may use it."""
     model = pb.Model(name=name, provider=provider, model_identifier=model_identifier, display_name=display_name,
                      context_limit=context_limit, enabled=enabled)
     families = {"anthropic": anthropic, "openai": openai, "google": google, "openrouter": openrouter,
                 "vercel": vercel}
-    sections = {"options": options, "pricing": pricing, **families}
+    sections = {"options": options, "pricing": pricing, "access": access, **families}
     for field, value in sections.items():
         if value is not None:
             parse(value, getattr(model, field), field)
@@ -156,11 +159,13 @@ def update_model(
     google: MessageOrFields | Unset = UNSET,
     openrouter: MessageOrFields | Unset = UNSET,
     vercel: MessageOrFields | Unset = UNSET,
+    access: MessageOrFields | Unset = UNSET,
     **per_call: Unpack[CallOptions],
 ) -> Unary[pb.Model]:
     """UpdateModel: the update mask names exactly the fields given. A
     mapping changes only its keys (options={"temperature": None} clears the
-    temperature); a message replaces the whole section."""
+    temperature); a message replaces the whole section (access=pb.ModelAccess()
+    opens the model to everyone)."""
     model = pb.Model(name=name, etag=etag)
     paths: list[str] = []
     scalars = {"model_identifier": model_identifier, "display_name": display_name, "context_limit": context_limit}
@@ -172,7 +177,7 @@ def update_model(
         model.enabled = enabled
         paths.append("enabled")
     sections = {"options": options, "pricing": pricing, "anthropic": anthropic, "openai": openai,
-                "google": google, "openrouter": openrouter, "vercel": vercel}
+                "google": google, "openrouter": openrouter, "vercel": vercel, "access": access}
     for field, section in sections.items():
         if not isinstance(section, Unset):
             masked(model, field, section, paths)
@@ -212,11 +217,15 @@ def update_settings(
     etag: str = "",
     byok_enabled: bool | Unset = UNSET,
     personal_overrides_enabled: bool | Unset = UNSET,
+    byok_spend_counts: bool | Unset = UNSET,
+    allow_unpriced_under_limit: bool | Unset = UNSET,
     **per_call: Unpack[CallOptions],
 ) -> Unary[pb.Settings]:
     settings = pb.Settings(etag=etag)
     paths: list[str] = []
-    for field, value in (("byok_enabled", byok_enabled), ("personal_overrides_enabled", personal_overrides_enabled)):
+    for field, value in (("byok_enabled", byok_enabled), ("personal_overrides_enabled", personal_overrides_enabled),
+                         ("byok_spend_counts", byok_spend_counts),
+                         ("allow_unpriced_under_limit", allow_unpriced_under_limit)):
         if not isinstance(value, Unset):
             setattr(settings, field, value)
             paths.append(field)
@@ -322,6 +331,12 @@ def watch_config(*, after_revision: int = 0, **per_call: Unpack[CallOptions]) ->
 def get_user_config(*, user: str = "", **per_call: Unpack[CallOptions]) -> Unary[cs.UserConfig]:
     return config_call("GetUserConfig", cs.GetUserConfigRequest(user=user), cs.UserConfig.FromString,
                        read=True, user_scoped=True, per_call=per_call)
+
+
+def get_user_configs(users: Sequence[str], **per_call: Unpack[CallOptions]) -> Unary[cs.GetUserConfigsResponse]:
+    """GetUserConfigs (service or admin): several users' data, read at one revision."""
+    return config_call("GetUserConfigs", cs.GetUserConfigsRequest(users=users), cs.GetUserConfigsResponse.FromString,
+                       read=True, per_call=per_call)
 
 
 def access_credential(provider: str, *, user: str = "",

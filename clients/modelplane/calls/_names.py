@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable, Protocol, TypeVar
 
+from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 
@@ -98,3 +99,19 @@ def provider_type_names() -> list[str]:
 
 def context_names() -> list[str]:
     return [context_name(v) for v in pb.OverrideContext.values() if v]
+
+
+def spend_period(value: str | int) -> pb.SpendPeriod.ValueType:
+    """"day", "week" or "month"."""
+    return _enum_value(pb.SpendPeriod, "SPEND_PERIOD_", value, "period")
+
+
+def usage_dimension(value: str | int) -> cs.UsageDimension.ValueType:
+    """"user", "model", "provider", "credential_source" (or "source") or "day"."""
+    if isinstance(value, str) and value.strip().lower() == "source":
+        value = "credential_source"
+    return _enum_value(cs.UsageDimension, "USAGE_DIMENSION_", value, "usage dimension")
+
+
+def spend_period_name(value: pb.SpendPeriod.ValueType) -> str:
+    return _friendly(pb.SpendPeriod, "SPEND_PERIOD_", value, "_")

@@ -8,7 +8,7 @@ import json
 from typing import Any, Iterable, Sequence
 
 from modelplane import calls
-from modelplane.cli import render
+from modelplane.cli import governance, render
 from modelplane.cli.session import Session, UsageError, on_off, read_api_key
 
 
@@ -90,6 +90,7 @@ def models_get(s: Session) -> None:
 def models_create(s: Session) -> None:
     a = s.args
     sections: dict[str, Any] = _sections(a.set or [])  # option sections only, never per-call options
+    sections.update(governance.access_fields(s, update=False))
     s.show(s.client.create_model(a.provider, a.model_identifier, a.display_name, a.context_limit,
                                  name=a.name or "", enabled=False if a.disabled else None, **sections))
 
@@ -102,6 +103,7 @@ def models_update(s: Session) -> None:
     if a.enabled is not None:
         fields["enabled"] = a.enabled == "on"
     fields.update(_sections(a.set or [], a.unset or []))
+    fields.update(governance.access_fields(s, update=True))
     if not fields:
         raise UsageError("nothing to update: pass at least one field flag (see --help)")
     s.show(s.client.update_model(a.name, etag=a.etag or "", **fields))
@@ -140,9 +142,12 @@ def settings_get(s: Session) -> None:
 def settings_set(s: Session) -> None:
     a = s.args
     fields = {k: v == "on" for k, v in (("byok_enabled", a.byok),
-                                        ("personal_overrides_enabled", a.personal_overrides)) if v is not None}
+                                        ("personal_overrides_enabled", a.personal_overrides),
+                                        ("byok_spend_counts", a.byok_spend_counts),
+                                        ("allow_unpriced_under_limit", a.unpriced_under_limit)) if v is not None}
     if not fields:
-        raise UsageError("nothing to set: pass --byok on|off and/or --personal-overrides on|off")
+        raise UsageError("nothing to set: pass --byok, --personal-overrides, --byok-spend-counts and/or "
+                         "--unpriced-under-limit on|off")
     s.show(s.client.update_settings(etag=a.etag or "", **fields))
 
 

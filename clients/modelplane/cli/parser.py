@@ -12,7 +12,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from modelplane import calls
-from modelplane.cli import admin, completion, runtime, status
+from modelplane.cli import admin, completion, governance, runtime, status
 from modelplane.cli.session import OUTPUTS, Handler
 
 FILES = completion.FILES  # `complete` marker: the value is a path
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="default: derived from provider and model identifier")
     p.add_argument("--disabled", action="store_true")
     p.add_argument("--set", action="append", metavar="PATH=VALUE", help=set_help)
+    _access(p)
     p = b.command(g, "update", admin.models_update, "change the given fields of a model")
     p.add_argument("name")
     p.add_argument("--etag")
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     _on_off(p, "--enabled", "enable or disable the model")
     p.add_argument("--set", action="append", metavar="PATH=VALUE", help=set_help)
     p.add_argument("--unset", action="append", metavar="PATH", help="clear an option, e.g. options.temperature")
+    _access(p)
+    p.add_argument("--open-access", action="store_true", help="clear the access list: everyone may use it")
     p = b.command(g, "delete", admin.models_delete, "delete a model (overrides naming it fall through)")
     p.add_argument("name")
     p.add_argument("--etag")
@@ -220,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.command(g, "set", admin.settings_set, "change settings")
     _on_off(p, "--byok", "users may bring their own keys")
     _on_off(p, "--personal-overrides", "users may set personal model overrides")
+    _on_off(p, "--byok-spend-counts", "spend on users' own keys counts toward their limits (default off)")
+    _on_off(p, "--unpriced-under-limit", "models without prices may be used while a limit applies (default on)")
     p.add_argument("--etag")
 
     g = b.group(top, "overrides", "admin model overrides per context (general, explore, title_generation)")
@@ -302,9 +307,73 @@ def build_parser() -> argparse.ArgumentParser:
     _user(b.command(top, "user-config", runtime.user_config, "a user's overrides and key providers as resolvers see them"))
     b.command(top, "status", status.status,
               "live resolvers of every config_svc replica: what each watches, applied and lags (admin)")
+    _governance(b, top)
 
     p = top.add_parser("completion", help="print a shell completion script",
                        description=completion.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shell", choices=completion.SHELLS)
     p.set_defaults(handler=lambda s: s.print(completion.script(build_parser(), s.args.shell)), command_parser=p)
     return parser
+
+
+def _access(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--access-user", action="append", metavar="USER",
+                        help="only these users (and --access-group members) may use it; repeatable or a,b")
+    parser.add_argument("--access-group", action="append", metavar="GROUP", help="see --access-user")
+
+
+def _scope(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--default", action="store_true", help="the deployment default (every user)")
+    parser.add_argument("--group", help="a group's limit (the highest of a user's groups applies)")
+    parser.add_argument("--user", help="one user's own limit (beats groups and the default)")
+    parser.add_argument("--period", required=True, choices=("day", "week", "month"), help="UTC day, ISO week or month")
+
+
+def _governance(b: _Builder, top: Any) -> None:
+    g = b.group(top, "groups", "groups of users, for model access lists and spend limits")
+    b.command(g, "list", governance.groups_list, "list groups").add_argument("--member", help="only this user's")
+    b.command(g, "get", governance.groups_get, "show a group and its members").add_argument("name")
+    p = b.command(g, "create", governance.groups_create, "add a group")
+    p.add_argument("name", help="lowercase kebab-case, immutable")
+    p.add_argument("--display-name")
+    p.add_argument("--description")
+    p.add_argument("--member", action="append", metavar="USER", help="a member; repeatable or a,b")
+    p = b.command(g, "update", governance.groups_update, "change a group's fields")
+    p.add_argument("name")
+    p.add_argument("--display-name")
+    p.add_argument("--description")
+    p.add_argument("--members", metavar="A,B", help="replace the member list (\"\" empties it)")
+    p.add_argument("--etag")
+    p = b.command(g, "delete", governance.groups_delete, "delete a group and its spend limits")
+    p.add_argument("name")
+    p.add_argument("--etag")
+    p = b.command(g, "add-members", governance.groups_add, "add users to a group")
+    p.add_argument("name")
+    p.add_argument("users", nargs="+", metavar="USER")
+    p = b.command(g, "remove-members", governance.groups_remove, "remove users from a group")
+    p.add_argument("name")
+    p.add_argument("users", nargs="+", metavar="USER")
+
+    g = b.group(top, "limits", "spend limits per period: the default, groups' and users' own")
+    b.command(g, "list", governance.limits_list, "list spend limits")
+    p = b.command(g, "set", governance.limits_set, "set a limit (replacing the one in that scope and period)")
+    _scope(p)
+    p.add_argument("--usd", metavar="AMOUNT", help="the limit in USD, e.g. 12.50")
+    p.add_argument("--micro-usd", type=int, metavar="N", help="the limit in micro-USD")
+    p.add_argument("--unlimited", action="store_true", help="no limit (groups and users only)")
+    p = b.command(g, "clear", governance.limits_clear, "remove a limit")
+    _scope(p)
+
+    p = b.command(top, "usage", governance.usage, "usage and cost over a time range (members: their own)")
+    p.add_argument("action", nargs="?", choices=("summary", "record"), default="summary",
+                   help="summary (default), or record: store records from --file or stdin (service role)")
+    p.add_argument("--from", dest="since", metavar="WHEN", help="start: a date (UTC midnight) or ISO time")
+    p.add_argument("--to", metavar="WHEN", help="end (exclusive); default now")
+    p.add_argument("--days", type=int, help="the last N days (instead of --from); default: this month")
+    p.add_argument("--by", default="user,model",
+                   help="group by a comma list of user, model, provider, source, day (default user,model; "
+                        "\"\" for totals only)")
+    p.add_argument("--user", help="only this user (members: themselves; services: required)")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--provider", help="only this provider")
+    p.add_argument("--file", help="usage record: a JSON array of UsageRecord objects (default stdin)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from modelplane.cli import render
+from modelplane.cli import governance, render
 from modelplane.cli.session import Session
 
 
@@ -16,12 +16,14 @@ def resolve_credential(s: Session) -> None:
 
 def resolve_models(s: Session) -> None:
     response = s.client.list_available_models(user=s.args.user or "", last_used_model=s.args.last_used or "")
-    s.show(response, render.available_models(response, s.style))
+    s.show(response, render.available_models(response, s.style) + "\n" + governance.budget(response.budget))
 
 
 def resolve_model(s: Session) -> None:
     resolved = s.client.resolve_model(s.args.context, s.args.chat_model or "", user=s.args.user or "")
-    s.show(resolved, render.resolved_model(resolved, s.args.explain, s.style))
+    counted = "" if resolved.budget.applies or not resolved.budget.limited else " (does not count for this model)"
+    s.show(resolved, render.resolved_model(resolved, s.args.explain, s.style) + "\n"
+           + governance.budget(resolved.budget) + counted)
 
 
 def chat(s: Session) -> None:
@@ -87,9 +89,13 @@ def watch(s: Session) -> None:
             snap = event.snapshot
             s.print(f"revision {event.revision}: snapshot ({len(snap.providers)} providers, "
                     f"{len(snap.models)} models)")
-        else:
+        elif event.changes:
             changed = ", ".join(str(c.WhichOneof("change")) for c in event.changes)
             s.print(f"revision {event.revision}: {changed}")
+        elif event.spend:
+            s.print(f"revision {event.revision}: spend of {len({u.user for u in event.spend})} user(s)")
+        else:
+            s.print(f"revision {event.revision}: current")
 
 
 def user_config(s: Session) -> None:

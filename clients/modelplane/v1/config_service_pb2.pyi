@@ -43,6 +43,58 @@ CREDENTIAL_SOURCE_AMBIENT_AWS: CredentialSource.ValueType  # 3
 CREDENTIAL_SOURCE_UNAVAILABLE: CredentialSource.ValueType  # 4
 Global___CredentialSource: _TypeAlias = CredentialSource  # noqa: Y015
 
+class _UsageOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_OUTCOME_UNSPECIFIED: _UsageOutcome.ValueType  # 0
+    USAGE_OUTCOME_FINISHED: _UsageOutcome.ValueType  # 1
+    """The upstream finished the answer."""
+    USAGE_OUTCOME_FAILED: _UsageOutcome.ValueType  # 2
+    """The upstream failed after it had started answering."""
+    USAGE_OUTCOME_CANCELLED: _UsageOutcome.ValueType  # 3
+    """The caller cancelled (or its deadline ended) the chat."""
+
+class UsageOutcome(_UsageOutcome, metaclass=_UsageOutcomeEnumTypeWrapper):
+    """UsageOutcome is how an upstream chat ended."""
+
+USAGE_OUTCOME_UNSPECIFIED: UsageOutcome.ValueType  # 0
+USAGE_OUTCOME_FINISHED: UsageOutcome.ValueType  # 1
+"""The upstream finished the answer."""
+USAGE_OUTCOME_FAILED: UsageOutcome.ValueType  # 2
+"""The upstream failed after it had started answering."""
+USAGE_OUTCOME_CANCELLED: UsageOutcome.ValueType  # 3
+"""The caller cancelled (or its deadline ended) the chat."""
+Global___UsageOutcome: _TypeAlias = UsageOutcome  # noqa: Y015
+
+class _UsageDimension:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageDimension.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_DIMENSION_UNSPECIFIED: _UsageDimension.ValueType  # 0
+    USAGE_DIMENSION_USER: _UsageDimension.ValueType  # 1
+    USAGE_DIMENSION_MODEL: _UsageDimension.ValueType  # 2
+    USAGE_DIMENSION_PROVIDER: _UsageDimension.ValueType  # 3
+    USAGE_DIMENSION_CREDENTIAL_SOURCE: _UsageDimension.ValueType  # 4
+    USAGE_DIMENSION_DAY: _UsageDimension.ValueType  # 5
+    """The UTC day of the record's end_time."""
+
+class UsageDimension(_UsageDimension, metaclass=_UsageDimensionEnumTypeWrapper):
+    """UsageDimension is what a usage summary groups by."""
+
+USAGE_DIMENSION_UNSPECIFIED: UsageDimension.ValueType  # 0
+USAGE_DIMENSION_USER: UsageDimension.ValueType  # 1
+USAGE_DIMENSION_MODEL: UsageDimension.ValueType  # 2
+USAGE_DIMENSION_PROVIDER: UsageDimension.ValueType  # 3
+USAGE_DIMENSION_CREDENTIAL_SOURCE: UsageDimension.ValueType  # 4
+USAGE_DIMENSION_DAY: UsageDimension.ValueType  # 5
+"""The UTC day of the record's end_time."""
+Global___UsageDimension: _TypeAlias = UsageDimension  # noqa: Y015
+
 @_typing.final
 class IntrospectTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -170,7 +222,10 @@ class UpdateProviderRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask: Required. Paths: display_name, base_url, enabled,
-        key_policy (or key_policy.<flag>), api_key, region.
+        key_policy (or key_policy.<flag>), api_key, region. Under key_policy, a
+        flag the request leaves unset keeps its stored value; key_policy.<flag>
+        needs that flag set. A central_key_fallback not given turns off with a
+        source, as on create.
         """
 
     def __init__(
@@ -326,7 +381,8 @@ class UpdateModelRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask: Required. Paths: model_identifier, display_name,
         context_limit, enabled, options (or options.<field>), pricing (or
-        pricing.<field>), and the provider options oneof by its field name.
+        pricing.<field>), and the provider options oneof by its field name;
+        access (or access.users, access.groups).
         """
 
     def __init__(
@@ -545,7 +601,9 @@ class UpdateSettingsRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """update_mask: Required. Paths: byok_enabled, personal_overrides_enabled."""
+        """update_mask: Required. Paths: byok_enabled, personal_overrides_enabled,
+        byok_spend_counts, allow_unpriced_under_limit.
+        """
 
     def __init__(
         self,
@@ -1027,7 +1085,7 @@ class WatchConfigRequest(_message.Message):
     AFTER_REVISION_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     RESOLVER_FIELD_NUMBER: _builtins.int
-    ACCEPT_SNAPSHOT_PARTS_FIELD_NUMBER: _builtins.int
+    ACCEPT_PARTS_FIELD_NUMBER: _builtins.int
     after_revision: _builtins.int
     """after_revision: Optional. The last revision the watcher applied; 0 asks for a snapshot."""
     epoch: _builtins.str
@@ -1035,10 +1093,11 @@ class WatchConfigRequest(_message.Message):
     not the database's current epoch (e.g. the database was restored from a
     backup) the stream starts with a fresh snapshot.
     """
-    accept_snapshot_parts: _builtins.bool
-    """accept_snapshot_parts: Optional. The watcher reassembles a snapshot sent
-    as several events (ConfigEvent.snapshot_continues), so a snapshot's size
-    is not bounded by the largest message either side accepts.
+    accept_parts: _builtins.bool
+    """accept_parts: Optional. The watcher reassembles an event sent as several
+    events (ConfigEvent.continues), so the size of a snapshot, or of one
+    revision's changes, is not bounded by the largest message either side
+    accepts. Without it, every event is sent whole.
     """
     @_builtins.property
     def resolver(self) -> Global___ResolverIdentity:
@@ -1053,11 +1112,11 @@ class WatchConfigRequest(_message.Message):
         after_revision: _builtins.int = ...,
         epoch: _builtins.str = ...,
         resolver: Global___ResolverIdentity | None = ...,
-        accept_snapshot_parts: _builtins.bool = ...,
+        accept_parts: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resolver", b"resolver"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_snapshot_parts", b"accept_snapshot_parts", "after_revision", b"after_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_parts", b"accept_parts", "after_revision", b"after_revision", "epoch", b"epoch", "resolver", b"resolver"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1073,6 +1132,8 @@ class ConfigSnapshot(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     MODEL_OVERRIDES_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    SPEND_LIMITS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def providers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Provider]: ...
     @_builtins.property
@@ -1081,6 +1142,14 @@ class ConfigSnapshot(_message.Message):
     def settings(self) -> _resources_pb2.Settings: ...
     @_builtins.property
     def model_overrides(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ModelOverride]: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Group]:
+        """groups: Every group with its members."""
+
+    @_builtins.property
+    def spend_limits(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.SpendLimit]:
+        """spend_limits: Every spend limit."""
+
     def __init__(
         self,
         *,
@@ -1088,10 +1157,12 @@ class ConfigSnapshot(_message.Message):
         models: _abc.Iterable[_resources_pb2.Model] | None = ...,
         settings: _resources_pb2.Settings | None = ...,
         model_overrides: _abc.Iterable[_resources_pb2.ModelOverride] | None = ...,
+        groups: _abc.Iterable[_resources_pb2.Group] | None = ...,
+        spend_limits: _abc.Iterable[_resources_pb2.SpendLimit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_overrides", b"model_overrides", "models", b"models", "providers", b"providers", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "model_overrides", b"model_overrides", "models", b"models", "providers", b"providers", "settings", b"settings", "spend_limits", b"spend_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1113,6 +1184,10 @@ class ConfigChange(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     REVOKED_TOKEN_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    DELETED_GROUP_FIELD_NUMBER: _builtins.int
+    SPEND_LIMIT_FIELD_NUMBER: _builtins.int
+    CLEARED_SPEND_LIMIT_FIELD_NUMBER: _builtins.int
     deleted_provider: _builtins.str
     """deleted_provider: The name of a deleted provider."""
     deleted_model: _builtins.str
@@ -1123,6 +1198,8 @@ class ConfigChange(_message.Message):
     """user: This user's keys or personal overrides changed; refetch them."""
     revoked_token: _builtins.str
     """revoked_token: The id of a revoked token; drop cached verifications."""
+    deleted_group: _builtins.str
+    """deleted_group: The name of a deleted group."""
     @_builtins.property
     def provider(self) -> _resources_pb2.Provider:
         """provider: Created or updated (never carries a key)."""
@@ -1143,6 +1220,18 @@ class ConfigChange(_message.Message):
     def credential(self) -> Global___CredentialRef:
         """credential: A stored key changed; drop any cached plaintext for it."""
 
+    @_builtins.property
+    def group(self) -> _resources_pb2.Group:
+        """group: Created or updated (with all its members)."""
+
+    @_builtins.property
+    def spend_limit(self) -> _resources_pb2.SpendLimit:
+        """spend_limit: Set."""
+
+    @_builtins.property
+    def cleared_spend_limit(self) -> _resources_pb2.SpendLimit:
+        """cleared_spend_limit: Cleared; scope and period only."""
+
     def __init__(
         self,
         *,
@@ -1156,12 +1245,16 @@ class ConfigChange(_message.Message):
         user: _builtins.str = ...,
         credential: Global___CredentialRef | None = ...,
         revoked_token: _builtins.str = ...,
+        group: _resources_pb2.Group | None = ...,
+        deleted_group: _builtins.str = ...,
+        spend_limit: _resources_pb2.SpendLimit | None = ...,
+        cleared_spend_limit: _resources_pb2.SpendLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "cleared_spend_limit", b"cleared_spend_limit", "credential", b"credential", "deleted_group", b"deleted_group", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "group", b"group", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "spend_limit", b"spend_limit", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "credential", b"credential", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cleared_model_override", b"cleared_model_override", "cleared_spend_limit", b"cleared_spend_limit", "credential", b"credential", "deleted_group", b"deleted_group", "deleted_model", b"deleted_model", "deleted_provider", b"deleted_provider", "group", b"group", "model", b"model", "model_override", b"model_override", "provider", b"provider", "revoked_token", b"revoked_token", "settings", b"settings", "spend_limit", b"spend_limit", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["provider", "deleted_provider", "model", "deleted_model", "settings", "model_override", "cleared_model_override", "user", "credential", "revoked_token"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["provider", "deleted_provider", "model", "deleted_model", "settings", "model_override", "cleared_model_override", "user", "credential", "revoked_token", "group", "deleted_group", "spend_limit", "cleared_spend_limit"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
@@ -1200,18 +1293,20 @@ class ConfigEvent(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
-    SNAPSHOT_CONTINUES_FIELD_NUMBER: _builtins.int
+    CONTINUES_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision: The config revision this event brings the watcher to."""
     epoch: _builtins.str
     """epoch: Identifies the database history revisions count in; a watcher
     resumes only within one epoch.
     """
-    snapshot_continues: _builtins.bool
-    """snapshot_continues: Only to a watcher that set accept_snapshot_parts.
-    This event holds part of the snapshot; the next events' parts are merged
-    into it (repeated fields appended, others set once) up to the one
-    without snapshot_continues, and only then is the whole applied.
+    continues: _builtins.bool
+    """continues: Only to a watcher that set accept_parts. This event holds
+    part of a snapshot or of one revision's changes, and the next event (of
+    the same revision) continues it: parts are merged in order (snapshot
+    parts by protobuf merge, repeated fields appended; changes appended) up
+    to the one without continues, and only then is the whole applied.
     """
     @_builtins.property
     def snapshot(self) -> Global___ConfigSnapshot:
@@ -1227,6 +1322,15 @@ class ConfigEvent(_message.Message):
         events only); resolvers measure write-to-visible from it.
         """
 
+    @_builtins.property
+    def spend(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendUpdate]:
+        """spend: Users' spend in their current periods. Not configuration: it
+        changes no revision (an event with only spend repeats the revision). A
+        stream sends every user's current spend after its first event, then
+        each change as usage is recorded. Values only grow within a period, so a
+        watcher keeps the larger of two values for the same period start.
+        """
+
     def __init__(
         self,
         *,
@@ -1235,11 +1339,12 @@ class ConfigEvent(_message.Message):
         snapshot: Global___ConfigSnapshot | None = ...,
         changes: _abc.Iterable[Global___ConfigChange] | None = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
-        snapshot_continues: _builtins.bool = ...,
+        continues: _builtins.bool = ...,
+        spend: _abc.Iterable[Global___SpendUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "commit_time", b"commit_time", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot", "snapshot_continues", b"snapshot_continues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "commit_time", b"commit_time", "continues", b"continues", "epoch", b"epoch", "revision", b"revision", "snapshot", b"snapshot", "spend", b"spend"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1264,6 +1369,56 @@ class GetUserConfigRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUserConfigRequest: _TypeAlias = GetUserConfigRequest  # noqa: Y015
+
+@_typing.final
+class GetUserConfigsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """users: Required. 1-1,000 user names; a name given twice is answered once."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserConfigsRequest: _TypeAlias = GetUserConfigsRequest  # noqa: Y015
+
+@_typing.final
+class GetUserConfigsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """revision: The config revision all of them were read at."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserConfig]:
+        """users: One per distinct name asked, in the order asked (a user without
+        overrides or keys has empty ones).
+        """
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___UserConfig] | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserConfigsResponse: _TypeAlias = GetUserConfigsResponse  # noqa: Y015
 
 @_typing.final
 class UserConfig(_message.Message):
@@ -1529,3 +1684,660 @@ class ListResolversResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListResolversResponse: _TypeAlias = ListResolversResponse  # noqa: Y015
+
+@_typing.final
+class CreateGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> _resources_pb2.Group:
+        """group: Required. name required; members optional."""
+
+    def __init__(
+        self,
+        *,
+        group: _resources_pb2.Group | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateGroupRequest: _TypeAlias = CreateGroupRequest  # noqa: Y015
+
+@_typing.final
+class GetGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name: Required."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupRequest: _TypeAlias = GetGroupRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size: Optional. 1-500, default 100."""
+    page_token: _builtins.str
+    """page_token: Optional."""
+    member: _builtins.str
+    """member: Optional. Only groups this user belongs to (a user name, at most 255 characters)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        member: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsRequest: _TypeAlias = ListGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Group]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[_resources_pb2.Group] | None = ...,
+        next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsResponse: _TypeAlias = ListGroupsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> _resources_pb2.Group:
+        """group: Required. name identifies it; etag optional."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """update_mask: Required. Paths: display_name, description, members."""
+
+    def __init__(
+        self,
+        *,
+        group: _resources_pb2.Group | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateGroupRequest: _TypeAlias = UpdateGroupRequest  # noqa: Y015
+
+@_typing.final
+class DeleteGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name: Required."""
+    etag: _builtins.str
+    """etag: Optional."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteGroupRequest: _TypeAlias = DeleteGroupRequest  # noqa: Y015
+
+@_typing.final
+class AddGroupMembersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """group: Required. The group's name."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """users: Required. 1-1000 user names."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddGroupMembersRequest: _TypeAlias = AddGroupMembersRequest  # noqa: Y015
+
+@_typing.final
+class RemoveGroupMembersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """group: Required. The group's name."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """users: Required. 1-1000 user names."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveGroupMembersRequest: _TypeAlias = RemoveGroupMembersRequest  # noqa: Y015
+
+@_typing.final
+class SetSpendLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limit(self) -> _resources_pb2.SpendLimit:
+        """limit: Required. Scope (group, user or neither), period and amount."""
+
+    def __init__(
+        self,
+        *,
+        limit: _resources_pb2.SpendLimit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSpendLimitRequest: _TypeAlias = SetSpendLimitRequest  # noqa: Y015
+
+@_typing.final
+class ClearSpendLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """group: Optional. Clear this group's limit."""
+    user: _builtins.str
+    """user: Optional. Clear this user's limit. Neither: the deployment default."""
+    period: _resources_pb2.SpendPeriod.ValueType
+    """period: Required."""
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        user: _builtins.str = ...,
+        period: _resources_pb2.SpendPeriod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "period", b"period", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearSpendLimitRequest: _TypeAlias = ClearSpendLimitRequest  # noqa: Y015
+
+@_typing.final
+class ListSpendLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size: Optional. 1-500, default 100."""
+    page_token: _builtins.str
+    """page_token: Optional."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSpendLimitsRequest: _TypeAlias = ListSpendLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListSpendLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    revision: _builtins.int
+    """revision: The config revision this answer reflects (see ConfigService)."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.SpendLimit]: ...
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[_resources_pb2.SpendLimit] | None = ...,
+        next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSpendLimitsResponse: _TypeAlias = ListSpendLimitsResponse  # noqa: Y015
+
+@_typing.final
+class UsageRecord(_message.Message):
+    """UsageRecord is one upstream chat, as the resolver that sent it saw it.
+    Never any part of a key: only which kind of credential paid. Text fields
+    are at most 255 characters (id 64), without control characters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_SOURCE_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    UPSTREAM_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STREAMED_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id: Required. Unique per upstream chat, minted by the resolver; at most 64 characters."""
+    request_id: _builtins.str
+    """request_id: Optional. The resolver call's request id (x-request-id)."""
+    chat_id: _builtins.str
+    """chat_id: Optional. The caller's chat id."""
+    user: _builtins.str
+    """user: Required. Whose chat it was."""
+    service: _builtins.str
+    """service: Optional. Who made the call for the user ("role:subject", e.g.
+    a service acting for them); empty when the user called themselves.
+    """
+    provider: _builtins.str
+    """provider, model: Required. Names at the time of the chat."""
+    model: _builtins.str
+    context: _resources_pb2.OverrideContext.ValueType
+    """context: Optional. Where the chat ran."""
+    credential_source: Global___CredentialSource.ValueType
+    """credential_source: Required. USER_KEY, CENTRAL_KEY or AMBIENT_AWS."""
+    input_tokens: _builtins.int
+    """Tokens by kind (each >= 0), as in ResolverService's Usage: input excludes
+    cache reads and writes; output includes reasoning.
+    """
+    cache_read_tokens: _builtins.int
+    cache_write_tokens: _builtins.int
+    output_tokens: _builtins.int
+    reasoning_tokens: _builtins.int
+    cost_micro_usd: _builtins.int
+    """cost_micro_usd: Absent when the model is unpriced; rounded up; 0 when no priced tokens."""
+    upstream_latency_ms: _builtins.int
+    """upstream_latency_ms: From sending the request upstream to its end."""
+    time_to_first_token_ms: _builtins.int
+    """time_to_first_token_ms: Streams: until the first content arrived; absent when none did."""
+    outcome: Global___UsageOutcome.ValueType
+    """outcome: Required."""
+    streamed: _builtins.bool
+    """streamed: StreamChat (true) or Chat."""
+    model_identifier: _builtins.str
+    """model_identifier: Optional. The identifier sent upstream."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time: When the request went upstream."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """end_time: Required. When it ended; the record counts in the periods (and the day) of this time."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        service: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        context: _resources_pb2.OverrideContext.ValueType = ...,
+        credential_source: Global___CredentialSource.ValueType = ...,
+        input_tokens: _builtins.int = ...,
+        cache_read_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        cost_micro_usd: _builtins.int | None = ...,
+        upstream_latency_ms: _builtins.int = ...,
+        time_to_first_token_ms: _builtins.int | None = ...,
+        outcome: Global___UsageOutcome.ValueType = ...,
+        streamed: _builtins.bool = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        model_identifier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_micro_usd", b"_cost_micro_usd", "_time_to_first_token_ms", b"_time_to_first_token_ms", "cost_micro_usd", b"cost_micro_usd", "end_time", b"end_time", "start_time", b"start_time", "time_to_first_token_ms", b"time_to_first_token_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_micro_usd", b"_cost_micro_usd", "_time_to_first_token_ms", b"_time_to_first_token_ms", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "chat_id", b"chat_id", "context", b"context", "cost_micro_usd", b"cost_micro_usd", "credential_source", b"credential_source", "end_time", b"end_time", "id", b"id", "input_tokens", b"input_tokens", "model", b"model", "model_identifier", b"model_identifier", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "service", b"service", "start_time", b"start_time", "streamed", b"streamed", "time_to_first_token_ms", b"time_to_first_token_ms", "upstream_latency_ms", b"upstream_latency_ms", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost_micro_usd: _TypeAlias = _typing.Literal["cost_micro_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_micro_usd: _TypeAlias = _typing.Literal["_cost_micro_usd", b"_cost_micro_usd"]  # noqa: Y015
+    _WhichOneofReturnType__time_to_first_token_ms: _TypeAlias = _typing.Literal["time_to_first_token_ms"]  # noqa: Y015
+    _WhichOneofArgType__time_to_first_token_ms: _TypeAlias = _typing.Literal["_time_to_first_token_ms", b"_time_to_first_token_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_micro_usd) -> _WhichOneofReturnType__cost_micro_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_to_first_token_ms) -> _WhichOneofReturnType__time_to_first_token_ms | None: ...
+
+Global___UsageRecord: _TypeAlias = UsageRecord  # noqa: Y015
+
+@_typing.final
+class RecordUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageRecord]:
+        """records: Required. 1-1000 records."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___UsageRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUsageRequest: _TypeAlias = RecordUsageRequest  # noqa: Y015
+
+@_typing.final
+class RecordUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSERTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    inserted: _builtins.int
+    """inserted: Records stored by this call."""
+    duplicates: _builtins.int
+    """duplicates: Records whose id was already stored (skipped)."""
+    def __init__(
+        self,
+        *,
+        inserted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "inserted", b"inserted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUsageResponse: _TypeAlias = RecordUsageResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """user: Optional for admins (a filter); members may name only themselves;
+    required for services. At most 255 characters.
+    """
+    model: _builtins.str
+    """model: Optional. Only this model's usage (at most 255 characters)."""
+    provider: _builtins.str
+    """provider: Optional. Only this provider's usage (at most 255 characters)."""
+    page_size: _builtins.int
+    """page_size: Optional. 1-500, default 100."""
+    page_token: _builtins.str
+    """page_token: Optional."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time: Required. Inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """end_time: Required. Exclusive; after start_time and at most 3660 days (ten years) later."""
+
+    @_builtins.property
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[Global___UsageDimension.ValueType]:
+        """group_by: Optional. No duplicates; empty gives one row for everything."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        group_by: _abc.Iterable[Global___UsageDimension.ValueType] | None = ...,
+        user: _builtins.str = ...,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageRequest: _TypeAlias = SummarizeUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageSummaryRow(_message.Message):
+    """UsageSummaryRow is the usage of one group (the fields grouped by are set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_SOURCE_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    model: _builtins.str
+    provider: _builtins.str
+    credential_source: Global___CredentialSource.ValueType
+    day: _builtins.str
+    """day: YYYY-MM-DD (UTC), when grouped by day."""
+    requests: _builtins.int
+    """requests: Upstream chats recorded."""
+    unpriced_requests: _builtins.int
+    """unpriced_requests: Of those, chats on unpriced models (no cost)."""
+    input_tokens: _builtins.int
+    cache_read_tokens: _builtins.int
+    cache_write_tokens: _builtins.int
+    output_tokens: _builtins.int
+    reasoning_tokens: _builtins.int
+    cost_micro_usd: _builtins.int
+    """cost_micro_usd: The cost of the priced chats."""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        credential_source: Global___CredentialSource.ValueType = ...,
+        day: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        unpriced_requests: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        cache_read_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        cost_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "cost_micro_usd", b"cost_micro_usd", "credential_source", b"credential_source", "day", b"day", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "unpriced_requests", b"unpriced_requests", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageSummaryRow: _TypeAlias = UsageSummaryRow  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageSummaryRow]:
+        """rows: Ordered by the grouped fields, in group_by order."""
+
+    @_builtins.property
+    def total(self) -> Global___UsageSummaryRow:
+        """total: Everything in range (first page only)."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___UsageSummaryRow] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total: Global___UsageSummaryRow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageResponse: _TypeAlias = SummarizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class SpendUpdate(_message.Message):
+    """SpendUpdate is one user's spend in one current period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    CENTRAL_MICRO_USD_FIELD_NUMBER: _builtins.int
+    OWN_KEY_MICRO_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    period: _resources_pb2.SpendPeriod.ValueType
+    central_micro_usd: _builtins.int
+    """central_micro_usd: Priced spend on the deployment's credentials (central keys, ambient AWS)."""
+    own_key_micro_usd: _builtins.int
+    """own_key_micro_usd: Priced spend on the user's own keys."""
+    unpriced_requests: _builtins.int
+    """unpriced_requests: Chats on unpriced models."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """period_start: The start of the period this spend counts in."""
+
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        period: _resources_pb2.SpendPeriod.ValueType = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        central_micro_usd: _builtins.int = ...,
+        own_key_micro_usd: _builtins.int = ...,
+        unpriced_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["central_micro_usd", b"central_micro_usd", "own_key_micro_usd", b"own_key_micro_usd", "period", b"period", "period_start", b"period_start", "unpriced_requests", b"unpriced_requests", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendUpdate: _TypeAlias = SpendUpdate  # noqa: Y015

@@ -34,10 +34,13 @@ class ConfigServiceStub:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -195,6 +198,11 @@ class ConfigServiceStub:
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_config__service__pb2.UserConfig.FromString,
                 _registered_method=True)
+        self.GetUserConfigs = channel.unary_unary(
+                '/modelplane.v1.ConfigService/GetUserConfigs',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.FromString,
+                _registered_method=True)
         self.AccessCredential = channel.unary_unary(
                 '/modelplane.v1.ConfigService/AccessCredential',
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.SerializeToString,
@@ -215,6 +223,66 @@ class ConfigServiceStub:
                 request_serializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.FromString,
                 _registered_method=True)
+        self.CreateGroup = channel.unary_unary(
+                '/modelplane.v1.ConfigService/CreateGroup',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+                _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/modelplane.v1.ConfigService/GetGroup',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/modelplane.v1.ConfigService/ListGroups',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpdateGroup = channel.unary_unary(
+                '/modelplane.v1.ConfigService/UpdateGroup',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.UpdateGroupRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+                _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/modelplane.v1.ConfigService/DeleteGroup',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AddGroupMembers = channel.unary_unary(
+                '/modelplane.v1.ConfigService/AddGroupMembers',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.AddGroupMembersRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+                _registered_method=True)
+        self.RemoveGroupMembers = channel.unary_unary(
+                '/modelplane.v1.ConfigService/RemoveGroupMembers',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.RemoveGroupMembersRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+                _registered_method=True)
+        self.SetSpendLimit = channel.unary_unary(
+                '/modelplane.v1.ConfigService/SetSpendLimit',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.SetSpendLimitRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_resources__pb2.SpendLimit.FromString,
+                _registered_method=True)
+        self.ClearSpendLimit = channel.unary_unary(
+                '/modelplane.v1.ConfigService/ClearSpendLimit',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.ClearSpendLimitRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListSpendLimits = channel.unary_unary(
+                '/modelplane.v1.ConfigService/ListSpendLimits',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsResponse.FromString,
+                _registered_method=True)
+        self.RecordUsage = channel.unary_unary(
+                '/modelplane.v1.ConfigService/RecordUsage',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.RecordUsageRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.RecordUsageResponse.FromString,
+                _registered_method=True)
+        self.SummarizeUsage = channel.unary_unary(
+                '/modelplane.v1.ConfigService/SummarizeUsage',
+                request_serializer=modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -224,10 +292,13 @@ class ConfigServiceServicer:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -457,6 +528,15 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserConfigs(self, request, context):
+        """GetUserConfigs reads several users' data in one transaction (resolvers
+        warming many users fetch them in batches). Service or admin. Errors:
+        INVALID_ARGUMENT (users: 1-1,000 valid user names).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AccessCredential(self, request, context):
         """AccessCredential returns a plaintext key: the user's own when user is set,
         else the provider's central key. It applies no key policy: resolvers decide
@@ -494,6 +574,107 @@ class ConfigServiceServicer:
         every config_svc replica, by id: which replica each watches, the
         revision it applied and how far behind it is. Admin. Errors:
         INVALID_ARGUMENT (page_size, page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGroup(self, request, context):
+        """CreateGroup adds a group of users. Admin.
+        Errors: INVALID_ARGUMENT, ALREADY_EXISTS (GROUP_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroup(self, request, context):
+        """GetGroup reads one group with its members. Admin. Errors: NOT_FOUND (GROUP_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """ListGroups lists groups by name, with their members. Admin. Errors: INVALID_ARGUMENT (page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateGroup(self, request, context):
+        """UpdateGroup changes the fields named in update_mask (display_name,
+        description, members: the whole member list). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (ETAG_MISMATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroup(self, request, context):
+        """DeleteGroup removes a group and its spend limits. Admin. Errors: NOT_FOUND,
+        ABORTED, FAILED_PRECONDITION (GROUP_IN_USE while a model's access list names it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddGroupMembers(self, request, context):
+        """AddGroupMembers adds users to a group (users already in it are kept). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveGroupMembers(self, request, context):
+        """RemoveGroupMembers removes users from a group (users not in it are ignored). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSpendLimit(self, request, context):
+        """SetSpendLimit sets the deployment default, a group's or a user's limit
+        for one period (replacing the one set there). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (GROUP_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearSpendLimit(self, request, context):
+        """ClearSpendLimit removes a limit. Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (SPEND_LIMIT_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSpendLimits(self, request, context):
+        """ListSpendLimits lists limits: the default first, then groups', then users'. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordUsage(self, request, context):
+        """RecordUsage stores usage records of upstream chats, each once per id:
+        a record already stored is skipped, so a resolver may resend a batch.
+        Records and the daily roll-ups commit in one transaction, then every
+        watcher learns the users' new spend. Usage is not configuration: no
+        revision, no audit event (the ledger is its own record). Service only.
+        Errors: INVALID_ARGUMENT (nothing is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeUsage(self, request, context):
+        """SummarizeUsage aggregates usage over a time range, grouped by any of user,
+        model, provider, credential source and day. Members see only their own
+        usage; services name the user they act for; admins see everyone's.
+        Errors: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -647,6 +828,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_config__service__pb2.UserConfig.SerializeToString,
             ),
+            'GetUserConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserConfigs,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.SerializeToString,
+            ),
             'AccessCredential': grpc.unary_unary_rpc_method_handler(
                     servicer.AccessCredential,
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.AccessCredentialRequest.FromString,
@@ -667,6 +853,66 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     request_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.SerializeToString,
             ),
+            'CreateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroup,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.CreateGroupRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.Group.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.GetGroupRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.Group.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListGroupsRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'UpdateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateGroup,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.UpdateGroupRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.Group.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'AddGroupMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddGroupMembers,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.AddGroupMembersRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.Group.SerializeToString,
+            ),
+            'RemoveGroupMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveGroupMembers,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.RemoveGroupMembersRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.Group.SerializeToString,
+            ),
+            'SetSpendLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSpendLimit,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.SetSpendLimitRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_resources__pb2.SpendLimit.SerializeToString,
+            ),
+            'ClearSpendLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearSpendLimit,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.ClearSpendLimitRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListSpendLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSpendLimits,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsResponse.SerializeToString,
+            ),
+            'RecordUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUsage,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.RecordUsageRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'SummarizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeUsage,
+                    request_deserializer=modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'modelplane.v1.ConfigService', rpc_method_handlers)
@@ -682,10 +928,13 @@ class ConfigService:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -1476,6 +1725,33 @@ class ConfigService:
             _registered_method=True)
 
     @staticmethod
+    def GetUserConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/GetUserConfigs',
+            modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.GetUserConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AccessCredential(request,
             target,
             options=(),
@@ -1573,6 +1849,330 @@ class ConfigService:
             '/modelplane.v1.ConfigService/ListResolvers',
             modelplane_dot_v1_dot_config__service__pb2.ListResolversRequest.SerializeToString,
             modelplane_dot_v1_dot_config__service__pb2.ListResolversResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/CreateGroup',
+            modelplane_dot_v1_dot_config__service__pb2.CreateGroupRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/GetGroup',
+            modelplane_dot_v1_dot_config__service__pb2.GetGroupRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/ListGroups',
+            modelplane_dot_v1_dot_config__service__pb2.ListGroupsRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/UpdateGroup',
+            modelplane_dot_v1_dot_config__service__pb2.UpdateGroupRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/DeleteGroup',
+            modelplane_dot_v1_dot_config__service__pb2.DeleteGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddGroupMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/AddGroupMembers',
+            modelplane_dot_v1_dot_config__service__pb2.AddGroupMembersRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveGroupMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/RemoveGroupMembers',
+            modelplane_dot_v1_dot_config__service__pb2.RemoveGroupMembersRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSpendLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/SetSpendLimit',
+            modelplane_dot_v1_dot_config__service__pb2.SetSpendLimitRequest.SerializeToString,
+            modelplane_dot_v1_dot_resources__pb2.SpendLimit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearSpendLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/ClearSpendLimit',
+            modelplane_dot_v1_dot_config__service__pb2.ClearSpendLimitRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSpendLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/ListSpendLimits',
+            modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.ListSpendLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/RecordUsage',
+            modelplane_dot_v1_dot_config__service__pb2.RecordUsageRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.ConfigService/SummarizeUsage',
+            modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageRequest.SerializeToString,
+            modelplane_dot_v1_dot_config__service__pb2.SummarizeUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

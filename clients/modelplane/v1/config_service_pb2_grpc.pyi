@@ -35,10 +35,13 @@ class ConfigServiceStub:
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -143,6 +146,11 @@ class ConfigServiceStub:
     """GetUserConfig reads one user's personal overrides and which providers they
     hold a key for, at a revision. Service, admin, or the user.
     """
+    GetUserConfigs: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.GetUserConfigsRequest, _config_service_pb2.GetUserConfigsResponse]
+    """GetUserConfigs reads several users' data in one transaction (resolvers
+    warming many users fetch them in batches). Service or admin. Errors:
+    INVALID_ARGUMENT (users: 1-1,000 valid user names).
+    """
     AccessCredential: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]
     """AccessCredential returns a plaintext key: the user's own when user is set,
     else the provider's central key. It applies no key policy: resolvers decide
@@ -169,6 +177,56 @@ class ConfigServiceStub:
     revision it applied and how far behind it is. Admin. Errors:
     INVALID_ARGUMENT (page_size, page_token).
     """
+    CreateGroup: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.CreateGroupRequest, _resources_pb2.Group]
+    """CreateGroup adds a group of users. Admin.
+    Errors: INVALID_ARGUMENT, ALREADY_EXISTS (GROUP_EXISTS).
+    """
+    GetGroup: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.GetGroupRequest, _resources_pb2.Group]
+    """GetGroup reads one group with its members. Admin. Errors: NOT_FOUND (GROUP_NOT_FOUND)."""
+    ListGroups: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListGroupsRequest, _config_service_pb2.ListGroupsResponse]
+    """ListGroups lists groups by name, with their members. Admin. Errors: INVALID_ARGUMENT (page_token)."""
+    UpdateGroup: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.UpdateGroupRequest, _resources_pb2.Group]
+    """UpdateGroup changes the fields named in update_mask (display_name,
+    description, members: the whole member list). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (ETAG_MISMATCH).
+    """
+    DeleteGroup: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.DeleteGroupRequest, _empty_pb2.Empty]
+    """DeleteGroup removes a group and its spend limits. Admin. Errors: NOT_FOUND,
+    ABORTED, FAILED_PRECONDITION (GROUP_IN_USE while a model's access list names it).
+    """
+    AddGroupMembers: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.AddGroupMembersRequest, _resources_pb2.Group]
+    """AddGroupMembers adds users to a group (users already in it are kept). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    RemoveGroupMembers: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.RemoveGroupMembersRequest, _resources_pb2.Group]
+    """RemoveGroupMembers removes users from a group (users not in it are ignored). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    SetSpendLimit: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SetSpendLimitRequest, _resources_pb2.SpendLimit]
+    """SetSpendLimit sets the deployment default, a group's or a user's limit
+    for one period (replacing the one set there). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (GROUP_NOT_FOUND).
+    """
+    ClearSpendLimit: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ClearSpendLimitRequest, _empty_pb2.Empty]
+    """ClearSpendLimit removes a limit. Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (SPEND_LIMIT_NOT_FOUND).
+    """
+    ListSpendLimits: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListSpendLimitsRequest, _config_service_pb2.ListSpendLimitsResponse]
+    """ListSpendLimits lists limits: the default first, then groups', then users'. Admin."""
+    RecordUsage: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.RecordUsageRequest, _config_service_pb2.RecordUsageResponse]
+    """RecordUsage stores usage records of upstream chats, each once per id:
+    a record already stored is skipped, so a resolver may resend a batch.
+    Records and the daily roll-ups commit in one transaction, then every
+    watcher learns the users' new spend. Usage is not configuration: no
+    revision, no audit event (the ledger is its own record). Service only.
+    Errors: INVALID_ARGUMENT (nothing is stored).
+    """
+    SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SummarizeUsageRequest, _config_service_pb2.SummarizeUsageResponse]
+    """SummarizeUsage aggregates usage over a time range, grouped by any of user,
+    model, provider, credential source and day. Members see only their own
+    usage; services name the user they act for; admins see everyone's.
+    Errors: INVALID_ARGUMENT.
+    """
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -178,10 +236,13 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -283,6 +344,11 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     """GetUserConfig reads one user's personal overrides and which providers they
     hold a key for, at a revision. Service, admin, or the user.
     """
+    GetUserConfigs: _aio.UnaryUnaryMultiCallable[_config_service_pb2.GetUserConfigsRequest, _config_service_pb2.GetUserConfigsResponse]  # type: ignore[assignment]
+    """GetUserConfigs reads several users' data in one transaction (resolvers
+    warming many users fetch them in batches). Service or admin. Errors:
+    INVALID_ARGUMENT (users: 1-1,000 valid user names).
+    """
     AccessCredential: _aio.UnaryUnaryMultiCallable[_config_service_pb2.AccessCredentialRequest, _config_service_pb2.AccessCredentialResponse]  # type: ignore[assignment]
     """AccessCredential returns a plaintext key: the user's own when user is set,
     else the provider's central key. It applies no key policy: resolvers decide
@@ -309,6 +375,56 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     revision it applied and how far behind it is. Admin. Errors:
     INVALID_ARGUMENT (page_size, page_token).
     """
+    CreateGroup: _aio.UnaryUnaryMultiCallable[_config_service_pb2.CreateGroupRequest, _resources_pb2.Group]  # type: ignore[assignment]
+    """CreateGroup adds a group of users. Admin.
+    Errors: INVALID_ARGUMENT, ALREADY_EXISTS (GROUP_EXISTS).
+    """
+    GetGroup: _aio.UnaryUnaryMultiCallable[_config_service_pb2.GetGroupRequest, _resources_pb2.Group]  # type: ignore[assignment]
+    """GetGroup reads one group with its members. Admin. Errors: NOT_FOUND (GROUP_NOT_FOUND)."""
+    ListGroups: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListGroupsRequest, _config_service_pb2.ListGroupsResponse]  # type: ignore[assignment]
+    """ListGroups lists groups by name, with their members. Admin. Errors: INVALID_ARGUMENT (page_token)."""
+    UpdateGroup: _aio.UnaryUnaryMultiCallable[_config_service_pb2.UpdateGroupRequest, _resources_pb2.Group]  # type: ignore[assignment]
+    """UpdateGroup changes the fields named in update_mask (display_name,
+    description, members: the whole member list). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (ETAG_MISMATCH).
+    """
+    DeleteGroup: _aio.UnaryUnaryMultiCallable[_config_service_pb2.DeleteGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """DeleteGroup removes a group and its spend limits. Admin. Errors: NOT_FOUND,
+    ABORTED, FAILED_PRECONDITION (GROUP_IN_USE while a model's access list names it).
+    """
+    AddGroupMembers: _aio.UnaryUnaryMultiCallable[_config_service_pb2.AddGroupMembersRequest, _resources_pb2.Group]  # type: ignore[assignment]
+    """AddGroupMembers adds users to a group (users already in it are kept). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    RemoveGroupMembers: _aio.UnaryUnaryMultiCallable[_config_service_pb2.RemoveGroupMembersRequest, _resources_pb2.Group]  # type: ignore[assignment]
+    """RemoveGroupMembers removes users from a group (users not in it are ignored). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    SetSpendLimit: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SetSpendLimitRequest, _resources_pb2.SpendLimit]  # type: ignore[assignment]
+    """SetSpendLimit sets the deployment default, a group's or a user's limit
+    for one period (replacing the one set there). Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (GROUP_NOT_FOUND).
+    """
+    ClearSpendLimit: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ClearSpendLimitRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """ClearSpendLimit removes a limit. Admin.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (SPEND_LIMIT_NOT_FOUND).
+    """
+    ListSpendLimits: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListSpendLimitsRequest, _config_service_pb2.ListSpendLimitsResponse]  # type: ignore[assignment]
+    """ListSpendLimits lists limits: the default first, then groups', then users'. Admin."""
+    RecordUsage: _aio.UnaryUnaryMultiCallable[_config_service_pb2.RecordUsageRequest, _config_service_pb2.RecordUsageResponse]  # type: ignore[assignment]
+    """RecordUsage stores usage records of upstream chats, each once per id:
+    a record already stored is skipped, so a resolver may resend a batch.
+    Records and the daily roll-ups commit in one transaction, then every
+    watcher learns the users' new spend. Usage is not configuration: no
+    revision, no audit event (the ledger is its own record). Service only.
+    Errors: INVALID_ARGUMENT (nothing is stored).
+    """
+    SummarizeUsage: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SummarizeUsageRequest, _config_service_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
+    """SummarizeUsage aggregates usage over a time range, grouped by any of user,
+    model, provider, credential source and day. Members see only their own
+    usage; services name the user they act for; admins see everyone's.
+    Errors: INVALID_ARGUMENT.
+    """
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConfigService owns the deployment configuration in Postgres. Every write is
@@ -317,10 +433,13 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry google.rpc.ErrorInfo (domain "modelplane.dev", reason from
     ErrorReason); bad input is INVALID_ARGUMENT with google.rpc.BadRequest.
     Every RPC may return UNAUTHENTICATED (TOKEN_INVALID), PERMISSION_DENIED
-    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE).
+    (ROLE_FORBIDDEN, OTHER_USER) and UNAVAILABLE (DATABASE_UNAVAILABLE), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 1 MiB) or a body that is not the method's request message.
 
-    Every successful unary answer (all but GetModelOptionsSchema and
-    AckConfig, which touch no configuration) carries the config revision it
+    Every successful unary answer (all but GetModelOptionsSchema, AckConfig
+    and RecordUsage, which touch no configuration) carries the config revision it
     reflects in the trailing metadata "x-modelplane-revision" (decimal), and
     in the answer's own `revision` field where the answer message has one: a
     write's committed revision, or the revision a read saw. Pass it to any
@@ -596,6 +715,17 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def GetUserConfigs(
+        self,
+        request: _config_service_pb2.GetUserConfigsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.GetUserConfigsResponse, _abc.Awaitable[_config_service_pb2.GetUserConfigsResponse]]:
+        """GetUserConfigs reads several users' data in one transaction (resolvers
+        warming many users fetch them in batches). Service or admin. Errors:
+        INVALID_ARGUMENT (users: 1-1,000 valid user names).
+        """
+
+    @_abc_1.abstractmethod
     def AccessCredential(
         self,
         request: _config_service_pb2.AccessCredentialRequest,
@@ -643,6 +773,128 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         every config_svc replica, by id: which replica each watches, the
         revision it applied and how far behind it is. Admin. Errors:
         INVALID_ARGUMENT (page_size, page_token).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateGroup(
+        self,
+        request: _config_service_pb2.CreateGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Group, _abc.Awaitable[_resources_pb2.Group]]:
+        """CreateGroup adds a group of users. Admin.
+        Errors: INVALID_ARGUMENT, ALREADY_EXISTS (GROUP_EXISTS).
+        """
+
+    @_abc_1.abstractmethod
+    def GetGroup(
+        self,
+        request: _config_service_pb2.GetGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Group, _abc.Awaitable[_resources_pb2.Group]]:
+        """GetGroup reads one group with its members. Admin. Errors: NOT_FOUND (GROUP_NOT_FOUND)."""
+
+    @_abc_1.abstractmethod
+    def ListGroups(
+        self,
+        request: _config_service_pb2.ListGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ListGroupsResponse, _abc.Awaitable[_config_service_pb2.ListGroupsResponse]]:
+        """ListGroups lists groups by name, with their members. Admin. Errors: INVALID_ARGUMENT (page_token)."""
+
+    @_abc_1.abstractmethod
+    def UpdateGroup(
+        self,
+        request: _config_service_pb2.UpdateGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Group, _abc.Awaitable[_resources_pb2.Group]]:
+        """UpdateGroup changes the fields named in update_mask (display_name,
+        description, members: the whole member list). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (ETAG_MISMATCH).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteGroup(
+        self,
+        request: _config_service_pb2.DeleteGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """DeleteGroup removes a group and its spend limits. Admin. Errors: NOT_FOUND,
+        ABORTED, FAILED_PRECONDITION (GROUP_IN_USE while a model's access list names it).
+        """
+
+    @_abc_1.abstractmethod
+    def AddGroupMembers(
+        self,
+        request: _config_service_pb2.AddGroupMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Group, _abc.Awaitable[_resources_pb2.Group]]:
+        """AddGroupMembers adds users to a group (users already in it are kept). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveGroupMembers(
+        self,
+        request: _config_service_pb2.RemoveGroupMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Group, _abc.Awaitable[_resources_pb2.Group]]:
+        """RemoveGroupMembers removes users from a group (users not in it are ignored). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSpendLimit(
+        self,
+        request: _config_service_pb2.SetSpendLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpendLimit, _abc.Awaitable[_resources_pb2.SpendLimit]]:
+        """SetSpendLimit sets the deployment default, a group's or a user's limit
+        for one period (replacing the one set there). Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (GROUP_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ClearSpendLimit(
+        self,
+        request: _config_service_pb2.ClearSpendLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """ClearSpendLimit removes a limit. Admin.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (SPEND_LIMIT_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSpendLimits(
+        self,
+        request: _config_service_pb2.ListSpendLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ListSpendLimitsResponse, _abc.Awaitable[_config_service_pb2.ListSpendLimitsResponse]]:
+        """ListSpendLimits lists limits: the default first, then groups', then users'. Admin."""
+
+    @_abc_1.abstractmethod
+    def RecordUsage(
+        self,
+        request: _config_service_pb2.RecordUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.RecordUsageResponse, _abc.Awaitable[_config_service_pb2.RecordUsageResponse]]:
+        """RecordUsage stores usage records of upstream chats, each once per id:
+        a record already stored is skipped, so a resolver may resend a batch.
+        Records and the daily roll-ups commit in one transaction, then every
+        watcher learns the users' new spend. Usage is not configuration: no
+        revision, no audit event (the ledger is its own record). Service only.
+        Errors: INVALID_ARGUMENT (nothing is stored).
+        """
+
+    @_abc_1.abstractmethod
+    def SummarizeUsage(
+        self,
+        request: _config_service_pb2.SummarizeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.SummarizeUsageResponse, _abc.Awaitable[_config_service_pb2.SummarizeUsageResponse]]:
+        """SummarizeUsage aggregates usage over a time range, grouped by any of user,
+        model, provider, credential source and day. Members see only their own
+        usage; services name the user they act for; admins see everyone's.
+        Errors: INVALID_ARGUMENT.
         """
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

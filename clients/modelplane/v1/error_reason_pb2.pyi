@@ -107,6 +107,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     for within its deadline (ErrorInfo metadata: applied_revision,
     min_revision); retry, or ask another resolver replica.
     """
+    USAGE_LIMIT_REACHED: _ErrorReason.ValueType  # 50
+    """RESOURCE_EXHAUSTED: the user's spend in a period reached its limit; chats
+    that count toward it are refused until the period resets. ErrorInfo
+    metadata: user, period, spent_micro_usd, limit_micro_usd, reset_time (RFC 3339).
+    """
+    GROUP_NOT_FOUND: _ErrorReason.ValueType  # 51
+    """NOT_FOUND."""
+    GROUP_EXISTS: _ErrorReason.ValueType  # 52
+    """ALREADY_EXISTS."""
+    GROUP_IN_USE: _ErrorReason.ValueType  # 53
+    """FAILED_PRECONDITION: a model's access list names the group; remove it there first."""
+    SPEND_LIMIT_NOT_FOUND: _ErrorReason.ValueType  # 54
+    """NOT_FOUND: no spend limit is set for that scope and period."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the reason carried in google.rpc.ErrorInfo.reason on every
@@ -199,4 +212,17 @@ REVISION_NOT_REACHED: ErrorReason.ValueType  # 35
 for within its deadline (ErrorInfo metadata: applied_revision,
 min_revision); retry, or ask another resolver replica.
 """
+USAGE_LIMIT_REACHED: ErrorReason.ValueType  # 50
+"""RESOURCE_EXHAUSTED: the user's spend in a period reached its limit; chats
+that count toward it are refused until the period resets. ErrorInfo
+metadata: user, period, spent_micro_usd, limit_micro_usd, reset_time (RFC 3339).
+"""
+GROUP_NOT_FOUND: ErrorReason.ValueType  # 51
+"""NOT_FOUND."""
+GROUP_EXISTS: ErrorReason.ValueType  # 52
+"""ALREADY_EXISTS."""
+GROUP_IN_USE: ErrorReason.ValueType  # 53
+"""FAILED_PRECONDITION: a model's access list names the group; remove it there first."""
+SPEND_LIMIT_NOT_FOUND: ErrorReason.ValueType  # 54
+"""NOT_FOUND: no spend limit is set for that scope and period."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from modelplane.v1 import config_service_pb2 as _config_service_pb2
@@ -99,6 +100,10 @@ class _EmptyReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmptyReas
     """No enabled model on an enabled provider is configured."""
     EMPTY_REASON_NONE_WITH_CREDENTIALS: _EmptyReason.ValueType  # 2
     """Models exist, but none on a provider the user has a credential for."""
+    EMPTY_REASON_NONE_PERMITTED: _EmptyReason.ValueType  # 20
+    """Models the user has credentials for exist, but their access lists (or
+    the spend rules) leave none the user may use.
+    """
 
 class EmptyReason(_EmptyReason, metaclass=_EmptyReasonEnumTypeWrapper): ...
 
@@ -107,6 +112,10 @@ EMPTY_REASON_NONE_CONFIGURED: EmptyReason.ValueType  # 1
 """No enabled model on an enabled provider is configured."""
 EMPTY_REASON_NONE_WITH_CREDENTIALS: EmptyReason.ValueType  # 2
 """Models exist, but none on a provider the user has a credential for."""
+EMPTY_REASON_NONE_PERMITTED: EmptyReason.ValueType  # 20
+"""Models the user has credentials for exist, but their access lists (or
+the spend rules) leave none the user may use.
+"""
 Global___EmptyReason: _TypeAlias = EmptyReason  # noqa: Y015
 
 class _ResolutionLayer:
@@ -177,6 +186,12 @@ class _SkipReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkipReason
     SKIP_REASON_PROVIDER_DISABLED: _SkipReason.ValueType  # 3
     SKIP_REASON_NO_CREDENTIAL: _SkipReason.ValueType  # 4
     SKIP_REASON_PERSONAL_OVERRIDES_DISABLED: _SkipReason.ValueType  # 5
+    SKIP_REASON_NOT_PERMITTED: _SkipReason.ValueType  # 20
+    """The model's access list does not include the user or any of their groups."""
+    SKIP_REASON_UNPRICED_UNDER_LIMIT: _SkipReason.ValueType  # 21
+    """The model has no prices, a spend limit applies to the user, and the
+    deployment does not allow unpriced models under a limit.
+    """
 
 class SkipReason(_SkipReason, metaclass=_SkipReasonEnumTypeWrapper): ...
 
@@ -186,6 +201,12 @@ SKIP_REASON_MODEL_DISABLED: SkipReason.ValueType  # 2
 SKIP_REASON_PROVIDER_DISABLED: SkipReason.ValueType  # 3
 SKIP_REASON_NO_CREDENTIAL: SkipReason.ValueType  # 4
 SKIP_REASON_PERSONAL_OVERRIDES_DISABLED: SkipReason.ValueType  # 5
+SKIP_REASON_NOT_PERMITTED: SkipReason.ValueType  # 20
+"""The model's access list does not include the user or any of their groups."""
+SKIP_REASON_UNPRICED_UNDER_LIMIT: SkipReason.ValueType  # 21
+"""The model has no prices, a spend limit applies to the user, and the
+deployment does not allow unpriced models under a limit.
+"""
 Global___SkipReason: _TypeAlias = SkipReason  # noqa: Y015
 
 class _ChatRole:
@@ -240,6 +261,26 @@ FINISH_REASON_REFUSAL: FinishReason.ValueType  # 6
 Anthropic stop_reason "refusal").
 """
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
+
+class _LimitSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_SOURCE_UNSPECIFIED: _LimitSource.ValueType  # 0
+    LIMIT_SOURCE_USER: _LimitSource.ValueType  # 1
+    LIMIT_SOURCE_GROUP: _LimitSource.ValueType  # 2
+    LIMIT_SOURCE_DEFAULT: _LimitSource.ValueType  # 3
+
+class LimitSource(_LimitSource, metaclass=_LimitSourceEnumTypeWrapper):
+    """LimitSource says which level a user's limit for a period comes from."""
+
+LIMIT_SOURCE_UNSPECIFIED: LimitSource.ValueType  # 0
+LIMIT_SOURCE_USER: LimitSource.ValueType  # 1
+LIMIT_SOURCE_GROUP: LimitSource.ValueType  # 2
+LIMIT_SOURCE_DEFAULT: LimitSource.ValueType  # 3
+Global___LimitSource: _TypeAlias = LimitSource  # noqa: Y015
 
 @_typing.final
 class ResolveCredentialRequest(_message.Message):
@@ -475,6 +516,7 @@ class ListAvailableModelsResponse(_message.Message):
     PRESELECTION_FIELD_NUMBER: _builtins.int
     EMPTY_REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     preselected_model: _builtins.str
     """preselected_model: Empty when there are no models."""
     preselection: Global___Preselection.ValueType
@@ -484,6 +526,10 @@ class ListAvailableModelsResponse(_message.Message):
     """message: A sentence to show the user when groups is empty."""
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderModels]: ...
+    @_builtins.property
+    def budget(self) -> Global___SpendBudget:
+        """budget: The user's spend limits and what is left of them."""
+
     def __init__(
         self,
         *,
@@ -492,10 +538,11 @@ class ListAvailableModelsResponse(_message.Message):
         preselection: Global___Preselection.ValueType = ...,
         empty_reason: Global___EmptyReason.ValueType = ...,
         message: _builtins.str = ...,
+        budget: Global___SpendBudget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["empty_reason", b"empty_reason", "groups", b"groups", "message", b"message", "preselected_model", b"preselected_model", "preselection", b"preselection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "empty_reason", b"empty_reason", "groups", b"groups", "message", b"message", "preselected_model", b"preselected_model", "preselection", b"preselection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,6 +623,7 @@ class ResolvedModel(_message.Message):
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     COMPACTION_THRESHOLD_TOKENS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     layer: Global___ResolutionLayer.ValueType
     """layer: Which layer chose it."""
     credential: _config_service_pb2.CredentialSource.ValueType
@@ -594,6 +642,12 @@ class ResolvedModel(_message.Message):
     def trace(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceStep]:
         """trace: Every layer considered, in order."""
 
+    @_builtins.property
+    def budget(self) -> Global___SpendBudget:
+        """budget: The user's spend limits and what is left of them; applies says
+        whether chats with this model count toward them.
+        """
+
     def __init__(
         self,
         *,
@@ -603,10 +657,11 @@ class ResolvedModel(_message.Message):
         credential: _config_service_pb2.CredentialSource.ValueType = ...,
         compaction_threshold_tokens: _builtins.int = ...,
         trace: _abc.Iterable[Global___TraceStep] | None = ...,
+        budget: Global___SpendBudget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "provider", b"provider"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "model", b"model", "provider", b"provider"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compaction_threshold_tokens", b"compaction_threshold_tokens", "credential", b"credential", "layer", b"layer", "model", b"model", "provider", b"provider", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "compaction_threshold_tokens", b"compaction_threshold_tokens", "credential", b"credential", "layer", b"layer", "model", b"model", "provider", b"provider", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -907,7 +962,7 @@ class ChatRequest(_message.Message):
     chat_model: _builtins.str
     """chat_model: Optional. The chat's selected model name."""
     chat_id: _builtins.str
-    """chat_id: Optional. Carried into logs."""
+    """chat_id: Optional. Carried into logs. At most 256 characters."""
     min_revision: _builtins.int
     """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
     @_builtins.property
@@ -1023,7 +1078,9 @@ class ChatResponse(_message.Message):
     """
     finish_reason: Global___FinishReason.ValueType
     cost_usd: _builtins.float
-    """cost_usd: Absent when the model is unpriced."""
+    """cost_usd: Absent when the model is unpriced. The cost the usage ledger
+    records for this chat (whole micro-USD, rounded up), in USD.
+    """
     upstream_request_id: _builtins.str
     refusal: _builtins.str
     """refusal: The refusal parts, concatenated; set with FINISH_REASON_REFUSAL."""
@@ -1342,3 +1399,96 @@ class ProbeProviderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProbeProviderResponse: _TypeAlias = ProbeProviderResponse  # noqa: Y015
+
+@_typing.final
+class PeriodBudget(_message.Message):
+    """PeriodBudget is one period's limit and the user's spend in it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    SPENT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    REMAINING_MICRO_USD_FIELD_NUMBER: _builtins.int
+    RESET_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    period: _resources_pb2.SpendPeriod.ValueType
+    limit_micro_usd: _builtins.int
+    spent_micro_usd: _builtins.int
+    """spent_micro_usd: Priced spend that counts (own-key spend only when byok_spend_counts)."""
+    remaining_micro_usd: _builtins.int
+    """remaining_micro_usd: max(0, limit - spent)."""
+    source: Global___LimitSource.ValueType
+    group: _builtins.str
+    """group: The group the limit comes from, when source is GROUP."""
+    unpriced_requests: _builtins.int
+    """unpriced_requests: Chats on unpriced models in the period (not in spent)."""
+    @_builtins.property
+    def reset_time(self) -> _timestamp_pb2.Timestamp:
+        """reset_time: When the period ends and spend starts again from 0."""
+
+    def __init__(
+        self,
+        *,
+        period: _resources_pb2.SpendPeriod.ValueType = ...,
+        limit_micro_usd: _builtins.int = ...,
+        spent_micro_usd: _builtins.int = ...,
+        remaining_micro_usd: _builtins.int = ...,
+        reset_time: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___LimitSource.ValueType = ...,
+        group: _builtins.str = ...,
+        unpriced_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reset_time", b"reset_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "limit_micro_usd", b"limit_micro_usd", "period", b"period", "remaining_micro_usd", b"remaining_micro_usd", "reset_time", b"reset_time", "source", b"source", "spent_micro_usd", b"spent_micro_usd", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodBudget: _TypeAlias = PeriodBudget  # noqa: Y015
+
+@_typing.final
+class SpendBudget(_message.Message):
+    """SpendBudget is a user's spend limits as the resolver knows them now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITED_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    EXHAUSTED_FIELD_NUMBER: _builtins.int
+    APPLIES_FIELD_NUMBER: _builtins.int
+    BYOK_SPEND_COUNTS_FIELD_NUMBER: _builtins.int
+    limited: _builtins.bool
+    """limited: A limit applies to the user in at least one period."""
+    exhausted: _builtins.bool
+    """exhausted: In some period the spend reached the limit: chats that count are refused."""
+    applies: _builtins.bool
+    """applies: ResolveModel (and a chat's resolution) only: the limits govern
+    chats with the resolved model. Not on the user's own key unless
+    byok_spend_counts; not on an unpriced model (counted apart, in
+    unpriced_requests, where the deployment allows those under a limit).
+    """
+    byok_spend_counts: _builtins.bool
+    """byok_spend_counts: The deployment setting in force."""
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodBudget]:
+        """periods: One per period with a limit (day, week, month order)."""
+
+    def __init__(
+        self,
+        *,
+        limited: _builtins.bool = ...,
+        periods: _abc.Iterable[Global___PeriodBudget] | None = ...,
+        exhausted: _builtins.bool = ...,
+        applies: _builtins.bool = ...,
+        byok_spend_counts: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applies", b"applies", "byok_spend_counts", b"byok_spend_counts", "exhausted", b"exhausted", "limited", b"limited", "periods", b"periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendBudget: _TypeAlias = SpendBudget  # noqa: Y015

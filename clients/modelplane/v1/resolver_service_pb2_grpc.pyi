@@ -32,7 +32,13 @@ class ResolverServiceStub:
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
-    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 16 MiB) or a body that is not the method's request message.
+    A user's own key is spent only by that user's calls or a service's acting
+    for them: an admin naming a user gets the central credential where the
+    key policy gives it to that user, never the user's key.
 
     Read your writes: every request takes min_revision (or the request
     metadata "x-modelplane-min-revision"; the higher one counts), the revision
@@ -68,7 +74,10 @@ class ResolverServiceStub:
     returns the normalised answer, the assistant turn as ordered parts (with
     the provider's reasoning state, to replay unchanged). Errors:
     INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-    and the UPSTREAM_* reasons mapped to their codes.
+    RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+    call while the user's spend in a period has reached its limit and the
+    chat would count toward it), and the UPSTREAM_* reasons mapped to their
+    codes.
     """
     StreamChat: _grpc.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]
     """StreamChat is Chat as a stream of normalised events; folded by
@@ -80,7 +89,8 @@ class ResolverServiceStub:
     credential (admins) or with the caller's own key (use_own_key: members
     for themselves, services for the named user; never admins), and reports
     reachability, authentication and which configured models exist there. The
-    own key is used only where resolution would use it. Errors: NOT_FOUND
+    own key is used only where resolution would use it. One attempt, no
+    retries; an error names the provider's base URL. Errors: NOT_FOUND
     (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
     (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
     USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
@@ -93,7 +103,13 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
-    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 16 MiB) or a body that is not the method's request message.
+    A user's own key is spent only by that user's calls or a service's acting
+    for them: an admin naming a user gets the central credential where the
+    key policy gives it to that user, never the user's key.
 
     Read your writes: every request takes min_revision (or the request
     metadata "x-modelplane-min-revision"; the higher one counts), the revision
@@ -126,7 +142,10 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     returns the normalised answer, the assistant turn as ordered parts (with
     the provider's reasoning state, to replay unchanged). Errors:
     INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-    and the UPSTREAM_* reasons mapped to their codes.
+    RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+    call while the user's spend in a period has reached its limit and the
+    chat would count toward it), and the UPSTREAM_* reasons mapped to their
+    codes.
     """
     StreamChat: _aio.UnaryStreamMultiCallable[_resolver_service_pb2.ChatRequest, _resolver_service_pb2.ChatEvent]  # type: ignore[assignment]
     """StreamChat is Chat as a stream of normalised events; folded by
@@ -138,7 +157,8 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     credential (admins) or with the caller's own key (use_own_key: members
     for themselves, services for the named user; never admins), and reports
     reachability, authentication and which configured models exist there. The
-    own key is used only where resolution would use it. Errors: NOT_FOUND
+    own key is used only where resolution would use it. One attempt, no
+    retries; an error names the provider's base URL. Errors: NOT_FOUND
     (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
     (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
     USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).
@@ -150,7 +170,13 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
     themselves (user may be omitted); services and admins name the user.
     Every RPC may return UNAUTHENTICATED, PERMISSION_DENIED (ROLE_FORBIDDEN,
     OTHER_USER) and UNAVAILABLE (SNAPSHOT_NOT_READY before the first snapshot;
-    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched).
+    CONFIG_UNAVAILABLE when data it has not cached cannot be fetched), and
+    INVALID_ARGUMENT for a string or repeated field over its bound (every one
+    has a bound, listed in docs/operations.md "Request bounds"; requests are
+    at most 16 MiB) or a body that is not the method's request message.
+    A user's own key is spent only by that user's calls or a service's acting
+    for them: an admin naming a user gets the central credential where the
+    key policy gives it to that user, never the user's key.
 
     Read your writes: every request takes min_revision (or the request
     metadata "x-modelplane-min-revision"; the higher one counts), the revision
@@ -211,7 +237,10 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the normalised answer, the assistant turn as ordered parts (with
         the provider's reasoning state, to replay unchanged). Errors:
         INVALID_ARGUMENT (INVALID_FIELD), FAILED_PRECONDITION (NO_USABLE_MODEL),
-        and the UPSTREAM_* reasons mapped to their codes.
+        RESOURCE_EXHAUSTED (USAGE_LIMIT_REACHED: refused before any upstream
+        call while the user's spend in a period has reached its limit and the
+        chat would count toward it), and the UPSTREAM_* reasons mapped to their
+        codes.
         """
 
     @_abc_1.abstractmethod
@@ -235,7 +264,8 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         credential (admins) or with the caller's own key (use_own_key: members
         for themselves, services for the named user; never admins), and reports
         reachability, authentication and which configured models exist there. The
-        own key is used only where resolution would use it. Errors: NOT_FOUND
+        own key is used only where resolution would use it. One attempt, no
+        retries; an error names the provider's base URL. Errors: NOT_FOUND
         (PROVIDER_NOT_FOUND), PERMISSION_DENIED (ROLE_FORBIDDEN), FAILED_PRECONDITION
         (BYOK_DISABLED, USER_KEYS_NOT_ALLOWED, PROVIDER_UNAVAILABLE,
         USER_KEY_REQUIRED, NO_CREDENTIAL), INVALID_ARGUMENT (user).

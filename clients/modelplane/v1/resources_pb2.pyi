@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -104,11 +106,38 @@ ROLE_SERVICE: Role.ValueType  # 3
 """Acts for a named user; the only role that may read plaintext credentials."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _SpendPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SpendPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpendPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPEND_PERIOD_UNSPECIFIED: _SpendPeriod.ValueType  # 0
+    SPEND_PERIOD_DAY: _SpendPeriod.ValueType  # 1
+    """From 00:00 UTC to the next 00:00 UTC."""
+    SPEND_PERIOD_WEEK: _SpendPeriod.ValueType  # 2
+    """ISO week: from Monday 00:00 UTC to the next Monday 00:00 UTC."""
+    SPEND_PERIOD_MONTH: _SpendPeriod.ValueType  # 3
+    """From the first of the month 00:00 UTC to the first of the next month."""
+
+class SpendPeriod(_SpendPeriod, metaclass=_SpendPeriodEnumTypeWrapper):
+    """SpendPeriod is the UTC calendar period a spend limit counts in."""
+
+SPEND_PERIOD_UNSPECIFIED: SpendPeriod.ValueType  # 0
+SPEND_PERIOD_DAY: SpendPeriod.ValueType  # 1
+"""From 00:00 UTC to the next 00:00 UTC."""
+SPEND_PERIOD_WEEK: SpendPeriod.ValueType  # 2
+"""ISO week: from Monday 00:00 UTC to the next Monday 00:00 UTC."""
+SPEND_PERIOD_MONTH: SpendPeriod.ValueType  # 3
+"""From the first of the month 00:00 UTC to the first of the next month."""
+Global___SpendPeriod: _TypeAlias = SpendPeriod  # noqa: Y015
+
 @_typing.final
 class KeyPolicy(_message.Message):
-    """KeyPolicy says where a provider's credentials may come from. Unset fields
-    take their defaults (all on). At least one source must be on, and
-    central_key_fallback needs both sources on.
+    """KeyPolicy says where a provider's credentials may come from. On create,
+    unset fields take their defaults (both sources on; the fallback on only
+    when both sources are); on update, see UpdateProviderRequest.update_mask.
+    At least one source must be on, and central_key_fallback needs both on.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -551,6 +580,7 @@ class Model(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name: Optional on create (derived from provider and model_identifier),
     immutable. Lowercase kebab-case, at most 63 characters.
@@ -601,6 +631,13 @@ class Model(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """update_time: Output only."""
 
+    @_builtins.property
+    def access(self) -> Global___ModelAccess:
+        """access: Optional. Who may use the model; empty (no users, no groups)
+        means everyone. A user outside the list does not see the model in
+        ListAvailableModels, and resolution skips it (SKIP_REASON_NOT_PERMITTED).
+        """
+
     def __init__(
         self,
         *,
@@ -622,10 +659,11 @@ class Model(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         revision: _builtins.int = ...,
+        access: Global___ModelAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "anthropic", b"anthropic", "create_time", b"create_time", "enabled", b"enabled", "google", b"google", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider_options", b"provider_options", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "access", b"access", "anthropic", b"anthropic", "create_time", b"create_time", "enabled", b"enabled", "google", b"google", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider_options", b"provider_options", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "anthropic", b"anthropic", "context_limit", b"context_limit", "create_time", b"create_time", "display_name", b"display_name", "enabled", b"enabled", "etag", b"etag", "google", b"google", "is_default", b"is_default", "model_identifier", b"model_identifier", "name", b"name", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider", b"provider", "provider_options", b"provider_options", "revision", b"revision", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "access", b"access", "anthropic", b"anthropic", "context_limit", b"context_limit", "create_time", b"create_time", "display_name", b"display_name", "enabled", b"enabled", "etag", b"etag", "google", b"google", "is_default", b"is_default", "model_identifier", b"model_identifier", "name", b"name", "openai", b"openai", "openrouter", b"openrouter", "options", b"options", "pricing", b"pricing", "provider", b"provider", "provider_options", b"provider_options", "revision", b"revision", "update_time", b"update_time", "vercel", b"vercel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -649,6 +687,8 @@ class Settings(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    BYOK_SPEND_COUNTS_FIELD_NUMBER: _builtins.int
+    ALLOW_UNPRICED_UNDER_LIMIT_FIELD_NUMBER: _builtins.int
     byok_enabled: _builtins.bool
     """byok_enabled: Master switch for users' own keys. Default false."""
     personal_overrides_enabled: _builtins.bool
@@ -660,6 +700,15 @@ class Settings(_message.Message):
     revision the answer reflects (the one a write committed, or the one a
     read saw); pass it as min_revision to a resolver to read your write.
     0 where this message is nested (lists, watch events, resolver answers).
+    """
+    byok_spend_counts: _builtins.bool
+    """byok_spend_counts: Whether spend on a user's own key (BYOK) counts toward
+    their spend limits. Default false: limits govern the deployment's money.
+    """
+    allow_unpriced_under_limit: _builtins.bool
+    """allow_unpriced_under_limit: Whether models without prices may be used by
+    a user while a spend limit applies to them (their requests are counted
+    separately, as unpriced_requests). Default true.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -673,10 +722,12 @@ class Settings(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         revision: _builtins.int = ...,
+        byok_spend_counts: _builtins.bool = ...,
+        allow_unpriced_under_limit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byok_enabled", b"byok_enabled", "etag", b"etag", "personal_overrides_enabled", b"personal_overrides_enabled", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_unpriced_under_limit", b"allow_unpriced_under_limit", "byok_enabled", b"byok_enabled", "byok_spend_counts", b"byok_spend_counts", "etag", b"etag", "personal_overrides_enabled", b"personal_overrides_enabled", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -877,3 +928,154 @@ class AuditEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ModelAccess(_message.Message):
+    """ModelAccess lists who may use a model: the named users and the members of
+    the named groups. Both empty: everyone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """users: Optional. User names, at most 1000, no duplicates."""
+
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """groups: Optional. Names of existing groups, at most 100, no duplicates."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAccess: _TypeAlias = ModelAccess  # noqa: Y015
+
+@_typing.final
+class Group(_message.Message):
+    """Group is a named set of users, for model access lists and spend limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name: Required on create, immutable. Lowercase kebab-case, at most 63 characters."""
+    display_name: _builtins.str
+    """display_name: Optional. Defaults to the name; at most 200 characters."""
+    description: _builtins.str
+    """description: Optional. At most 1000 characters."""
+    etag: _builtins.str
+    """etag: Output only on reads; Optional on update and delete (ABORTED on mismatch)."""
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
+    @_builtins.property
+    def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """members: Optional. User names, at most 10000, sorted, no duplicates."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """create_time: Output only."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """update_time: Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        members: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "display_name", b"display_name", "etag", b"etag", "members", b"members", "name", b"name", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Group: _TypeAlias = Group  # noqa: Y015
+
+@_typing.final
+class SpendLimit(_message.Message):
+    """SpendLimit caps what a user may spend per period, in micro-USD
+    (1 USD = 1,000,000). The scope is the deployment default (group and user
+    both empty), a group (group set) or one user (user set). For each period a
+    user's limit is: their own, else the highest among their groups', else the
+    deployment default, else none.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """group: The group this limit is for; empty for the default and user limits."""
+    user: _builtins.str
+    """user: The user this limit is for; empty for the default and group limits."""
+    period: Global___SpendPeriod.ValueType
+    """period: Required."""
+    limit_micro_usd: _builtins.int
+    """limit_micro_usd: Required unless unlimited. >= 0; 0 allows no priced spend."""
+    unlimited: _builtins.bool
+    """unlimited: Optional. Group and user limits only: no limit in this period,
+    overriding the levels below (an unlimited group beats any other group).
+    """
+    revision: _builtins.int
+    """revision: Output only. On the answer of a ConfigService call: the config
+    revision the answer reflects (the one a write committed, or the one a
+    read saw); pass it as min_revision to a resolver to read your write.
+    0 where this message is nested (lists, watch events, resolver answers).
+    """
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """update_time: Output only."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        user: _builtins.str = ...,
+        period: Global___SpendPeriod.ValueType = ...,
+        limit_micro_usd: _builtins.int = ...,
+        unlimited: _builtins.bool = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "limit_micro_usd", b"limit_micro_usd", "period", b"period", "revision", b"revision", "unlimited", b"unlimited", "update_time", b"update_time", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendLimit: _TypeAlias = SpendLimit  # noqa: Y015

@@ -38,6 +38,16 @@ async def user_config(store: Store, user: str) -> tuple[list[ModelOverride], lis
                 [k.provider for k in await keys.list_user_keys(conn, user)], revision)
 
 
+async def user_configs(store: Store, users: list[str]
+                       ) -> tuple[list[tuple[str, list[ModelOverride], list[str]]], int]:
+    """user_config for each of `users` (distinct), read in one transaction, and the revision read at."""
+    async with store.read() as conn:
+        revision = await watch.current_revision(conn)
+        personal = await overrides.list_personal_of_many(conn, users)
+        held = await keys.key_providers_of_many(conn, users)
+    return [(user, personal.get(user, []), held.get(user, [])) for user in users], revision
+
+
 async def access_credential(store: Store, provider: str, user: str) -> tuple[str, int]:
     """One stored key in plaintext (the user's own when user is set, else the
     provider's central one), and the revision read at."""

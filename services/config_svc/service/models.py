@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+
+import asyncpg
 
 from modelplane_server.config_svc import patch
-from modelplane_server.config_svc.store import Store, models, providers
+from modelplane_server.config_svc.store import Store, groups, models, providers
 from modelplane_server.domain import validation
+from modelplane_server.domain.access import ModelAccess
+from modelplane_server.domain.errors import NotFound
+from modelplane_server.domain.governance_validation import access_violations
 from modelplane_server.domain.types import Model
 
 
-async def create_model(store: Store, actor: str, m: Model, written: Mapping[str, Any]) -> Model:
+async def create_model(store: Store, actor: str, m: Model) -> Model:
     if not m.name:
         m = dataclasses.replace(m, name=validation.derive_model_name(m.provider, m.model_identifier))
-    async with store.write(actor, "CreateModel", f"models/{m.name}", patch.created(written)) as tx:
+    async with store.write(actor, "CreateModel", f"models/{m.name}") as tx:
         provider = await providers.get(tx.conn, m.provider)
-        validation.validate_model(m, provider.type)
+        validation.raise_if_any(validation.model_violations(m, provider.type) + access_violations(m.access))
+        await _check_groups(tx.conn, m.access)
         # The first model (more precisely: a model created while there is no
         # default) becomes the default.
-        return await models.insert(tx, dataclasses.replace(m, is_default=not await models.has_default(tx.conn)))
+        created = await models.insert(tx, dataclasses.replace(m, is_default=not await models.has_default(tx.conn)))
+        tx.audit = patch.created_model(created)
+        return created
 
 
 async def get_model(store: Store, name: str) -> Model:
@@ -38,7 +45,9 @@ async def update_model(store: Store, actor: str, update: patch.Update[Model]) ->
         patch.check_etag(update.etag, current.version, f"model {update.name!r}")
         provider = await providers.get(tx.conn, current.provider)
         updated, tx.audit = patch.patch_model(current, update)
-        validation.validate_model(updated, provider.type)
+        validation.raise_if_any(validation.model_violations(updated, provider.type)
+                                + access_violations(updated.access))
+        await _check_groups(tx.conn, updated.access)
         return await models.update(tx, updated)
 
 
@@ -59,3 +68,13 @@ async def set_default_model(store: Store, actor: str, name: str) -> Model | None
             await models.get(tx.conn, name, lock=True)
         await models.unstar_others(tx, name)
         return await models.star(tx, name) if name else None
+
+
+async def _check_groups(conn: asyncpg.Connection, access: ModelAccess) -> None:
+    """NOT_FOUND (GROUP_NOT_FOUND) for a group that does not exist: a typo
+    in an access list would otherwise lock its members out silently."""
+    if not access.groups:
+        return
+    unknown = await groups.missing(conn, access.groups)
+    if unknown:
+        raise NotFound(f"group {unknown[0]!r} not found (model.access.groups)", reason="GROUP_NOT_FOUND")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from modelplane_server.config_svc import patch
 from modelplane_server.config_svc.store import Store, models, providers
@@ -24,13 +23,15 @@ class BaseUrlPolicy:
                                      allow_metadata_addresses=self.allow_metadata_addresses)
 
 
-async def create_provider(store: Store, policy: BaseUrlPolicy, actor: str, p: Provider, api_key: str | None,
-                          written: Mapping[str, Any]) -> Provider:
+async def create_provider(store: Store, policy: BaseUrlPolicy, actor: str, p: Provider,
+                          api_key: str | None) -> Provider:
     policy.validate(p)
     if api_key:
         validation.validate_api_key(api_key, "provider.api_key")
-    async with store.write(actor, "CreateProvider", f"providers/{p.name}", patch.created(written, api_key)) as tx:
-        return await providers.insert(tx, store.keyring, p, api_key)
+    async with store.write(actor, "CreateProvider", f"providers/{p.name}") as tx:
+        created = await providers.insert(tx, store.keyring, p, api_key)
+        tx.audit = patch.created_provider(created, api_key)
+        return created
 
 
 async def get_provider(store: Store, name: str) -> Provider:

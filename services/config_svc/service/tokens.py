@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from modelplane_server.config_svc.store import Store, tokens
-from modelplane_server.domain import validation
+from modelplane_server.domain import bounds, validation
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
-from modelplane_server.domain.text import has_control_chars
 from modelplane_server.domain.types import ApiToken, Principal, Role
 from modelplane_server.runtime import tokens as token_format
 
@@ -18,10 +17,7 @@ async def create_api_token(store: Store, actor: str, role: Role | None, subject:
     if role is None:
         violations.append(FieldViolation("token.role", "is required: ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE"))
     violations += validation.user_violations(subject, "token.subject")
-    if len(description) > 500:
-        violations.append(FieldViolation("token.description", "must be at most 500 characters"))
-    if has_control_chars(description):
-        violations.append(FieldViolation("token.description", "must not contain control characters or line breaks"))
+    violations += validation.text_violations(description, "token.description", max_length=bounds.DESCRIPTION)
     if violations or role is None:
         raise InvalidArgument(violations)
     minted = token_format.mint()

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import contextlib
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
 import asyncpg
 import structlog
 
+from modelplane_server.config_svc.service.spend_feed import SpendFeed, SpendSubscription, UserSpend, next_wake
 from modelplane_server.config_svc.store import Store, watch
 from modelplane_server.config_svc.store.watch import ChangeRecord, StoredConfig, Entity
 
@@ -100,15 +102,30 @@ class WatchEvent:
     state: StoredConfig | None = None
     changes: Sequence[Changed] = ()
     commit_time: dt.datetime | None = None  # of the changes, when there are
+    spend: Sequence[UserSpend] = ()  # users' spend; not configuration, changes no revision
+
+
+# Spend entries per event when a stream sends everyone's current spend.
+SPEND_CHUNK = 1000
 
 
 async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: int,
-                       after_epoch: str) -> AsyncIterator[WatchEvent]:
+                       after_epoch: str, spend: SpendFeed | None = None) -> AsyncIterator[WatchEvent]:
     """The whole state (or resumed changes), then one event per changed
     revision, forever; every event carries the epoch its revision counts in.
+    With a SpendFeed, every user's current spend follows the first event,
+    then each spend update as it is recorded (see service.spend_feed).
 
     A watcher resumes from after_revision only within the current epoch; an
     empty after_epoch (a watcher older than epochs) resumes as before."""
+    with contextlib.ExitStack() as stack:
+        sub = stack.enter_context(spend.subscribe()) if spend is not None else None
+        async for event in _watch(store, broadcaster, after_revision, after_epoch, spend, sub):
+            yield event
+
+
+async def _watch(store: Store, broadcaster: Broadcaster, after_revision: int, after_epoch: str,
+                 spend: SpendFeed | None, sub: SpendSubscription | None) -> AsyncIterator[WatchEvent]:
     epoch = await store.epoch()
     last = after_revision
     resume = last > 0 and after_epoch in ("", epoch)
@@ -132,12 +149,18 @@ async def watch_config(store: Store, broadcaster: Broadcaster, after_revision: i
                 # they are current.
                 yield WatchEvent(current, epoch)
             last = max(last, current)
+        if first and spend is not None:
+            everyone = await spend.current()
+            for i in range(0, len(everyone), SPEND_CHUNK):
+                yield WatchEvent(last, epoch, spend=everyone[i:i + SPEND_CHUNK])
         first = False
         while True:
-            try:
-                await asyncio.wait_for(broadcaster.wait_beyond(last), broadcaster.heartbeat_seconds)
+            woke = await next_wake(broadcaster.wait_beyond(last), sub, broadcaster.heartbeat_seconds)
+            if woke == "revision":
                 break
-            except TimeoutError:
+            if woke == "spend" and sub is not None:
+                yield WatchEvent(last, epoch, spend=sub.take())
+            else:
                 yield WatchEvent(last, epoch)  # heartbeat
 
 

@@ -22,6 +22,8 @@ SAVE_USER_KEY = (
 )
 DELETE_USER_KEY = "DELETE FROM user_keys WHERE user_name=$1 AND provider=$2 RETURNING 1"
 LIST_USER_KEYS = "SELECT user_name, provider, update_time FROM user_keys WHERE user_name = $1 ORDER BY provider"
+KEY_PROVIDERS_OF_MANY = ("SELECT user_name, provider FROM user_keys WHERE user_name = ANY($1::text[]) "
+                         "ORDER BY user_name, provider")
 USER_KEY = "SELECT key_id, ciphertext FROM user_keys WHERE user_name = $1 AND provider = $2"
 CENTRAL_KEY = ("SELECT api_key_key_id AS key_id, api_key_ciphertext AS ciphertext FROM providers "
                "WHERE name = $1")
@@ -55,6 +57,14 @@ async def delete_user_key(tx: WriteTx, user: str, provider: str) -> None:
 
 async def list_user_keys(conn: asyncpg.Connection, user: str) -> list[UserKey]:
     return [UserKey(r["user_name"], r["provider"], r["update_time"]) for r in await conn.fetch(LIST_USER_KEYS, user)]
+
+
+async def key_providers_of_many(conn: asyncpg.Connection, users: list[str]) -> dict[str, list[str]]:
+    """The providers each user holds a key for (users without any are absent)."""
+    found: dict[str, list[str]] = {}
+    for r in await conn.fetch(KEY_PROVIDERS_OF_MANY, users):
+        found.setdefault(r["user_name"], []).append(r["provider"])
+    return found
 
 
 async def access(conn: asyncpg.Connection, keyring: crypto.Keyring, provider: str, user: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import asyncpg
 
 from modelplane_server.config_svc.store.tx import WriteTx
+from modelplane_server.domain.access import ModelAccess
 from modelplane_server.domain.errors import AlreadyExists, NotFound
 from modelplane_server.domain.types import GenerationOptions, Model, Pricing, ProviderOptions
 
@@ -19,15 +20,18 @@ LIST_PAGE = (SELECT + " WHERE (provider, name) > ($1, $2) AND ($3 = '' OR provid
 ALL = SELECT + " ORDER BY provider, name"
 EXISTS = "SELECT EXISTS (SELECT 1 FROM models WHERE name = $1)"
 HAS_DEFAULT = "SELECT EXISTS (SELECT 1 FROM models WHERE is_default)"
+# Models whose access list names a group (jsonb containment uses no index; the table is small).
+NAMING_GROUP = "SELECT name FROM models WHERE access->'groups' ? $1 ORDER BY name"
 NAMES_FOR_PROVIDER = "SELECT name FROM models WHERE provider = $1 ORDER BY name"
 INSERT = (
     "INSERT INTO models (name, provider, model_identifier, display_name, context_limit, enabled, is_default, "
-    "options, pricing, provider_options_family, provider_options) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+    "options, pricing, provider_options_family, provider_options, access) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
 )
 UPDATE = (
     "UPDATE models SET model_identifier=$2, display_name=$3, context_limit=$4, enabled=$5, options=$6, "
-    "pricing=$7, provider_options_family=$8, provider_options=$9, version=version+1, update_time=now() "
-    "WHERE name=$1"
+    "pricing=$7, provider_options_family=$8, provider_options=$9, access=$10, version=version+1, "
+    "update_time=now() WHERE name=$1"
 )
 DELETE = "DELETE FROM models WHERE name = $1"
 UNSTAR_OTHERS = ("UPDATE models SET is_default = false, version = version + 1, update_time = now() "
@@ -52,7 +56,16 @@ def from_row(r: Mapping[str, Any]) -> Model:
         version=r["version"],
         create_time=r["create_time"],
         update_time=r["update_time"],
+        access=access_from_column(r["access"]),
     )
+
+
+def access_from_column(value: Mapping[str, Any]) -> ModelAccess:
+    return ModelAccess(tuple(value.get("users", ())), tuple(value.get("groups", ())))
+
+
+def access_column(a: ModelAccess) -> dict[str, list[str]]:
+    return {} if a.open else {"users": list(a.users), "groups": list(a.groups)}
 
 
 def _set_fields(obj: Any) -> dict[str, Any]:
@@ -102,7 +115,7 @@ async def names_for_provider(conn: asyncpg.Connection, provider: str) -> list[st
 async def insert(tx: WriteTx, m: Model) -> Model:
     try:
         await tx.conn.execute(INSERT, m.name, m.provider, m.model_identifier, m.display_name, m.context_limit,
-                              m.enabled, m.is_default, *_options_columns(m))
+                              m.enabled, m.is_default, *_options_columns(m), access_column(m.access))
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"a model named {m.name!r} already exists", reason="MODEL_EXISTS") from None
     tx.changed("model", name=m.name)
@@ -111,7 +124,7 @@ async def insert(tx: WriteTx, m: Model) -> Model:
 
 async def update(tx: WriteTx, m: Model) -> Model:
     await tx.conn.execute(UPDATE, m.name, m.model_identifier, m.display_name, m.context_limit, m.enabled,
-                          *_options_columns(m))
+                          *_options_columns(m), access_column(m.access))
     tx.changed("model", name=m.name)
     return await get(tx.conn, m.name)
 
@@ -131,3 +144,8 @@ async def star(tx: WriteTx, name: str) -> Model:
     await tx.conn.execute(STAR, name)
     tx.changed("model", name=name)
     return await get(tx.conn, name)
+
+
+async def names_granting_group(conn: asyncpg.Connection, group: str) -> list[str]:
+    """Models whose access list names `group`."""
+    return [r["name"] for r in await conn.fetch(NAMING_GROUP, group)]

@@ -19,6 +19,7 @@ LIST_PERSONAL = "SELECT * FROM personal_overrides WHERE user_name = $1 ORDER BY 
 SET_PERSONAL = ("INSERT INTO personal_overrides (user_name, context, model) VALUES ($1, $2, $3) "
                 "ON CONFLICT (user_name, context) DO UPDATE SET model = excluded.model, "
                 "update_time = now() RETURNING *")
+LIST_PERSONAL_OF_MANY = "SELECT * FROM personal_overrides WHERE user_name = ANY($1::text[]) ORDER BY user_name, context"
 CLEAR_PERSONAL = "DELETE FROM personal_overrides WHERE user_name = $1 AND context = $2 RETURNING 1"
 
 
@@ -49,6 +50,14 @@ async def clear_admin(tx: WriteTx, context: OverrideContext) -> None:
 
 async def list_personal(conn: asyncpg.Connection, user: str) -> list[ModelOverride]:
     return [from_row(r) for r in await conn.fetch(LIST_PERSONAL, user)]
+
+
+async def list_personal_of_many(conn: asyncpg.Connection, users: list[str]) -> dict[str, list[ModelOverride]]:
+    """Each user's personal overrides (users without any are absent)."""
+    found: dict[str, list[ModelOverride]] = {}
+    for r in await conn.fetch(LIST_PERSONAL_OF_MANY, users):
+        found.setdefault(r["user_name"], []).append(from_row(r))
+    return found
 
 
 async def set_personal(tx: WriteTx, user: str, context: OverrideContext, model: str) -> ModelOverride:

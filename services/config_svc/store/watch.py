@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Mapping
 
 import asyncpg
 
-from modelplane_server.config_svc.store import models, overrides, providers, settings
+from modelplane_server.config_svc.store import groups, limits, models, overrides, providers, settings
 from modelplane_server.config_svc.store.tx import CHANGES_RETAINED, NOTIFY_CHANNEL
+from modelplane_server.domain.access import Group
+from modelplane_server.domain.spend import SpendLimit
 from modelplane_server.domain.types import Model, ModelOverride, Provider, Settings
 
 REVISION = "SELECT revision FROM config_revision"
@@ -26,7 +28,7 @@ REVISION_AND_EPOCH = (
 CHANGES_AFTER = "SELECT revision, changes, create_time FROM config_changes WHERE revision > $1 ORDER BY revision"
 
 ChangeRecord = Mapping[str, str]  # {"kind": ..., <what names the entity>}
-Entity = Provider | Model | Settings | ModelOverride
+Entity = Provider | Model | Settings | ModelOverride | Group | SpendLimit
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class StoredConfig:
     settings: Settings
     model_overrides: list[ModelOverride]
     epoch: str
+    groups: list[Group] = field(default_factory=list)
+    spend_limits: list[SpendLimit] = field(default_factory=list)
 
 
 async def current_revision(conn: asyncpg.Connection) -> int:
@@ -53,7 +57,8 @@ async def state(conn: asyncpg.Connection) -> StoredConfig:
     """Call inside a repeatable-read transaction, so all of it is one revision."""
     revision, at_epoch = await conn.fetchrow(REVISION_AND_EPOCH)
     return StoredConfig(revision, await providers.list_all(conn), await models.list_all(conn),
-                       await settings.get(conn), await overrides.list_admin(conn), at_epoch)
+                        await settings.get(conn), await overrides.list_admin(conn), at_epoch,
+                        await groups.list_all(conn), await limits.list_all(conn))
 
 
 async def changes_after(conn: asyncpg.Connection, revision: int, at_epoch: str
@@ -83,6 +88,10 @@ async def entity(conn: asyncpg.Connection, ref: ChangeRecord) -> Entity | None:
         return await overrides.get_admin(conn, ref["context"])
     if kind == "settings":
         return await settings.get(conn)
+    if kind == "group":
+        return await groups.find(conn, ref["name"])
+    if kind == "spend_limit":
+        return await limits.find(conn, ref["scope"], ref["subject"], ref["period"])
     return None
 
 

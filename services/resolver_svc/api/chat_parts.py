@@ -15,6 +15,7 @@ from typing import Any, Final
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server import convert
+from modelplane_server.domain import bounds
 from modelplane_server.domain.errors import FieldViolation
 from modelplane_server.domain.types import ProviderType
 from modelplane_server.resolver_svc import upstream as up
@@ -25,11 +26,11 @@ TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # A tool call's arguments are a model's output echoed back, not a document;
 # the bound keeps json.loads cheap, and its nesting limit (RecursionError)
 # is answered as bad input, not a crash.
-MAX_ARGUMENTS_JSON_CHARS: Final = 1_000_000
+MAX_ARGUMENTS_JSON_CHARS: Final = bounds.TOOL_ARGUMENTS
 # Opaque reasoning state is a provider's blob echoed back: signatures are a
 # few KB, encrypted reasoning tens of KB; the bound is generous on purpose.
-MAX_OPAQUE_CHARS: Final = 1_000_000
-MAX_ITEM_ID_CHARS: Final = 256
+MAX_OPAQUE_CHARS: Final = bounds.OPAQUE_STATE
+MAX_ITEM_ID_CHARS: Final = bounds.ITEM_ID
 MAX_FORMAT_CHARS: Final = 64
 MAX_PARTS: Final = 10_000
 

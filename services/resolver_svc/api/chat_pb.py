@@ -72,7 +72,7 @@ def conversation(request: rs.ChatRequest) -> tuple[list[up.ChatMessage], list[up
         if t.name in seen:
             problems.append(FieldViolation(f"{field}.name", f"duplicates tool {t.name!r}"))
         seen.add(t.name)
-        params = _plain(json_format.MessageToDict(t.parameters)) if t.HasField("parameters") else {}
+        params = _schema(t, f"{field}.parameters", problems)
         tools.append(up.ToolDefinition(t.name, t.description, dict(params or NO_PARAMETERS)))
     if problems:
         raise InvalidArgument(problems)
@@ -93,6 +93,17 @@ def _message(m: rs.ChatMessage, field: str, problems: list[FieldViolation]) -> u
     calls = [chat_parts.tool_call_from_pb(c, f"{field}.tool_calls[{j}]", problems)
              for j, c in enumerate(m.tool_calls)]
     return up.ChatMessage(role, m.text, tuple(calls), m.tool_call_id or None)
+
+
+def _schema(tool: rs.ToolDefinition, field: str, problems: list[FieldViolation]) -> Any:
+    """The tool's parameters as JSON; NaN and infinities have no JSON form."""
+    if not tool.HasField("parameters"):
+        return {}
+    try:
+        return _plain(json_format.MessageToDict(tool.parameters))
+    except ValueError:
+        problems.append(FieldViolation(field, "must be a JSON schema: numbers must be finite (no NaN or infinity)"))
+        return {}
 
 
 def _plain(value: Any) -> Any:

@@ -1,32 +1,36 @@
-"""Answers already built for (configuration view, user data, request), so
-a repeated resolution question costs a dictionary lookup."""
+"""Answers already built and serialized for (configuration view, user data,
+request), so a repeated resolution question costs a dictionary lookup and
+no serialization (runtime.registration sends an Encoded answer as it is)."""
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+from typing import Final
 
 from google.protobuf.message import Message
 
 from modelplane_server.domain.view import ConfigView, UserView
+from modelplane_server.runtime.registration import Encoded
 from modelplane_server.resolver_svc.caches.lru import LookupObserver, LruCache, ignore_lookup
 from modelplane_server.resolver_svc.state.snapshot import Loaded, Snapshot
 
-M = TypeVar("M", bound=Message)
-
-
-# A protobuf answer held in memory (upb) takes about 2.6 times its
-# serialized size (measured: a 10,000-model ListAvailableModels answer,
-# 567 kB serialized, 1.46 MB resident); rounded up.
-IN_MEMORY_PER_SERIALIZED_BYTE: Final = 3
+# Kept serialized, an answer takes its size plus the bytes object's header
+# (a message held in memory took about 2.6 times its serialized size).
+ENTRY_OVERHEAD_BYTES: Final = 64
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
-def profile(user_view: UserView) -> tuple[object, ...]:
+def profile(view: ConfigView, user_view: UserView) -> tuple[object, ...]:
     """What an answer depends on besides the view and the request: a user's
-    data, not their name (the domain's rules never read the name), so users
-    with the same overrides and keys share one answer."""
+    data, not their name, so users with the same overrides and keys share one
+    answer. Model access lists are the exception: there the user's groups
+    count, and the name itself where an access list names the user. (Spend
+    limits enter through the request: the budget's key.)"""
     overrides = user_view.personal_overrides
-    return (frozenset(overrides.items()) if overrides else None, user_view.key_providers)
+    data = (frozenset(overrides.items()) if overrides else None, user_view.key_providers)
+    if not view.restricted:
+        return data
+    user = user_view.user
+    return (*data, view.groups_of(user), user if user in view.access_users else None)
 
 
 class AnswerMemo:
@@ -43,12 +47,12 @@ class AnswerMemo:
     per request instead of holding a copy each; replaced user data simply
     keys another entry.
 
-    Bounded by bytes (max_bytes, an estimate of the answers' memory) and by
-    entries. Measured with bench/resolution.py (32 callers, vs Health/Check):
-    without the memo ResolveModel ran at 0.77-0.82x and ListAvailableModels
-    at 0.78-0.85x, at or below the 0.8x target; with it 0.84-0.85x and
-    0.88-0.94x. Most of the time it saves is building the response messages,
-    which is why it keeps messages and lives here, in the api.
+    Bounded by bytes (max_bytes, the answers' memory) and by entries.
+    Measured with bench/resolution.py (32 callers, vs Health/Check): without
+    the memo ResolveModel ran at 0.77-0.82x and ListAvailableModels at
+    0.78-0.85x, at or below the 0.8x target; with it 0.84-0.85x and
+    0.88-0.94x. The time it saves is building and serializing the response
+    messages, which is why it keeps them serialized and lives here, in the api.
     """
 
     # Model names are at most 63 characters; longer request strings cannot
@@ -64,11 +68,11 @@ class AnswerMemo:
         self._view: ConfigView | None = None
         self._answers = self._new_cache()
 
-    def _new_cache(self) -> LruCache[tuple[object, ...], Message]:
+    def _new_cache(self) -> LruCache[tuple[object, ...], Encoded]:
         return LruCache(self._max_entries, max_bytes=self._max_bytes, size_of=_answer_size)
 
     @property
-    def cache(self) -> LruCache[tuple[object, ...], Message]:
+    def cache(self) -> LruCache[tuple[object, ...], Encoded]:
         """The current view's answers (for the size and eviction metrics)."""
         return self._answers
 
@@ -90,20 +94,22 @@ class AnswerMemo:
             self._answers.evictions = evicted  # a running count across views, as a counter must be
         return True
 
-    def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Message | None:
+    def get(self, loaded: Loaded, user_view: UserView, *request: object) -> Encoded | None:
         if not self._current(loaded):
             return None
-        hit = self._answers.get((profile(user_view), *request))
+        hit = self._answers.get((profile(loaded.view, user_view), *request))
         self._observe("answers", hit is not None)
         return hit
 
-    def put(self, loaded: Loaded, user_view: UserView, answer: M, *request: object) -> M:
+    def put(self, loaded: Loaded, user_view: UserView, answer: Message, *request: object) -> Encoded:
+        """`answer` serialized, and kept for the next same question."""
+        encoded = Encoded(answer.SerializeToString())
         if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
-            return answer
+            return encoded
         if self._current(loaded):
-            self._answers.put((profile(user_view), *request), answer)
-        return answer
+            self._answers.put((profile(loaded.view, user_view), *request), encoded)
+        return encoded
 
 
-def _answer_size(_key: tuple[object, ...], answer: Message) -> int:
-    return answer.ByteSize() * IN_MEMORY_PER_SERIALIZED_BYTE
+def _answer_size(_key: tuple[object, ...], answer: Encoded) -> int:
+    return len(answer) + ENTRY_OVERHEAD_BYTES

@@ -15,12 +15,13 @@ import grpc.aio
 from modelplane_server import convert
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane.v1 import resolver_service_pb2 as rs
-from modelplane.v1 import resolver_service_pb2_grpc as rs_grpc
 from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
+from modelplane_server.resolver_svc.api.budget_pb import budget_pb
 from modelplane_server.resolver_svc.api.min_revision import MinRevision
 from modelplane_server.resolver_svc.api.read_ahead import ready_batches
-from modelplane_server.resolver_svc.chat.gateway import ChatGateway
+from modelplane_server.runtime.registration import Encoded
+from modelplane_server.resolver_svc.chat.gateway import ChatCall, ChatGateway
 from modelplane_server.resolver_svc.resolution.service import ResolutionService
 from modelplane_server.resolver_svc.upstream import deadline_in
 
@@ -33,7 +34,10 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else deadline_in(remaining)
 
 
-class ResolverServicer(rs_grpc.ResolverServiceServicer):
+class ResolverServicer:
+    """Every ResolverService method (registered by runtime.registration, so
+    the memoized answers may be returned already serialized)."""
+
     def __init__(self, resolution: ResolutionService, chat: ChatGateway, *,
                  min_revision: MinRevision | None = None) -> None:
         self.resolution = resolution
@@ -54,37 +58,43 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         return resolution_pb.credential_resolution(request.provider, decision)
 
     async def ListUserKeyStatus(self, request: rs.ListUserKeyStatusRequest,
-                                context: Context) -> rs.ListUserKeyStatusResponse:
+                                context: Context) -> Encoded:
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         found = self.answers.get(loaded, user, "ListUserKeyStatus")
-        if isinstance(found, rs.ListUserKeyStatusResponse):
+        if found is not None:
             return found
         answer = resolution_pb.key_statuses(*self.resolution.key_status(loaded, user))
         return self.answers.put(loaded, user, answer, "ListUserKeyStatus")
 
     async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
-                                  context: Context) -> rs.ListAvailableModelsResponse:
+                                  context: Context) -> Encoded:
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
-        found = self.answers.get(loaded, user, "ListAvailableModels", request.last_used_model)
-        if isinstance(found, rs.ListAvailableModelsResponse):
+        budget = self.resolution.budget(loaded, user)
+        key = ("ListAvailableModels", request.last_used_model, budget.key)
+        found = self.answers.get(loaded, user, *key)
+        if found is not None:
             return found
         answer = resolution_pb.available_models(
             self.resolution.available_models(loaded, user, request.last_used_model or None))
-        return self.answers.put(loaded, user, answer, "ListAvailableModels", request.last_used_model)
+        answer.budget.CopyFrom(budget_pb(budget))
+        return self.answers.put(loaded, user, answer, *key)
 
     async def ResolveModel(self, request: rs.ResolveModelRequest,
-                           context: Context) -> rs.ResolvedModel:
+                           context: Context) -> Encoded:
         chat_context = convert.context(request.context, "context")  # INVALID_ARGUMENT before any lookup
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
-        key = ("ResolveModel", request.context, request.chat_model)
+        budget = self.resolution.budget(loaded, user)
+        key = ("ResolveModel", request.context, request.chat_model, budget.key)
         found = self.answers.get(loaded, user, *key)
-        if isinstance(found, rs.ResolvedModel):
+        if found is not None:
             return found
         resolution = self.resolution.model(loaded, user, chat_context, request.chat_model or None)
-        return self.answers.put(loaded, user, resolution_pb.resolved_model(resolution, loaded.state), *key)
+        answer = resolution_pb.resolved_model(resolution, loaded.state)
+        answer.budget.CopyFrom(budget_pb(budget, self.resolution.limit_applies(loaded, resolution)))
+        return self.answers.put(loaded, user, answer, *key)
 
     # --- chat --------------------------------------------------------------------
 
@@ -92,12 +102,12 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         await self.min_revision.reach(request.min_revision, context)
         call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
         reply = await self.chat.chat(call)
-        return chat_pb.chat_response(reply, call.model, resolution_pb.resolved_model(call.resolution, call.state))
+        return chat_pb.chat_response(reply, call.model, _resolved(call))
 
     async def StreamChat(self, request: rs.ChatRequest, context: Context) -> AsyncIterator[rs.ChatEvent]:
         await self.min_revision.reach(request.min_revision, context)
         call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
-        yield rs.ChatEvent(resolution=resolution_pb.resolved_model(call.resolution, call.state))
+        yield rs.ChatEvent(resolution=_resolved(call))
         # Deltas that arrive while earlier ones are being written go out
         # joined, in fewer messages (read_ahead). aclosing: a client cancel
         # at one of our yields must close the gateway's stream now (and with
@@ -115,3 +125,11 @@ class ResolverServicer(rs_grpc.ResolverServiceServicer):
         result = await self.chat.probe(request.provider, use_own_key=request.use_own_key,
                                        requested_user=request.user, deadline=_deadline(context))
         return chat_pb.probe_response(result)
+
+
+def _resolved(call: ChatCall) -> rs.ResolvedModel:
+    """A chat's resolution with the budget it was admitted under."""
+    out = resolution_pb.resolved_model(call.resolution, call.state)
+    if call.budget is not None:
+        out.budget.CopyFrom(budget_pb(call.budget, call.limited))
+    return out

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable
 
 from modelplane_server.domain.errors import NotFound
+from modelplane_server.runtime.scrub import KNOWN_SECRETS
 from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
 from modelplane_server.resolver_svc.state.config_state import Invalidations
 from modelplane_server.resolver_svc.caches.lru import Clock, LookupObserver, LruCache, SingleFlight, ignore_lookup
@@ -36,6 +38,9 @@ class CredentialCache:
                                                             max_bytes=max_bytes, size_of=_credential_size)
         self._cache = self.cache
         self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
+        # Keys registered with KNOWN_SECRETS, forgotten again on close (as
+        # many as it keeps at most; older ones it has dropped itself).
+        self._held: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"CredentialCache(entries={len(self._cache)})"
@@ -55,7 +60,7 @@ class CredentialCache:
             return found
         try:
             return await self._flights.do(key, lambda: self._fetch(provider, user),
-                                          lambda secret: self._cache.put(key, secret))
+                                          lambda secret: self._keep(key, secret))
         except ConfigUnreachable:
             stale = self._cache.get_stale(key, self._stale)
             if stale is None:
@@ -64,6 +69,16 @@ class CredentialCache:
         except NotFound:
             self._cache.pop(key)  # deleted meanwhile (say while a resync was due): never serve it later
             raise
+
+    def _keep(self, key: CredentialKey, secret: str) -> None:
+        # Known to the log processor from now on: a provider that echoes it
+        # (base64, masked, in a header httpcore logs at DEBUG) is scrubbed.
+        KNOWN_SECRETS.add(secret)
+        self._held[secret] = None
+        self._held.move_to_end(secret)
+        if len(self._held) > KNOWN_SECRETS.capacity:
+            self._held.popitem(last=False)
+        self._cache.put(key, secret)
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:
@@ -84,6 +99,8 @@ class CredentialCache:
 
     def close(self) -> None:
         self._flights.cancel_all()
+        KNOWN_SECRETS.discard(*self._held)
+        self._held.clear()
 
 
 def _credential_size(key: CredentialKey, secret: str) -> int:

@@ -9,6 +9,8 @@ line and metrics per upstream call.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -18,16 +20,19 @@ import structlog
 
 from modelplane_server.domain.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from modelplane_server.domain.resolution import Resolution
+from modelplane_server.domain.spend import Budget
+from modelplane_server.domain.usage import Outcome, cost_micro_usd, micro_to_usd
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
 from modelplane_server.runtime.auth import require
 from modelplane_server.runtime.context import annotate_call, current_principal
 from modelplane_server.runtime.logs import Plain
+from modelplane_server.runtime.scrub import SecretScrubber, scrub_secrets
 from modelplane_server.runtime.status import status_code_for
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
 from modelplane_server.resolver_svc.chat.failures import tried, upstream_failure
-from modelplane_server.resolver_svc.chat.target import configured_identifiers, prices, upstream_target
+from modelplane_server.resolver_svc.chat.target import configured_identifiers, upstream_target
 from modelplane_server.resolver_svc.chat.telemetry import UpstreamTelemetry
 from modelplane_server.resolver_svc.resolution.service import ResolutionService, user_for
 from modelplane_server.resolver_svc.state.config_state import ConfigState
@@ -43,10 +48,11 @@ from modelplane_server.resolver_svc.upstream import (
     UpstreamTarget,
     Usage,
     UsageEvent,
-    cost_usd,
     deadline_in,
 )
 from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
+from modelplane_server.resolver_svc.usage.ledger import UsageLedger
+from modelplane_server.resolver_svc.usage.meter import ChatIdentity, ChatMeter, tokens
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +88,9 @@ class ChatCall:
     tools: list[ToolDefinition]
     deadline: float | None
     started: float = field(default_factory=time.perf_counter)
+    context: OverrideContext | None = None
+    budget: Budget | None = None  # the user's spend budget the chat was admitted under
+    limited: bool = False  # the budget governs this chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +134,9 @@ class ChatGateway:
                  upstream: UpstreamClient, idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_S,
                  probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_S,
                  aws_region: str | None = None, metrics: ResolverMetrics | None = None,
-                 tracing: Tracing | None = None) -> None:
+                 tracing: Tracing | None = None, ledger: UsageLedger | None = None) -> None:
         self.resolution = resolution
+        self.ledger = ledger
         self.credentials = credentials
         self.upstream = upstream
         self.metrics = metrics
@@ -140,9 +150,21 @@ class ChatGateway:
         return self._fixed_aws_region or self.resolution.snapshot.aws_region
 
     async def prepare(self, chat: ChatInput, deadline: float | None) -> ChatCall:
-        """Resolve model and credential, fetch the key, build the target."""
+        """Resolve model and credential, fetch the key, build the target.
+
+        A user's own key is spent only by their own calls or a service's
+        acting for them (DESIGN.md, "Who may spend a key"): an admin naming
+        a user is resolved as that user holding no key, so the call uses
+        the central credential where the key policy gives it to the user,
+        and skips (NO_USABLE_MODEL when nothing is left) where only the
+        user's own key would do."""
         loaded, user_view = await self.resolution.views(chat.user)
+        if current_principal().role is Role.ADMIN:
+            user_view = dataclasses.replace(user_view, key_providers=frozenset())
         resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
+        # Refused here, before the key is fetched or anything goes upstream.
+        budget = self.resolution.check_spend(loaded, user_view, resolution)
+        limited = self.resolution.limit_applies(loaded, resolution)
         provider, model = resolution.provider, resolution.model
         structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
                                                chat_id=chat.chat_id or None)
@@ -151,20 +173,29 @@ class ChatGateway:
             user=user_view.user, chat_id=chat.chat_id, provider=provider, model=model,
             credential=resolution.credential, resolution=resolution, state=loaded.state,
             target=upstream_target(provider, api_key, self.aws_region, model),
-            messages=chat.messages, tools=chat.tools, deadline=deadline,
+            messages=chat.messages, tools=chat.tools, deadline=deadline, context=chat.context, budget=budget,
+            limited=limited,
         )
 
     async def chat(self, call: ChatCall) -> ChatReply:
         seen = self.telemetry.chat(call.provider.name, call.model.name, call.target, stream=False)
+        meter = self._meter(call, streamed=False)
         try:
             result = await self.upstream.chat(call.target, call.messages, call.tools, call.deadline, observer=seen)
             seen.succeeded(result.usage, result.finish_reason)
+            meter.end(Outcome.FINISHED, result.usage)
         except UpstreamError as err:
             seen.failed(err, None)
+            meter.end(Outcome.FAILED)  # no answer came: nothing to record
             raise self._failed(call, err) from None
+        except asyncio.CancelledError:
+            meter.end(Outcome.CANCELLED)
+            raise
         finally:
+            meter.close()
             seen.close()
-        cost = cost_usd(result.usage, prices(call.model))
+        result = dataclasses.replace(result, upstream_request_id=_scrubbed(result.upstream_request_id, call))
+        cost = micro_to_usd(cost_micro_usd(tokens(result.usage), call.model.pricing))
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
 
@@ -175,24 +206,34 @@ class ChatGateway:
         events = self.upstream.stream(call.target, call.messages, call.tools, call.deadline,
                                       idle_timeout=self.idle_timeout_seconds, observer=seen)
         usage: Usage | None = None
+        meter = self._meter(call, streamed=True)
         try:
             async for event in events:
                 if isinstance(event, Finish):
+                    event = dataclasses.replace(event, upstream_request_id=_scrubbed(event.upstream_request_id, call))
                     # Without a usage report there is nothing to price.
-                    cost = None if usage is None else cost_usd(usage, prices(call.model))
+                    cost = None if usage is None else micro_to_usd(cost_micro_usd(tokens(usage), call.model.pricing))
                     seen.succeeded(usage, event.finish_reason)
                     self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
+                    meter.end(Outcome.FINISHED, usage)
                     yield StreamEnd(event, usage, cost)
                 else:
                     if isinstance(event, UsageEvent):
                         usage = event.usage
+                        meter.reported(usage)
                     else:
                         seen.first_token()
+                        meter.answered()
                     yield event
         except UpstreamError as err:
             seen.failed(err, None)
+            meter.end(Outcome.FAILED, usage)  # recorded when it had answered
             raise self._failed(call, err) from None
+        except (GeneratorExit, asyncio.CancelledError):
+            meter.end(Outcome.CANCELLED, usage)
+            raise
         finally:
+            meter.close()
             seen.close()
             # A client cancel or deadline lands here (CancelledError, or
             # GeneratorExit at a yield): closing the engine's generator
@@ -230,28 +271,38 @@ class ChatGateway:
         started = time.perf_counter()
         seen = self.telemetry.probe(provider.name, target)
         try:
+            # One attempt: a probe reports what the upstream does now; retrying
+            # a refused connection only delays the answer.
             listed = await self.upstream.list_models(
-                target, probe_deadline if deadline is None else min(deadline, probe_deadline), observer=seen)
+                target, probe_deadline if deadline is None else min(deadline, probe_deadline), observer=seen,
+                retry=False)
             seen.succeeded(None, None)
         except UpstreamError as err:
             seen.failed(err, None)
             # Reported, not raised: telling the admin why is the probe's job.
             # An HTTP status means the upstream answered, so it is reachable.
             log.info("probe", provider=provider.name, ok=False, kind=err.kind, http_status=err.http_status)
+            message = scrub_secrets(err.message, (api_key,))
             return ProbeResult(reachable=err.http_status is not None, authenticated=False,
-                               error=f"{provider.name}: {err.message}{tried(err, target.base_url)}",
+                               error=f"{provider.name}: {message}{tried(err, target.base_url)}",
                                latency_ms=_ms_since(started))
         finally:
             seen.close()
         present = set(listed)
         configured = configured_identifiers(list(loaded.state.models.values()), provider.name)
         log.info("probe", provider=provider.name, ok=True, upstream_models=len(listed))
+        scrubber = SecretScrubber((api_key,))  # the listing is the upstream's words too
         return ProbeResult(
-            reachable=True, authenticated=True, upstream_models=listed[:MAX_PROBE_MODELS],
+            reachable=True, authenticated=True, upstream_models=[scrubber.scrub(m) for m in listed[:MAX_PROBE_MODELS]],
             configured_models_missing=[i for i in configured if i not in present],
             latency_ms=_ms_since(started))
 
     # --- steps ---------------------------------------------------------------
+
+    def _meter(self, call: ChatCall, *, streamed: bool) -> ChatMeter:
+        """The usage record of a chat about to go upstream (ledger: one per chat)."""
+        return ChatMeter(self.ledger, ChatIdentity(call.user, call.chat_id, call.provider, call.model,
+                                                   call.credential, call.context, streamed))
 
     async def _chat_key(self, provider: Provider, source: CredentialSource, user: str) -> str | None:
         """The key modelplane_server.domain.credentials chose; None means SigV4 from the ambient chain."""
@@ -288,6 +339,9 @@ class ChatGateway:
         return await self.credentials.get(provider.name, user)
 
     def _failed(self, call: ChatCall, err: UpstreamError) -> DomainError:
+        # Every error the engine builds from the provider's words is scrubbed
+        # of the key already; this covers the ones built from anything else.
+        err.message = scrub_secrets(err.message, (call.target.api_key,))
         _describe("chat.failed", provider=call.provider.name, model=call.model.name,
                   model_identifier=call.model.model_identifier, chat_id=call.chat_id or None,
                   credential_source=Plain(call.credential.value), kind=Plain(err.kind),
@@ -325,6 +379,9 @@ def _describe(event: str, **fields: object) -> None:
     there is no call around it."""
     if not annotate_call(chat=Plain(event), **fields):
         log.info(event, **fields)
+def _scrubbed(upstream_request_id: str | None, call: ChatCall) -> str | None:
+    """The upstream's request id (a response header it chose) without the key."""
+    return upstream_request_id and scrub_secrets(upstream_request_id, (call.target.api_key,))
 
 
 def _check_keyless_probe(provider: Provider) -> None:

@@ -67,11 +67,6 @@ def upstream_target(provider: Provider, api_key: str | None, env_region: str | N
     )
 
 
-def prices(model: Model) -> up.Prices:
-    p = model.pricing
-    return up.Prices(p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok)
-
-
 def configured_identifiers(models: Sequence[Model], provider: str) -> list[str]:
     """Model identifiers of the provider's enabled models, sorted, unique."""
     return sorted({m.model_identifier for m in models if m.provider == provider and m.enabled})

@@ -33,7 +33,7 @@ import structlog
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from modelplane_server import snapshot_parts
+from modelplane_server import event_parts
 from modelplane_server.domain import errors
 from modelplane_server.domain.resolver_map import ResolverIdentity
 from modelplane_server.domain.types import Principal
@@ -208,10 +208,10 @@ class ConfigClient:
         (config_svc starts with a snapshot when it cannot resume there, or
         the epoch is not its own). `resolver` names this resolver in the live map."""
         self.calls["WatchConfig"] += 1
-        request = cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch, accept_snapshot_parts=True,
+        request = cs.WatchConfigRequest(after_revision=after_revision, epoch=epoch, accept_parts=True,
                                         resolver=None if resolver is None else identity_pb(resolver))
         call = self._replicas[self._current].stub.WatchConfig(request, metadata=self._metadata)
-        parts = snapshot_parts.Reassembly()  # a large snapshot comes in parts
+        parts = event_parts.Reassembly()  # a large event comes in parts
         try:
             async for event in call:
                 self.calls["WatchConfig.events"] += 1
@@ -242,13 +242,15 @@ class ConfigClient:
                 self.fail_over(replica.address)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def get_user_config(self, user: str) -> cs.UserConfig:
+    async def get_user_configs(self, users: list[str]) -> list[cs.UserConfig]:
+        """The data of `users` (at most validation.MAX_USERS_PER_BATCH), read at one revision."""
         try:
-            reply: cs.UserConfig = await self._unary("GetUserConfig", lambda stub: stub.GetUserConfig(
-                cs.GetUserConfigRequest(user=user), metadata=self._metadata, timeout=self._timeout))
+            reply: cs.GetUserConfigsResponse = await self._unary(
+                "GetUserConfigs", lambda stub: stub.GetUserConfigs(
+                    cs.GetUserConfigsRequest(users=users), metadata=self._metadata, timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, "GetUserConfig") from None
-        return reply
+            raise domain_error(exc, "GetUserConfigs") from None
+        return list(reply.users)
 
     async def introspect_token(self, token: str) -> Principal:
         """The caller's Principal. NOT_FOUND is config_svc's verdict on the
@@ -271,7 +273,15 @@ class ConfigClient:
                     cs.AccessCredentialRequest(provider=provider, user=user), metadata=self._metadata,
                     timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, "AccessCredential") from None
+            err = domain_error(exc, "AccessCredential")
+            if isinstance(err, errors.DataLoss):
+                # config_svc's message (which key id, why it did not open) is
+                # for the operator's log; the caller learns whom to ask.
+                log.error("a stored credential cannot be decrypted; an operator must re-enter it",
+                          provider=provider, user=user or None, reason=err.reason, detail=err.message)
+                raise errors.DataLoss(f"the stored API key for provider {provider} cannot be read; contact an "
+                                      "administrator", reason=err.reason) from None
+            raise err from None
         return reply.api_key
 
     async def ack(self, resolver: ResolverIdentity, applied_revision: int, epoch: str) -> None:
@@ -284,3 +294,21 @@ class ConfigClient:
                 metadata=self._metadata, timeout=self._timeout), counted=False)
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, "AckConfig") from None
+
+    async def record_usage(self, records: list[cs.UsageRecord], timeout: float | None = None) -> cs.RecordUsageResponse:
+        """Store usage records (idempotent by record id, so a batch may go to
+        another replica again). RecordsRejected when config_svc refuses the
+        batch as malformed: sending it again cannot help."""
+        try:
+            reply: cs.RecordUsageResponse = await self._unary("RecordUsage", lambda stub: stub.RecordUsage(
+                cs.RecordUsageRequest(records=records), metadata=self._metadata,
+                timeout=self._timeout if timeout is None else timeout))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise RecordsRejected(exc.details() or "invalid usage records") from None
+            raise domain_error(exc, "RecordUsage") from None
+        return reply
+
+
+class RecordsRejected(errors.DomainError):
+    """config_svc refused a usage batch as malformed (a resolver bug)."""

@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping, TypeVar
 
-from modelplane_server import convert
+from modelplane_server import convert, governance_pb
+from modelplane_server.domain.access import Group
 from modelplane_server.domain.persistent import ShardedMap
+from modelplane_server.domain.spend import Period, Scope, SpendLimit
 from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb
 from modelplane_server.resolver_svc.state import from_config
 
 V = TypeVar("V")
+LimitKey = tuple[Scope, str, Period]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class ConfigState:
     # The database history the revision counts in (ConfigEvent.epoch); ""
     # from a config_svc that sends none.
     epoch: str = ""
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    spend_limits: Mapping[LimitKey, SpendLimit] = field(default_factory=dict)
 
     @classmethod
     def from_snapshot(cls, revision: int, snap: cs.ConfigSnapshot, epoch: str = "") -> ConfigState:
@@ -69,6 +74,9 @@ class ConfigState:
             settings_msg=snap.settings,
             admin_overrides=MappingProxyType(
                 {convert.CONTEXTS[o.context]: o.model for o in snap.model_overrides}),
+            groups=MappingProxyType({g.name: governance_pb.group_from_config(g) for g in snap.groups}),
+            spend_limits=MappingProxyType({lim.key: lim for lim in map(governance_pb.limit_from_config,
+                                                                       snap.spend_limits) if lim is not None}),
         )
 
 
@@ -112,6 +120,7 @@ def _apply_changes(state: ConfigState, revision: int,
     model_msgs: dict[str, pb.Model | None] = {}
     settings, settings_msg = state.settings, state.settings_msg
     overrides = dict(state.admin_overrides)
+    governance = _Governance(state)
     users: set[str] = set()
     credentials: set[tuple[str, str]] = set()
     deleted_providers: set[str] = set()
@@ -140,6 +149,8 @@ def _apply_changes(state: ConfigState, revision: int,
             credentials.add((change.credential.provider, change.credential.user))
         elif kind == "revoked_token":
             revoked.add(change.revoked_token)
+        else:
+            governance.apply(change)
         # An unknown kind comes from a newer config_svc: ignoring it keeps the
         # rest of the event; the next snapshot brings the whole truth.
 
@@ -154,6 +165,8 @@ def _apply_changes(state: ConfigState, revision: int,
         settings=settings,
         settings_msg=settings_msg,
         admin_overrides=MappingProxyType(overrides),
+        groups=governance.groups,
+        spend_limits=governance.limits,
     )
     return new_state, Invalidations(
         users=frozenset(users),
@@ -187,3 +200,27 @@ def changed_names(event: cs.ConfigEvent) -> tuple[frozenset[str], frozenset[str]
         elif kind == "deleted_model":
             models.add(change.deleted_model)
     return frozenset(providers), frozenset(models)
+class _Governance:
+    """Groups and spend limits through one event's changes; each mapping is
+    copied only when a change touches it."""
+
+    def __init__(self, state: ConfigState) -> None:
+        self.groups: Mapping[str, Group] = state.groups
+        self.limits: Mapping[LimitKey, SpendLimit] = state.spend_limits
+
+    def apply(self, change: cs.ConfigChange) -> None:
+        kind = change.WhichOneof("change")
+        if kind == "group":
+            self.groups = MappingProxyType({**self.groups, change.group.name: governance_pb.group_from_config(
+                change.group)})
+        elif kind == "deleted_group":
+            self.groups = MappingProxyType({k: v for k, v in self.groups.items() if k != change.deleted_group})
+        elif kind in ("spend_limit", "cleared_spend_limit"):
+            lim = governance_pb.limit_from_config(getattr(change, kind))
+            if lim is None:
+                return
+            limits = {k: v for k, v in self.limits.items() if k != lim.key}
+            if kind == "spend_limit":
+                limits[lim.key] = lim
+            self.limits = MappingProxyType(limits)
+        # Any other kind comes from a newer config_svc: see _apply_changes.

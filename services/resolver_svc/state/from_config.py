@@ -36,7 +36,8 @@ def model(msg: pb.Model) -> Model:
 
 def settings(msg: pb.Settings) -> Settings:
     return Settings(byok_enabled=msg.byok_enabled, personal_overrides_enabled=msg.personal_overrides_enabled,
-                    version=_version(msg.etag))
+                    version=_version(msg.etag), byok_spend_counts=msg.byok_spend_counts,
+                    allow_unpriced_under_limit=msg.allow_unpriced_under_limit)
 
 
 def principal(msg: pb.ApiToken) -> Principal:

@@ -73,7 +73,11 @@ async def _events(stream: AsyncIterator[cs.ConfigEvent], idle_seconds: float) ->
         return
     while True:
         try:
-            event = await asyncio.wait_for(anext(stream), idle_seconds)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that lands as the event arrives, and the watcher
+            # then never stops (seen once spend events made the stream busy).
+            async with asyncio.timeout(idle_seconds):
+                event = await anext(stream)
         except StopAsyncIteration:
             return
         except TimeoutError:

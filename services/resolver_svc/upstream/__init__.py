@@ -38,7 +38,7 @@ from modelplane_server.resolver_svc.upstream.types import (
     UsageEvent,
 )
 from modelplane_server.resolver_svc.upstream.parts import PartFolder, fold
-from modelplane_server.resolver_svc.upstream.usage import Prices, context_usage, cost_usd
+from modelplane_server.resolver_svc.upstream.usage import context_usage
 
 __all__ = [
     "PROVIDER_TYPES",
@@ -54,7 +54,6 @@ __all__ = [
     "OpenAIOptions",
     "Part",
     "PartFolder",
-    "Prices",
     "ProviderType",
     "ReasoningDelta",
     "ReasoningPart",
@@ -78,7 +77,6 @@ __all__ = [
     "UsageEvent",
     "collect",
     "context_usage",
-    "cost_usd",
     "deadline_in",
     "fold",
     "protocol_for",

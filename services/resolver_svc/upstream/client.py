@@ -134,9 +134,11 @@ class UpstreamClient:
         return protocol.parse_response(body, _request_id(headers), target)
 
     async def list_models(self, target: UpstreamTarget, deadline: float | None = None,
-                          observer: AttemptObserver | None = None) -> list[str]:
+                          observer: AttemptObserver | None = None, *, retry: bool = True) -> list[str]:
+        """retry=False: one attempt (a probe reports what happened, now)."""
         protocol = protocol_for(target)
-        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline, observer)
+        _, _, body = await self._unary(protocol.models_request(target), protocol, target, deadline, observer,
+                                       retry=retry)
         return protocol.parse_models(body)
 
     async def stream(
@@ -207,7 +209,7 @@ class UpstreamClient:
 
     async def _unary(
         self, wire: WireRequest, protocol: WireProtocol, target: UpstreamTarget, deadline: float | None,
-        observer: AttemptObserver | None = None,
+        observer: AttemptObserver | None = None, *, retry: bool = True,
     ) -> tuple[int, httpx.Headers, bytes]:
         attempt = 0
         while True:
@@ -221,7 +223,7 @@ class UpstreamClient:
                     observer.received(body)
                 return response.status_code, response.headers, body
             except UpstreamError as error:
-                delay = self._delay(error, attempt, deadline, target, observer)
+                delay = self._delay(error, attempt, deadline, target, observer) if retry else None
                 if delay is None:
                     raise
             await self._sleep(delay)

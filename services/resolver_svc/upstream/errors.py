@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
+from modelplane_server.runtime.scrub import scrub_secrets
+
 ErrorKind = Literal[
     "auth_failed",
     "rate_limited",
@@ -42,10 +44,9 @@ RETRYABLE_KINDS: Final = frozenset({"rate_limited", "overloaded", "unavailable",
 
 
 def scrub(text: str, secrets: tuple[str | None, ...] = ()) -> str:
-    """Remove the given secrets and anything credential-shaped, then truncate."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
+    """Remove the given secrets (in every encoding and masked form, see
+    runtime.scrub) and anything credential-shaped, then truncate."""
+    text = scrub_secrets(text, secrets)
     for pattern in _SECRET_PATTERNS:
         if pattern.groups >= 2:
             text = pattern.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)

@@ -1,54 +1,10 @@
-"""Cost and context-window arithmetic over normalised Usage."""
+"""Context-window arithmetic over normalised Usage. (Cost is the domain's:
+modelplane_server.domain.usage.cost_micro_usd, one rule for the chat answer
+and the usage ledger.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from modelplane_server.resolver_svc.upstream.types import Usage
-
-TOKENS_PER_PRICE_UNIT = 1_000_000
-
-
-@dataclass(frozen=True)
-class Prices:
-    """USD per 1M tokens; None means "not priced"."""
-
-    input: float | None = None
-    output: float | None = None
-    cache_read: float | None = None
-    cache_write: float | None = None
-
-
-def cost_usd(usage: Usage, prices: Prices) -> float | None:
-    """The USD cost of one call, or None when it cannot be priced honestly.
-
-    - No price at all: the model is unpriced -> None (never 0.0).
-    - A token class with tokens but no price -> None, except cache reads and
-      cache writes, which fall back to the input price: they are input
-      tokens, and an admin who priced input but not caching should still see
-      a cost. (It overstates reads and understates writes slightly.)
-    - A missing price for a class with zero tokens does not matter.
-    """
-    if prices == Prices():
-        return None
-    classes = (
-        (usage.input_tokens, prices.input),
-        (usage.output_tokens, prices.output),
-        (usage.cache_read_tokens, _or(prices.cache_read, prices.input)),
-        (usage.cache_write_tokens, _or(prices.cache_write, prices.input)),
-    )
-    total = 0.0
-    for tokens, price in classes:
-        if tokens == 0:
-            continue
-        if price is None:
-            return None
-        total += tokens * price
-    return total / TOKENS_PER_PRICE_UNIT
-
-
-def _or(price: float | None, fallback: float | None) -> float | None:
-    return price if price is not None else fallback
 
 
 def context_tokens(usage: Usage) -> int:

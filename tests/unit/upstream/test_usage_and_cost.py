@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import pytest
 
-from modelplane_server.resolver_svc.upstream import Prices, UpstreamClient, Usage, collect, context_usage, cost_usd
+from modelplane_server.domain.types import Pricing
+from modelplane_server.domain.usage import cost_micro_usd, micro_to_usd
+from modelplane_server.resolver_svc.upstream import UpstreamClient, Usage, collect, context_usage
+from modelplane_server.resolver_svc.usage.meter import tokens
 from tests.fakes import KINDS, Canned, CannedUsage, FakeUpstream
 from tests.unit.upstream.conftest import CONVERSATION, target_for
 
-PRICES = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+PRICES = Pricing(input_per_mtok=3.0, output_per_mtok=15.0, cache_read_per_mtok=0.3, cache_write_per_mtok=3.75)
 # 1000 plain input, 4000 cache reads, 600 output of which 200 reasoning.
 CONVERSATION_USAGE = CannedUsage(input=1000, cache_read=4000, output=600, reasoning=200)
-EXPECTED_COST = (1000 * 3.0 + 4000 * 0.3 + 600 * 15.0) / 1_000_000
+EXPECTED_MICRO_USD = 1000 * 3 + 4000 * 3 // 10 + 600 * 15  # a price per 1M tokens is micro-USD per token
+
+
+def cost_usd(usage: Usage, pricing: Pricing) -> float | None:
+    """What the chat answer reports (chat.gateway): the domain's cost in USD."""
+    return micro_to_usd(cost_micro_usd(tokens(usage), pricing))
+
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -33,7 +42,7 @@ async def test_same_conversation_costs_the_same_everywhere(
         0,
         600,
     )
-    assert cost_usd(u, PRICES) == pytest.approx(EXPECTED_COST)
+    assert cost_micro_usd(tokens(u), PRICES) == EXPECTED_MICRO_USD
     # Bedrock reports no reasoning count (thinking is inside outputTokens).
     assert u.reasoning_tokens == (0 if kind == "bedrock" else 200)
 
@@ -48,22 +57,23 @@ async def test_cache_writes_are_separated(kind: str, client: UpstreamClient) -> 
 
 
 def test_unpriced_model_has_no_cost() -> None:
-    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Prices()) is None
-    assert cost_usd(Usage(), Prices()) is None
+    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Pricing()) is None
+    assert cost_usd(Usage(), Pricing()) is None
 
 
 def test_missing_output_price_with_output_tokens_is_no_cost() -> None:
-    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Prices(input=1.0)) is None
+    assert cost_usd(Usage(input_tokens=5, output_tokens=5), Pricing(input_per_mtok=1.0)) is None
     # ...but it does not matter when there were no output tokens.
-    assert cost_usd(Usage(input_tokens=1_000_000), Prices(input=1.0)) == pytest.approx(1.0)
+    assert cost_usd(Usage(input_tokens=1_000_000), Pricing(input_per_mtok=1.0)) == pytest.approx(1.0)
 
 
 def test_cache_prices_fall_back_to_input_price() -> None:
     usage = Usage(
         input_tokens=1_000_000, cache_read_tokens=1_000_000, cache_write_tokens=1_000_000, output_tokens=0
     )
-    assert cost_usd(usage, Prices(input=2.0, output=8.0)) == pytest.approx(6.0)
-    assert cost_usd(usage, Prices(input=2.0, output=8.0, cache_read=0.2, cache_write=2.5)) == pytest.approx(
+    assert cost_usd(usage, Pricing(input_per_mtok=2.0, output_per_mtok=8.0)) == pytest.approx(6.0)
+    assert cost_usd(usage, Pricing(input_per_mtok=2.0, output_per_mtok=8.0, cache_read_per_mtok=0.2,
+                                   cache_write_per_mtok=2.5)) == pytest.approx(
         4.7
     )
 
