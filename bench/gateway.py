@@ -25,6 +25,7 @@ resolver process during the load.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import multiprocessing
 import multiprocessing.connection
@@ -33,7 +34,7 @@ import pstats
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator
 
 import grpc
 import grpc.aio
@@ -306,6 +307,25 @@ async def run() -> bool:
 
 async def _run(server_dsn: str, fast_url: str, slow_url: str, api_key: str, upstream: UpstreamClient,
                conn: multiprocessing.connection.Connection) -> bool:
+    async with chat_stack(server_dsn, {"fast": fast_url, "slow": slow_url}, api_key, upstream) as (address, token):
+        print("resolver in this process; fake upstreams and the client in a child process ...", flush=True)
+        conn.send(Plan(address, token))
+        profiler = cProfile.Profile() if os.environ.get("GATEWAY_PROFILE") else None
+        if profiler is not None:
+            profiler.enable()
+        out: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        if profiler is not None:
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats(os.environ["GATEWAY_PROFILE"]).print_stats(60)
+        return report(out)
+
+
+@contextlib.asynccontextmanager
+async def chat_stack(server_dsn: str, providers: dict[str, str], api_key: str,
+                     upstream: UpstreamClient) -> AsyncIterator[tuple[str, str]]:
+    """config_svc and a resolver in this process, one openai-compatible
+    provider and model per entry of `providers` (name -> base URL), both
+    named as the key; yields the resolver's address and a member's token."""
     async with fresh_database(server_dsn) as database_url:
         config = await build_config(ConfigSettings(
             database_url=database_url, encryption_keys=crypto.generate_key_entry("bench"), listen="127.0.0.1:0",
@@ -326,7 +346,7 @@ async def _run(server_dsn: str, fast_url: str, slow_url: str, api_key: str, upst
             async with grpc.aio.insecure_channel(f"127.0.0.1:{config.port}") as cch:
                 cstub = config_service_pb2_grpc.ConfigServiceStub(cch)
                 admin = await mint(config, Role.ADMIN, "bench-admin")
-                for name, url in (("fast", fast_url), ("slow", slow_url)):
+                for name, url in providers.items():
                     await cstub.CreateProvider(cs.CreateProviderRequest(provider=pb.Provider(
                         name=name, type=pb.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=url, api_key=api_key)),
                         metadata=admin)
@@ -335,18 +355,9 @@ async def _run(server_dsn: str, fast_url: str, slow_url: str, api_key: str, upst
                         context_limit=128_000, pricing=pb.Pricing(input_per_mtok=1, output_per_mtok=2))),
                         metadata=admin)
                 member = await mint(config, Role.MEMBER, "alice")
-            while len(resolver.snapshot.current().state.models) < 2:
+            while len(resolver.snapshot.current().state.models) < len(providers):
                 await asyncio.sleep(0.01)
-            print("resolver in this process; fake upstreams and the client in a child process ...", flush=True)
-            conn.send(Plan(f"127.0.0.1:{resolver.port}", member[0][1].removeprefix("Bearer ")))
-            profiler = cProfile.Profile() if os.environ.get("GATEWAY_PROFILE") else None
-            if profiler is not None:
-                profiler.enable()
-            out: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-            if profiler is not None:
-                profiler.disable()
-                pstats.Stats(profiler).sort_stats(os.environ["GATEWAY_PROFILE"]).print_stats(60)
-            return report(out)
+            yield f"127.0.0.1:{resolver.port}", member[0][1].removeprefix("Bearer ")
         finally:
             await resolver.stop(0)
             await config.stop(0)

@@ -177,7 +177,8 @@ async def build_server(settings: ResolverSettings, *,
         options=server_options(MAX_REQUEST_BYTES["resolver_svc"], share_port=settings.share_port))
     owns_upstream = upstream is None
     if upstream is None:
-        upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections)
+        upstream = UpstreamClient(max_connections_per_origin=settings.upstream_max_connections,
+                                  http2=settings.upstream_http2)
     ledger = UsageLedger(config.record_usage, max_records=settings.ledger_buffer_records,
                          batch_size=settings.ledger_batch_records, interval=settings.ledger_flush_interval_seconds,
                          retry_initial=settings.reconnect_initial_seconds, retry_max=settings.reconnect_max_seconds,

@@ -39,6 +39,7 @@ class ResolverSettings:
     log_level: str
     stream_idle_timeout_seconds: float = 60.0
     upstream_max_connections: int = 1000
+    upstream_http2: bool = False
     # Defaults below are for code that builds ResolverSettings directly (tests): no
     # TLS, no metrics port. The environment's defaults are in from_env.
     tls: ServerTLS | None = None
@@ -137,6 +138,9 @@ class ResolverSettings:
                 "A StreamChat whose upstream sends nothing for this long ends with UPSTREAM_TIMEOUT", minimum=0.1),
             upstream_max_connections=env_int(env, "RESOLVER_UPSTREAM_MAX_CONNECTIONS", 1000,
                                              "Pooled HTTP connections per upstream origin", minimum=1),
+            upstream_http2=env_bool(env, "RESOLVER_UPSTREAM_HTTP2", False,
+                                    "Offer HTTP/2 to https upstreams (ALPN); see docs/operations.md before "
+                                    "turning it on"),
             tls=server_tls_from_env(env, "RESOLVER_SVC"),
             config_tls=client_tls_from_env(env, "RESOLVER_CONFIG_SVC", "config_svc"),
             metrics_listen=metrics_listen_from_env(env, "RESOLVER_SVC_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),

@@ -331,7 +331,8 @@ async def test_every_provider_type(case: Case, cfg: ConfigHarness, monkeypatch: 
                 f"AWS4-HMAC-SHA256 Credential={TEST_AWS_CREDENTIALS.access_key}/")
 
         # Streaming: resolution first, deltas, usage, finish last with the same cost.
-        fake.script(Canned(text="Sunny in Paris, 18C.", chunk_chars=4))
+        # Deltas apart in time go out apart (deltas already waiting together may be joined).
+        fake.script(Canned(text="Sunny in Paris, 18C.", chunk_chars=4, delay_s=0.05))
         streamed = await stream(stack, ask(), alice)
         assert streamed.kinds[0] == "resolution" and streamed.events[0].resolution == resolved
         assert streamed.kinds.count("text_delta") > 1

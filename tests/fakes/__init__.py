@@ -2,7 +2,7 @@
 provider's own wire format and quirks. See upstream.FakeUpstream."""
 
 from tests.fakes.canned import Canned, CannedToolCall, CannedUsage, Fail
-from tests.fakes.http_server import RawReply, RecordedRequest, StreamReply
+from tests.fakes.http_server import RawReply, RecordedRequest, StreamReply, server_tls
 from tests.fakes.upstream import (
     DEFAULT_KEYS,
     KINDS,
@@ -26,4 +26,5 @@ __all__ = [
     "RawReply",
     "RecordedRequest",
     "StreamReply",
+    "server_tls",
 ]

@@ -1,4 +1,5 @@
-"""A tiny HTTP/1.1 server on asyncio streams, just enough for fake upstreams.
+"""A tiny HTTP/1.1 server on asyncio streams, just enough for fake upstreams;
+with TLS, HTTP/2 as well for clients that ask for it by ALPN (h2_server).
 
 Keep-alive, Content-Length and chunked request bodies, Content-Length and
 chunked responses. Streaming replies can be slow or stall, and the server
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ class RecordedRequest:
     target: str  # the raw request-target, path plus query, as sent
     headers: dict[str, str]  # lower-case names
     body: bytes
+    http_version: str = "HTTP/1.1"  # or "HTTP/2"
 
     @property
     def path(self) -> str:
@@ -78,8 +81,12 @@ _REASONS = {
 
 
 class FakeHttpServer:
-    def __init__(self, handler: Handler) -> None:
+    """tls: serve https with this context; its ALPN protocols decide whether
+    HTTP/2 is offered (see server_tls)."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self._handler = handler
+        self._tls = tls
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -89,7 +96,7 @@ class FakeHttpServer:
         self.streams_finished = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -110,6 +117,17 @@ class FakeHttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections_opened += 1
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() == "h2":
+            from tests.fakes.h2_server import H2Connection
+
+            try:
+                await H2Connection(self._handler, reader, writer, self._stream_ended).serve()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+            return
         try:
             while True:
                 request = await _read_request(reader)
@@ -129,6 +147,13 @@ class FakeHttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _stream_ended(self, finished: bool) -> None:
+        if finished:
+            self.streams_finished += 1
+        else:
+            self.disconnects_mid_stream += 1
+            self.client_disconnected.set()
 
     async def _write_stream(
         self, reply: StreamReply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -167,6 +192,14 @@ class FakeHttpServer:
         self.disconnects_mid_stream += 1
         self.client_disconnected.set()
         return False
+
+
+def server_tls(cert: str, key: str, *, http2: bool) -> ssl.SSLContext:
+    """A server context for a fake: HTTP/2 offered by ALPN, or only HTTP/1.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context
 
 
 async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:

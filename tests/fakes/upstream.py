@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ Scripted = Canned | Fail | Reply
 
 
 class FakeUpstream:
-    def __init__(self, kind: str, api_key: str | None, aws: AwsTestCredentials, region: str) -> None:
+    def __init__(self, kind: str, api_key: str | None, aws: AwsTestCredentials, region: str,
+                 tls: ssl.SSLContext | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown fake kind {kind!r}")
         self.kind = kind
@@ -78,7 +80,8 @@ class FakeUpstream:
         # What this fake handed out, to hold clients to the replay rules.
         self.memory = openai_wire.ReplayMemory()
         self._script: deque[Scripted] = deque()
-        self._server = FakeHttpServer(self._handle)
+        self._server = FakeHttpServer(self._handle, tls)
+        self._scheme = "https" if tls else "http"
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -89,11 +92,13 @@ class FakeUpstream:
         api_key: str | None = "default",
         aws: AwsTestCredentials = TEST_AWS_CREDENTIALS,
         region: str = TEST_REGION,
+        tls: ssl.SSLContext | None = None,
     ) -> AsyncIterator[FakeUpstream]:
         """api_key: the key the fake accepts ("default": DEFAULT_KEYS[kind];
         None: no key auth, e.g. an open openai-compatible server or bedrock
-        in SigV4-only mode)."""
-        fake = cls(kind, DEFAULT_KEYS[kind] if api_key == "default" else api_key, aws, region)
+        in SigV4-only mode). tls: serve https (http_server.server_tls),
+        HTTP/2 included when its ALPN offers it."""
+        fake = cls(kind, DEFAULT_KEYS[kind] if api_key == "default" else api_key, aws, region, tls)
         await fake._server.start()
         try:
             yield fake
@@ -104,7 +109,7 @@ class FakeUpstream:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self._server.port}"
+        return f"{self._scheme}://127.0.0.1:{self._server.port}"
 
     @property
     def base_url(self) -> str:

@@ -216,7 +216,8 @@ async def test_chat_streams_deltas_and_probe_reports(cfg: ConfigHarness, cli: Cl
             assert streamed.out == "Hello from the fake.\n"
             assert "model local-llama-4" in streamed.err and "finish stop" in streamed.err
 
-            fake.script(Canned(text="Hello again.", chunk_chars=4))
+            # Deltas apart in time go out apart (deltas already waiting together may be joined).
+            fake.script(Canned(text="Hello again.", chunk_chars=4, delay_s=0.05))
             events = [json.loads(line) for line in ok(await cli("chat", "Again", "--stream", "--json",
                                                                 token=member)).out.splitlines()]
             assert "resolution" in events[0] and "finish" in events[-1]

@@ -9,7 +9,7 @@ model's limits. Pure: no I/O, no gRPC context.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -177,6 +177,30 @@ def stream_event(event: up.StreamEvent | StreamEnd, model: Model) -> rs.ChatEven
     if isinstance(event, up.UsageEvent):
         return rs.ChatEvent(usage=usage_pb(event.usage))
     raise TypeError(f"not a delta event: {type(event).__name__}")
+
+
+# Deltas whose pieces concatenate: several in a row for one part mean the
+# same as one holding their text joined (the proto's fold, part by part).
+JOINABLE: Final = (up.TextDelta, up.ReasoningDelta, up.RefusalDelta)
+
+
+def stream_events(events: Sequence[up.StreamEvent | StreamEnd], model: Model) -> list[rs.ChatEvent]:
+    """Events that were waiting together, as few ChatEvents as mean the same:
+    a run of text, reasoning or refusal deltas of one part becomes one delta
+    with their text joined; nothing else is merged or moved."""
+    out: list[rs.ChatEvent] = []
+    run: list[str] = []
+    for i, event in enumerate(events):
+        if isinstance(event, JOINABLE):
+            run.append(event.text)
+            after = events[i + 1] if i + 1 < len(events) else None
+            if type(after) is type(event) and after.part_index == event.part_index:
+                continue
+            joined, run = "".join(run), []
+            out.append(stream_event(type(event)(joined, event.part_index), model))
+        else:
+            out.append(stream_event(event, model))
+    return out
 
 
 def probe_response(r: ProbeResult) -> rs.ProbeProviderResponse:

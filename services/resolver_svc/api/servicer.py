@@ -19,6 +19,7 @@ from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
 from modelplane_server.resolver_svc.api.budget_pb import budget_pb
 from modelplane_server.resolver_svc.api.min_revision import MinRevision
+from modelplane_server.resolver_svc.api.read_ahead import ready_batches
 from modelplane_server.runtime.registration import Encoded
 from modelplane_server.resolver_svc.chat.gateway import ChatCall, ChatGateway
 from modelplane_server.resolver_svc.resolution.service import ResolutionService
@@ -107,12 +108,14 @@ class ResolverServicer:
         await self.min_revision.reach(request.min_revision, context)
         call = await self.chat.prepare(chat_pb.chat_input(request), _deadline(context))
         yield rs.ChatEvent(resolution=_resolved(call))
-        # aclosing: a client cancel at one of our yields must close the
-        # gateway's stream now (and with it the upstream response), not
-        # whenever the generator is collected.
-        async with contextlib.aclosing(self.chat.stream(call)) as events:
-            async for event in events:
-                yield chat_pb.stream_event(event, call.model)
+        # Deltas that arrive while earlier ones are being written go out
+        # joined, in fewer messages (read_ahead). aclosing: a client cancel
+        # at one of our yields must close the gateway's stream now (and with
+        # it the upstream response), not whenever the generator is collected.
+        async with contextlib.aclosing(ready_batches(self.chat.stream(call))) as batches:
+            async for batch in batches:
+                for event in chat_pb.stream_events(batch, call.model):
+                    yield event
 
     async def ProbeProvider(self, request: rs.ProbeProviderRequest,
                             context: Context) -> rs.ProbeProviderResponse:

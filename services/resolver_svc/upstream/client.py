@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from modelplane_server.resolver_svc.upstream.errors import StreamStalled, Upstre
 from modelplane_server.resolver_svc.upstream.observe import AttemptObserver
 from modelplane_server.resolver_svc.upstream.openai_chat import OpenAIChatProtocol
 from modelplane_server.resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
+from modelplane_server.resolver_svc.upstream.pools import ShardedTransport
 from modelplane_server.resolver_svc.upstream.protocol import WireProtocol, WireRequest
 from modelplane_server.resolver_svc.upstream.retry import RetryPolicy, parse_retry_after, parse_should_retry, retry_delay
 from modelplane_server.resolver_svc.upstream.types import (
@@ -85,7 +87,17 @@ class UpstreamClient:
         aws_credentials: aws.CredentialsProvider | None = None,
         max_connections_per_origin: int = 100,
         trust_env: bool = True,
+        verify: ssl.SSLContext | None = None,
+        http2: bool = False,
     ) -> None:
+        """verify: whom https upstreams must prove to be; by default the
+        certifi bundle, or SSL_CERT_FILE / SSL_CERT_DIR with trust_env.
+        http2: offer HTTP/2 to https upstreams (ALPN decides per connection;
+        plain http:// is always HTTP/1.1). Off by default: httpcore 1.0.9
+        never resets an HTTP/2 stream whose response is closed early
+        (encode/httpcore#943), so a cancelled stream would keep the
+        provider generating, and after 100 of them on one connection every
+        new request on it fails ("Max outbound streams is 100")."""
         self._policy = retry_policy
         self._timeouts = timeouts
         self._sleep = sleep
@@ -100,6 +112,9 @@ class UpstreamClient:
             keepalive_expiry=30.0,
         )
         self._trust_env = trust_env
+        self._http2 = http2
+        # One context for every pool: building one loads the CA bundle (milliseconds each).
+        self._verify = verify or httpx.create_ssl_context(trust_env=trust_env)
         self._pools: dict[tuple[str, str], httpx.AsyncClient] = {}
         self._closed = False
 
@@ -320,16 +335,28 @@ class UpstreamClient:
         key = (parts.scheme, parts.netloc)
         pool = self._pools.get(key)
         if pool is None:
+            # With http2, HTTP/2 where the upstream offers it: httpx asks for
+            # it by ALPN on https and stays on HTTP/1.1 when the server does
+            # not take it. Many streams then share a few connections.
             pool = httpx.AsyncClient(
                 http1=True,
-                http2=False,
+                http2=self._http2,
                 limits=self._limits,
+                verify=self._verify,
                 timeout=self._httpx_timeout(read_s=self._timeouts.read_s),
                 trust_env=self._trust_env,
                 follow_redirects=False,
+                # Proxies from the environment keep httpx's own transports.
+                transport=ShardedTransport(self._shard, self._limits.max_connections or 1),
             )
             self._pools[key] = pool
         return pool
+
+    def _shard(self, max_connections: int) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(
+            verify=self._verify, http1=True, http2=self._http2, trust_env=self._trust_env,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                                keepalive_expiry=self._limits.keepalive_expiry))
 
     def _httpx_timeout(self, *, read_s: float | None) -> httpx.Timeout:
         t = self._timeouts
