@@ -187,7 +187,8 @@ async def _timed(call: Any, callers: int, total: int) -> list[float]:
 
 async def _concurrent_streams(stub: resolver_service_pb2_grpc.ResolverServiceStub, request: rs.ChatRequest,
                               md: Any) -> dict[str, Any]:
-    """Every stream's longest silence and whether it finished."""
+    """Every stream's longest silence, whether it finished, and the text it got
+    (one character per upstream delta)."""
     async def one() -> tuple[bool, float, int]:
         last = time.perf_counter()
         worst, deltas, finished = 0.0, 0, False
@@ -195,7 +196,8 @@ async def _concurrent_streams(stub: resolver_service_pb2_grpc.ResolverServiceStu
             async for event in stub.StreamChat(request, metadata=md, timeout=30):
                 now = time.perf_counter()
                 worst, last = max(worst, now - last), now
-                deltas += event.HasField("text_delta")
+                # Characters, not messages: deltas that waited are sent joined.
+                deltas += len(event.text_delta)
                 finished = finished or event.HasField("finish")
         except grpc.aio.AioRpcError:
             finished = False
@@ -224,7 +226,7 @@ async def _concurrent_direct_streams(slow_url: str, api_key: str) -> dict[str, A
             async for chunk in r.aiter_bytes():
                 now = time.perf_counter()
                 worst, last = max(worst, now - last), now
-                deltas += sum(isinstance(e, TextDelta) for e in parser.feed(chunk))
+                deltas += sum(len(e.text) for e in parser.feed(chunk) if isinstance(e, TextDelta))
         return True, worst, deltas
 
     async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=30) as http:

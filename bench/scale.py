@@ -105,7 +105,8 @@ async def start_resolver(config_port: int, token: str) -> tuple[asyncio.subproce
     port = _free_port()
     env = {**os.environ, "CONFIG_SVC_ADDRESS": f"127.0.0.1:{config_port}", "RESOLVER_SERVICE_TOKEN": token,
            "RESOLVER_SVC_LISTEN": f"127.0.0.1:{port}", "RESOLVER_SVC_METRICS_LISTEN": "off",
-           "LOG_LEVEL": "WARNING", "RESOLVER_AMBIENT_AWS": "false"}
+           "LOG_LEVEL": "WARNING", "RESOLVER_AMBIENT_AWS": "false",
+           "RESOLVER_SVC_WORKERS": "1"}  # one resolver process: its RSS is the child's own
     began = time.perf_counter()
     child = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelplane_server.resolver_svc", env=env,
                                                  cwd=str(ROOT))
