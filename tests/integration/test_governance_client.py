@@ -147,7 +147,9 @@ async def test_cli_usage(cfg: ConfigHarness) -> None:
     admin = await cfg.token(Role.ADMIN, "ops")
     alice = await cfg.token(Role.MEMBER, "alice")
     service = await cfg.token(Role.SERVICE, "agent")
-    today = dt.datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
+    # An hour ago, not 01:00 today: the CLI's range ends now, and between
+    # 00:00 and 01:00 UTC 01:00 today is still to come (CI ran into it).
+    today = (dt.datetime.now(UTC) - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     records = [{"id": f"c{i}", "user": user, "provider": "anthropic", "model": "x",
                 "credential_source": "CREDENTIAL_SOURCE_CENTRAL_KEY", "input_tokens": 100, "output_tokens": 10,
                 "cost_micro_usd": 1250, "outcome": "USAGE_OUTCOME_FINISHED", "end_time": today.isoformat()}
