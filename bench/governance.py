@@ -39,7 +39,7 @@ import grpc
 import grpc.aio
 from google.protobuf import timestamp_pb2
 
-from bench.resolution import GENERAL, Metadata, fresh_database, mint, postgres, seed
+from bench.resolution import GENERAL, Metadata, fresh_database, mint, main_on_postgres, seed
 from modelplane_server import governance_pb
 from modelplane_server.config_svc.server import ConfigServer
 from modelplane_server.config_svc.server import build_server as build_config
@@ -51,7 +51,7 @@ from modelplane_server.resolver_svc.server import ResolverServer
 from modelplane_server.resolver_svc.server import build_server as build_resolver
 from modelplane_server.resolver_svc.settings import ResolverSettings
 from modelplane_server.resolver_svc.upstream import UpstreamClient
-from modelplane_server.runtime import crypto, logs, tokens
+from modelplane_server.runtime import crypto, tokens
 from modelplane_server.runtime.context import acting_as
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
@@ -436,11 +436,7 @@ async def run(server_dsn: str) -> bool:
 
 
 def main() -> int:
-    logs.configure_logging("WARNING")
-    with postgres() as server_dsn:
-        ok = asyncio.run(run(server_dsn))
-    print("\nresult:", "all targets met" if ok else "SOME TARGETS MISSED")
-    return 0 if ok else 1
+    return main_on_postgres(run)
 
 
 if __name__ == "__main__":

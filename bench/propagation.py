@@ -49,11 +49,11 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.resolution import fresh_database, postgres, seed
+from bench.resolution import fresh_database, main_on_postgres, seed
 from modelplane_server.config_svc import db
 from modelplane_server.config_svc.store import Store
 from modelplane_server.domain.types import Role
-from modelplane_server.runtime import crypto, logs, tokens
+from modelplane_server.runtime import crypto, tokens
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
@@ -379,11 +379,7 @@ async def run(server_dsn: str) -> bool:
 
 
 def main() -> int:
-    logs.configure_logging("WARNING")
-    with postgres() as server_dsn:
-        ok = asyncio.run(run(server_dsn))
-    print("\nresult:", "all targets met" if ok else "SOME TARGETS MISSED")
-    return 0 if ok else 1
+    return main_on_postgres(run)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.resolution import Metadata, fresh_database, mint, postgres
+from bench.resolution import Metadata, fresh_database, mint, main_on_postgres
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
@@ -52,7 +52,7 @@ from modelplane_server.config_svc.settings import ConfigServiceSettings as Confi
 from modelplane_server.domain.types import Role
 from modelplane_server.resolver_svc.state.config_client import ConfigClient
 from modelplane_server.resolver_svc.state.snapshot import Snapshot
-from modelplane_server.runtime import crypto, logs
+from modelplane_server.runtime import crypto
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 
@@ -301,11 +301,7 @@ def report(rows: list[dict[str, Any]], users: list[dict[str, Any]]) -> bool:
 
 
 def main() -> int:
-    logs.configure_logging("WARNING")
-    with postgres() as server_dsn:
-        ok = asyncio.run(run(server_dsn))
-    print("\nresult:", "all targets met" if ok else "SOME TARGETS MISSED")
-    return 0 if ok else 1
+    return main_on_postgres(run)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,13 @@ import grpc.aio
 from modelplane_server.config_svc.server import build_server as build_config
 from modelplane_server.config_svc.settings import ConfigServiceSettings as ConfigSettings
 from modelplane_server.domain.types import Role
-from modelplane_server.runtime import crypto, logs, tokens
+from modelplane_server.runtime import crypto, tokens
 from modelplane_server.runtime.workers import available_cores
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import config_service_pb2_grpc
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resolver_service_pb2_grpc
-from bench.resolution import GENERAL, Metadata, fresh_database, mint, postgres, seed
+from bench.resolution import GENERAL, Metadata, fresh_database, mint, main_on_postgres, seed
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 PHASE_SECONDS = 0.1 if QUICK else 3.0
@@ -232,11 +232,7 @@ async def run(server_dsn: str) -> bool:
 
 
 def main() -> int:
-    logs.configure_logging("WARNING")
-    with postgres() as server_dsn:
-        ok = asyncio.run(run(server_dsn))
-    print("\nresult:", "all targets met" if ok else "SOME TARGETS MISSED")
-    return 0 if ok else 1
+    return main_on_postgres(run)
 
 
 if __name__ == "__main__":
