@@ -90,21 +90,34 @@ class CompletionHooks(Hooks):
             self.end(context, state, code)
 
 
-def _wrap(handler: grpc.RpcMethodHandler[Any, Any], hooks: Hooks) -> grpc.RpcMethodHandler[Any, Any]:
-    behaviour: object
-    factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
-    if handler.unary_unary:
-        behaviour, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream:
-        behaviour, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary:
-        behaviour, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    elif handler.stream_stream:
-        behaviour, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-    else:  # pragma: no cover - grpc never builds such a handler
-        return handler
+HandlerFactory = Callable[..., "grpc.RpcMethodHandler[Any, Any]"]  # generic in the stubs only
+
+_FACTORIES: dict[tuple[bool, bool], HandlerFactory] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def handler_factory(request_streaming: bool, response_streaming: bool) -> HandlerFactory:
+    """grpc's builder of a method handler of that kind."""
+    return _FACTORIES[(request_streaming, response_streaming)]
+
+
+def behaviour_of(handler: grpc.RpcMethodHandler[Any, Any]) -> tuple[Callable[..., Any] | None, HandlerFactory]:
+    """A handler's behaviour (None in a handler without one), and the builder
+    of a handler of its kind: what a wrapper needs to rebuild it."""
+    given = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     # The stubs type behaviours with the sync ServicerContext; ours are aio.
-    inner = cast(Callable[..., Any], behaviour)
+    return cast("Callable[..., Any] | None", given), handler_factory(bool(handler.request_streaming),
+                                                                    bool(handler.response_streaming))
+
+
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], hooks: Hooks) -> grpc.RpcMethodHandler[Any, Any]:
+    inner, factory = behaviour_of(handler)
+    if inner is None:  # pragma: no cover - grpc never builds such a handler
+        return handler
 
     wrapped: Callable[..., Any]
     if inspect.isasyncgenfunction(inner):

@@ -10,12 +10,13 @@ is asked for again costs no serialization.
 
 from __future__ import annotations
 
-from typing import Any, Callable
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+
+from modelplane_server.runtime.pipeline import handler_factory
 
 
 class Encoded:
@@ -35,18 +36,10 @@ def encode(answer: Message | Encoded) -> bytes:
     return answer.data if isinstance(answer, Encoded) else answer.SerializeToString()
 
 
-_HANDLER_KINDS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
 def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
     """Serve every method of `service` by the servicer's method of the same name."""
     handlers = {
-        method.name: _HANDLER_KINDS[(method.client_streaming, method.server_streaming)](
+        method.name: handler_factory(method.client_streaming, method.server_streaming)(
             getattr(servicer, method.name),
             request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
             response_serializer=encode)

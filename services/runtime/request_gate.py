@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from modelplane_server.domain import bounds
 from modelplane_server.domain.errors import FieldViolation, InvalidArgument
+from modelplane_server.runtime.pipeline import behaviour_of
 
 # Enough to fix a request in one round trip without an error the size of the request.
 MAX_VIOLATIONS = 20
@@ -199,19 +200,10 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def _gated(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    given: object
-    factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
-    if handler.unary_unary:
-        given, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream:
-        given, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary:
-        given, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    else:
-        given, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    behaviour, factory = behaviour_of(handler)
+    if behaviour is None:  # pragma: no cover - grpc never builds such a handler
+        return handler
     streamed_requests = bool(handler.request_streaming)
-    # The stubs type behaviours with the sync ServicerContext; ours are aio.
-    behaviour = cast(Callable[..., Any], given)
 
     def admit(request: Any) -> Any:
         if streamed_requests:
