@@ -217,11 +217,8 @@ class AnthropicMessagesProtocol:
         if system:
             body["system"] = system
         wire_messages = _messages(messages)
-        flags: frozenset[str] = frozenset()
-        if target.options.anthropic.thinking_on and claude.needs_own_thinking(
-                wire_messages, _is_tool_result, _is_thinking):
-            flags = frozenset({claude.WITHOUT_THINKING})
-            wire_messages = claude.without_blocks(wire_messages, _is_thinking)
+        wire_messages, flags = claude.replayable(wire_messages, target.options.anthropic.thinking_on,
+                                                 _is_tool_result, _is_thinking)
         body["messages"] = wire_messages
         if tools:
             body["tools"] = [

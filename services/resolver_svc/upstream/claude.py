@@ -62,6 +62,21 @@ def tool_input(arguments_json: str) -> Any:
     return value if isinstance(value, dict) else {}
 
 
+def replayable(
+    messages: list[dict[str, Any]],
+    thinking_on: bool,
+    is_tool_result: Callable[[Mapping[str, Any]], bool],
+    is_thinking: Callable[[Mapping[str, Any]], bool],
+) -> tuple[list[dict[str, Any]], frozenset[str]]:
+    """The wire messages to send, and the mapping flags: when Claude would
+    refuse the conversation with thinking on (needs_own_thinking), the
+    request goes out with thinking off (WITHOUT_THINKING) and without
+    thinking blocks."""
+    if thinking_on and needs_own_thinking(messages, is_tool_result, is_thinking):
+        return without_blocks(messages, is_thinking), frozenset({WITHOUT_THINKING})
+    return messages, frozenset()
+
+
 def needs_own_thinking(
     messages: Sequence[Mapping[str, Any]],
     is_tool_result: Callable[[Mapping[str, Any]], bool],
