@@ -155,6 +155,15 @@ class UsageLedger:
             log.warning("usage batch not delivered; will retry", records=len(batch), reason=exc.reason,
                         error=exc.message, buffered=len(self._buffer))
             return False
+        except TimeoutError:
+            raise  # drain's deadline: it decides what happens next
+        except Exception:
+            # Not the transport and not config_svc's verdict: a batch this
+            # process cannot even encode. Retrying would block every later
+            # record behind it, and a sender that died would silently stop
+            # delivering all of them; drop this batch, loudly.
+            log.exception("usage batch could not be sent; dropping it", records=len(batch))
+            self.metrics.records.labels("rejected").inc(len(batch))
         else:
             self.metrics.records.labels("sent").inc(reply.inserted)
             self.metrics.records.labels("duplicate").inc(reply.duplicates)
