@@ -8,7 +8,6 @@ default); `deadline_in(seconds)` builds one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import ssl
 import time
@@ -191,8 +190,10 @@ class UpstreamClient:
                     raise
             finally:
                 if chunks is not None:
-                    with contextlib.suppress(Exception):
+                    try:
                         await chunks.aclose()  # type: ignore[attr-defined]
+                    except Exception:  # the response is closed next either way; say why this failed
+                        log.debug("closing an upstream body reader failed", exc_info=True)
                 if response is not None:
                     await response.aclose()
             assert delay is not None
