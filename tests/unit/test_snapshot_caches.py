@@ -17,6 +17,7 @@ from modelplane_server.resolver_svc.caches.caller_auth import CallerAuth
 from modelplane_server.resolver_svc.state.config_client import ConfigUnreachable
 from modelplane_server.resolver_svc.state.config_state import Invalidations
 from modelplane_server.resolver_svc.caches.credentials import CredentialCache
+from modelplane_server.runtime.scrub import KNOWN_SECRETS, MARK
 from modelplane_server.resolver_svc.caches.lru import LruCache
 from modelplane_server.resolver_svc.state.snapshot import Snapshot
 from modelplane_server.resolver_svc.caches.users import FetchUserConfigs, UserCache
@@ -339,3 +340,28 @@ async def test_a_resync_revalidates_tokens_and_credentials_instead_of_dropping_t
     up["yes"] = False
     with pytest.raises(ConfigUnreachable):
         await creds.get("openai")  # and never served again
+
+
+async def test_a_key_fetched_while_invalidated_is_still_known_to_the_log_scrubber() -> None:
+    """The fetch's callers use the key even when the cache does not keep it
+    (the user rotated it meanwhile): its log lines must still be scrubbed of it."""
+    key = "sk-rotated-mid-fetch-0123456789abcdef"
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def fetch(provider: str, user: str) -> str:
+        started.set()
+        await release.wait()
+        return key
+
+    creds = CredentialCache(fetch, max_entries=10, ttl_seconds=60, stale_if_unreachable_seconds=0)
+    try:
+        pending = asyncio.create_task(creds.get("openai", "alice"))
+        await started.wait()
+        creds.invalidate(Invalidations(credentials=frozenset({("openai", "alice")})))
+        release.set()
+        assert await pending == key
+        assert len(creds) == 0  # not kept...
+        assert KNOWN_SECRETS.scrub(f"echoed {key}") == f"echoed {MARK}"  # ...yet known
+    finally:
+        creds.close()
+    assert KNOWN_SECRETS.scrub(key) == key  # forgotten once the cache is closed

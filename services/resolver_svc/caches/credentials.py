@@ -57,28 +57,34 @@ class CredentialCache:
         found = self._cache.get(key)
         self._observe("credentials", found is not None)
         if found is not None:
-            return found
+            return self._known(found)  # still the newest: a key in use stays in the log scrubber
         try:
-            return await self._flights.do(key, lambda: self._fetch(provider, user),
-                                          lambda secret: self._keep(key, secret))
+            return await self._flights.do(key, lambda: self._fetched(provider, user),
+                                          lambda secret: self._cache.put(key, secret))
         except ConfigUnreachable:
             stale = self._cache.get_stale(key, self._stale)
             if stale is None:
                 raise
-            return stale
+            return self._known(stale)
         except NotFound:
             self._cache.pop(key)  # deleted meanwhile (say while a resync was due): never serve it later
             raise
 
-    def _keep(self, key: CredentialKey, secret: str) -> None:
-        # Known to the log processor from now on: a provider that echoes it
-        # (base64, masked, in a header httpcore logs at DEBUG) is scrubbed.
+    async def _fetched(self, provider: str, user: str) -> str:
+        # Known as soon as it is fetched, whether or not the cache keeps it
+        # (a fetch invalidated meanwhile is still used by its callers).
+        return self._known(await self._fetch(provider, user))
+
+    def _known(self, secret: str) -> str:
+        """`secret`, known to the log processor from now on (as the newest):
+        a provider that echoes it (base64, masked, in a header httpcore logs
+        at DEBUG) is scrubbed."""
         KNOWN_SECRETS.add(secret)
         self._held[secret] = None
         self._held.move_to_end(secret)
         if len(self._held) > KNOWN_SECRETS.capacity:
             self._held.popitem(last=False)
-        self._cache.put(key, secret)
+        return secret
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:
