@@ -21,7 +21,7 @@ import structlog
 from modelplane_server.domain.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from modelplane_server.domain.resolution import Resolution
 from modelplane_server.domain.spend import Budget
-from modelplane_server.domain.usage import Outcome, cost_micro_usd, micro_to_usd
+from modelplane_server.domain.usage import Outcome, micro_to_usd
 from modelplane_server.domain.types import CredentialSource, Model, OverrideContext, Provider, ProviderType, Role
 from modelplane_server.runtime.metrics import ResolverMetrics
 from modelplane_server.runtime.tracing import Tracing
@@ -52,7 +52,7 @@ from modelplane_server.resolver_svc.upstream import (
 )
 from modelplane_server.resolver_svc.upstream.client import DEFAULT_IDLE_TIMEOUT_S
 from modelplane_server.resolver_svc.usage.ledger import UsageLedger
-from modelplane_server.resolver_svc.usage.meter import ChatIdentity, ChatMeter, tokens
+from modelplane_server.resolver_svc.usage.meter import ChatIdentity, ChatMeter
 
 log = structlog.get_logger(__name__)
 
@@ -163,8 +163,7 @@ class ChatGateway:
             user_view = dataclasses.replace(user_view, key_providers=frozenset())
         resolution = self.resolution.model(loaded, user_view, chat.context, chat.chat_model)
         # Refused here, before the key is fetched or anything goes upstream.
-        budget = self.resolution.check_spend(loaded, user_view, resolution)
-        limited = self.resolution.limit_applies(loaded, resolution)
+        budget, limited = self.resolution.check_spend(loaded, user_view, resolution)
         provider, model = resolution.provider, resolution.model
         structlog.contextvars.bind_contextvars(provider=provider.name, model=model.name,
                                                chat_id=chat.chat_id or None)
@@ -195,7 +194,7 @@ class ChatGateway:
             meter.close()
             seen.close()
         result = dataclasses.replace(result, upstream_request_id=_scrubbed(result.upstream_request_id, call))
-        cost = micro_to_usd(cost_micro_usd(tokens(result.usage), call.model.pricing))
+        cost = micro_to_usd(meter.cost_micro_usd())
         self._done(call, result.usage, cost, result.finish_reason, result.upstream_request_id, stream=False)
         return ChatReply(result, cost)
 
@@ -211,11 +210,11 @@ class ChatGateway:
             async for event in events:
                 if isinstance(event, Finish):
                     event = dataclasses.replace(event, upstream_request_id=_scrubbed(event.upstream_request_id, call))
+                    meter.end(Outcome.FINISHED, usage)
                     # Without a usage report there is nothing to price.
-                    cost = None if usage is None else micro_to_usd(cost_micro_usd(tokens(usage), call.model.pricing))
+                    cost = None if usage is None else micro_to_usd(meter.cost_micro_usd())
                     seen.succeeded(usage, event.finish_reason)
                     self._done(call, usage, cost, event.finish_reason, event.upstream_request_id, stream=True)
-                    meter.end(Outcome.FINISHED, usage)
                     yield StreamEnd(event, usage, cost)
                 else:
                     if isinstance(event, UsageEvent):

@@ -110,13 +110,14 @@ class ResolutionService:
         return limit_applies(resolution.credential, resolution.model.name not in view.unpriced,
                              view.settings.byok_spend_counts)
 
-    def check_spend(self, loaded: Loaded, user: UserView, resolution: Resolution) -> Budget:
+    def check_spend(self, loaded: Loaded, user: UserView, resolution: Resolution) -> tuple[Budget, bool]:
         """UsageLimitReached (RESOURCE_EXHAUSTED) when the limits govern a
-        chat with this resolution and the user's spend has reached one; the
-        budget otherwise."""
+        chat with this resolution and the user's spend has reached one;
+        otherwise the budget, and whether it governs the chat."""
         b = self.budget(loaded, user)
-        check_chat(user.user, b, self.limit_applies(loaded, resolution))
-        return b
+        limited = self.limit_applies(loaded, resolution)
+        check_chat(user.user, b, limited)
+        return b, limited
 
 
 _UNLIMITED = {flag: Budget(byok_spend_counts=flag) for flag in (False, True)}

@@ -58,6 +58,7 @@ class ChatMeter:
         self.usage: Usage | None = None
         self._answered = False
         self._ended = False
+        self._priced: tuple[Usage | None, int | None] | None = None  # (usage, its cost), once computed
         if ledger is not None:
             ledger.chat_started()
 
@@ -82,6 +83,13 @@ class ChatMeter:
         recorded = outcome is not Outcome.FAILED or self._answered
         self._ledger.chat_ended(self._record(outcome) if recorded else None)
 
+    def cost_micro_usd(self) -> int | None:
+        """The cost of the usage reported so far (None: the model is
+        unpriced), computed once for the chat's answer and its record."""
+        if self._priced is None or self._priced[0] is not self.usage:
+            self._priced = (self.usage, cost_micro_usd(tokens(self.usage), self._chat.model.pricing))
+        return self._priced[1]
+
     def close(self) -> None:
         """The chat ended without a word about how (the stream just stopped):
         a failure, recorded if it had answered."""
@@ -93,7 +101,7 @@ class ChatMeter:
         now = time.perf_counter()
         return UsageRecord(
             id=self._id, user=c.user, provider=c.provider.name, model=c.model.name, credential_source=c.credential,
-            tokens=t, cost_micro_usd=cost_micro_usd(t, c.model.pricing), outcome=outcome,
+            tokens=t, cost_micro_usd=self.cost_micro_usd(), outcome=outcome,
             end_time=dt.datetime.now(dt.timezone.utc),
             start_time=dt.datetime.fromtimestamp(self._start_wall, dt.timezone.utc), request_id=self._request_id,
             chat_id=c.chat_id, service=self._acting, context=c.context, model_identifier=c.model.model_identifier,
