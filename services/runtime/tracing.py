@@ -196,10 +196,6 @@ class Span:
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("modelplane_span", default=None)
 
 
-def current_span() -> Span | None:
-    return _current.get()
-
-
 # -- the tracer -------------------------------------------------------------------------------
 
 

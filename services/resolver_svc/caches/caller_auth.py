@@ -44,11 +44,10 @@ class CallerAuth:
         self._stale = stale_if_unreachable_seconds
         self.cache: LruCache[bytes, _Verified] = LruCache(max_entries, ttl_seconds, clock or time.monotonic,
                                                           max_bytes=max_bytes, size_of=_verified_size)
-        self._cache = self.cache
         self._flights: SingleFlight[bytes, _Verified] = SingleFlight()
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
 
     async def authenticate(self, bearer: str) -> Principal:
         """The caller's Principal, for modelplane_server.runtime.interceptors' AuthInterceptor."""
@@ -56,21 +55,21 @@ class CallerAuth:
         # than make every caller wait on a token check first.
         self._snapshot.current()
         key = hashlib.sha256(bearer.encode()).digest()
-        found = self._cache.get(key)
+        found = self.cache.get(key)
         self._observe("tokens", found is not None)
         if found is not None:
             return found.principal
         token_id, _ = tokens.parse(bearer)  # malformed: UNAUTHENTICATED without a round trip
         try:
             verified = await self._flights.do(key, lambda: self._verify(bearer, token_id),
-                                              lambda v: self._cache.put(key, v))
+                                              lambda v: self.cache.put(key, v))
         except ConfigUnreachable:
-            stale = self._cache.get_stale(key, self._stale)
+            stale = self.cache.get_stale(key, self._stale)
             if stale is None:
                 raise
             return stale.principal
         except Unauthenticated:
-            self._cache.pop(key)  # revoked meanwhile: do not let a stale entry answer later
+            self.cache.pop(key)  # revoked meanwhile: do not let a stale entry answer later
             raise
         return verified.principal
 
@@ -82,15 +81,15 @@ class CallerAuth:
             # A fresh snapshot means the resolver may have missed revocations:
             # every verification is checked again on its next use (and, as
             # an expired one, honoured only while config_svc is unreachable).
-            self._cache.revalidate_all()
+            self.cache.revalidate_all()
             self._flights.invalidate_all()
             return
         if not inv.revoked_tokens:
             return
-        for key in self._cache.keys():
-            entry = self._cache.get_stale(key, float("inf"))
+        for key in self.cache.keys():
+            entry = self.cache.get_stale(key, float("inf"))
             if entry is not None and entry.token_id in inv.revoked_tokens:
-                self._cache.pop(key)
+                self.cache.pop(key)
         # In-flight checks cannot be matched to an id cheaply; revocations are rare.
         self._flights.invalidate_all()
 

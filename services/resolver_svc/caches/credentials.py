@@ -36,17 +36,16 @@ class CredentialCache:
         self._stale = stale_if_unreachable_seconds
         self.cache: LruCache[CredentialKey, str] = LruCache(max_entries, ttl_seconds, clock or time.monotonic,
                                                             max_bytes=max_bytes, size_of=_credential_size)
-        self._cache = self.cache
         self._flights: SingleFlight[CredentialKey, str] = SingleFlight()
         # Keys registered with KNOWN_SECRETS, forgotten again on close (as
         # many as it keeps at most; older ones it has dropped itself).
         self._held: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"CredentialCache(entries={len(self._cache)})"
+        return f"CredentialCache(entries={len(self.cache)})"
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
 
     async def get(self, provider: str, user: str = "") -> str:
         """The plaintext key: the user's own when ``user`` is set, else the
@@ -54,20 +53,20 @@ class CredentialCache:
         PROVIDER_NOT_FOUND) when none is stored, Unavailable when config_svc
         cannot be reached and nothing usable is cached."""
         key = (provider, user)
-        found = self._cache.get(key)
+        found = self.cache.get(key)
         self._observe("credentials", found is not None)
         if found is not None:
             return self._known(found)  # still the newest: a key in use stays in the log scrubber
         try:
             return await self._flights.do(key, lambda: self._fetched(provider, user),
-                                          lambda secret: self._cache.put(key, secret))
+                                          lambda secret: self.cache.put(key, secret))
         except ConfigUnreachable:
-            stale = self._cache.get_stale(key, self._stale)
+            stale = self.cache.get_stale(key, self._stale)
             if stale is None:
                 raise
             return self._known(stale)
         except NotFound:
-            self._cache.pop(key)  # deleted meanwhile (say while a resync was due): never serve it later
+            self.cache.pop(key)  # deleted meanwhile (say while a resync was due): never serve it later
             raise
 
     async def _fetched(self, provider: str, user: str) -> str:
@@ -90,17 +89,17 @@ class CredentialCache:
         if inv.everything:
             # Fetched again on next use; the old one serves only while
             # config_svc is unreachable (as an expired key would).
-            self._cache.revalidate_all()
+            self.cache.revalidate_all()
             self._flights.invalidate_all()
             return
         for key in inv.credentials:
-            self._cache.pop(key)
+            self.cache.pop(key)
             self._flights.invalidate(key)
         if inv.deleted_providers:
             gone = inv.deleted_providers
-            for key in self._cache.keys():
+            for key in self.cache.keys():
                 if key[0] in gone:
-                    self._cache.pop(key)
+                    self.cache.pop(key)
             self._flights.invalidate_where(lambda k: k[0] in gone)
 
     def close(self) -> None:

@@ -62,7 +62,6 @@ class UserCache:
         self._batches = _Batches(fetch)
         self._observe = observe
         self.cache: LruCache[str, UserView] = LruCache(max_entries, max_bytes=max_bytes, size_of=user_size)
-        self._cache = self.cache
         self._flights: SingleFlight[str, UserView] = SingleFlight()
 
     @property
@@ -71,10 +70,10 @@ class UserCache:
         return self._batches.sent
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
 
     def cached(self, user: str) -> UserView | None:
-        found = self._cache.get(user)
+        found = self.cache.get(user)
         if found is not None:
             self._observe("users", True)
         return found
@@ -85,9 +84,9 @@ class UserCache:
             return found
         self._observe("users", False)
         try:
-            return await self._flights.do(user, lambda: self._load(user), lambda v: self._cache.put(user, v))
+            return await self._flights.do(user, lambda: self._load(user), lambda v: self.cache.put(user, v))
         except ConfigUnreachable:
-            stale = self._cache.get_stale(user, 0.0)  # awaiting revalidation after a resync
+            stale = self.cache.get_stale(user, 0.0)  # awaiting revalidation after a resync
             if stale is None:
                 raise
             return stale
@@ -97,11 +96,11 @@ class UserCache:
 
     def invalidate(self, inv: Invalidations) -> None:
         if inv.everything:
-            self._cache.revalidate_all()
+            self.cache.revalidate_all()
             self._flights.invalidate_all()
             return
         for user in inv.users:
-            self._cache.pop(user)
+            self.cache.pop(user)
             self._flights.invalidate(user)
 
     def close(self) -> None:
