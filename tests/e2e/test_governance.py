@@ -8,8 +8,6 @@ import datetime as dt
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
@@ -18,22 +16,13 @@ from modelplane.v1 import resources_pb2 as pb
 from tests.e2e.governed import CHAT_COST, Resolver, ask, caught_up, governed_resolver, local_model, stream_all
 from tests.fakes import Canned, FakeUpstream
 from tests.harness import ConfigHarness, Metadata
+from tests.integration.helpers import failure
 from tests.resolver_harness import error_reason, eventually
 
 pytestmark = pytest.mark.e2e
 
 DAY = pb.SPEND_PERIOD_DAY
 ROOT = pb.OVERRIDE_CONTEXT_ROOT
-
-
-def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return dict(info.metadata)
-    return {}
 
 
 async def set_limit(cfg: ConfigHarness, amount: int | None, **scope: str) -> None:
@@ -83,7 +72,7 @@ async def test_a_user_over_the_limit_on_one_resolver_is_refused_on_the_other(cfg
             await b.stub.Chat(ask("turn 3", chat_id="conv-1"), metadata=alice)
         err = refused.value
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error_reason(err) == "USAGE_LIMIT_REACHED"
-        info = error_info(err)
+        info = failure(err).metadata
         assert (info["spent_micro_usd"], info["limit_micro_usd"], info["period"], info["user"]) == \
             (str(3 * CHAT_COST), "300", "day", "alice")
         assert info["reset_time"] == midnight.strftime("%Y-%m-%dT%H:%M:%SZ")

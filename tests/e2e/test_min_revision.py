@@ -17,8 +17,6 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from modelplane.client import NO_RETRY, AsyncModelplaneClient, Unavailable
 from modelplane_server.config_svc.server import ConfigServer
@@ -28,6 +26,7 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 from tests.harness import ConfigHarness, Metadata, bearer, config_settings, keyring_env, start_config
+from tests.integration.helpers import failure
 from tests.resolver_harness import ResolverHarness, error_reason, eventually, free_port, start_resolver
 
 pytestmark = pytest.mark.e2e
@@ -36,16 +35,6 @@ config_running = contextlib.asynccontextmanager(start_config)
 resolver_running = contextlib.asynccontextmanager(start_resolver)
 GENERAL = pb.OVERRIDE_CONTEXT_GENERAL
 MIN_REVISION_KEY = "x-modelplane-min-revision"
-
-
-def info_metadata(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return dict(info.metadata)
-    return {}
 
 
 async def seed(cfg: ConfigHarness) -> None:
@@ -152,8 +141,8 @@ async def test_a_revision_not_reached_by_the_deadline_is_unavailable_and_says_wh
             assert time.monotonic() - started >= 0.5  # it waited before giving up
             err = info.value
             assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAVAILABLE, "REVISION_NOT_REACHED")
-            assert info_metadata(err) == {"applied_revision": str(applied), "min_revision": str(written.revision),
-                                          "request_id": info_metadata(err)["request_id"]}
+            assert failure(err).metadata == {"applied_revision": str(applied), "min_revision": str(written.revision),
+                                          "request_id": failure(err).metadata["request_id"]}
             assert f"{applied}" in (err.details() or "") and f"{written.revision}" in (err.details() or "")
         assert len(resolver.server.snapshot.applied) == 0  # no waiter left behind
 

@@ -25,6 +25,7 @@ class RpcFailure:
     domain: str
     violations: dict[str, str] = field(default_factory=dict)  # field -> description
     raw: status_pb2.Status | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # ErrorInfo.metadata
 
 
 def failure(err: grpc.aio.AioRpcError) -> RpcFailure:
@@ -35,16 +36,16 @@ def failure(err: grpc.aio.AioRpcError) -> RpcFailure:
             raw = status_pb2.Status.FromString(value)
     assert raw is not None, f"no grpc-status-details-bin on {err.code()}: {err.details()}"
     assert raw.code == err.code().value[0]
-    reason, domain, violations = "", "", {}
+    reason, domain, violations, metadata = "", "", {}, {}
     for detail in raw.details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(info):
-            reason, domain = info.reason, info.domain
+            reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
         elif detail.Unpack(bad):
             for v in bad.field_violations:
                 violations[v.field] = v.description
-    return RpcFailure(err.code(), err.details() or "", reason, domain, violations, raw)
+    return RpcFailure(err.code(), err.details() or "", reason, domain, violations, raw, metadata)
 
 
 async def fails(call: Awaitable[Any], code: grpc.StatusCode, reason: str | None = None,
