@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 README_UPSTREAM = "http://127.0.0.1:11434/v1"
 TOKEN_PLACEHOLDER = "<secret from CreateApiToken>"
 # What the README says a reader sees without a local model server.
-PROBE_FAILURE = ("local: upstream connection failed: ConnectError: All connection attempts failed"
+PROBE_FAILURE = ("local: upstream connection failed: ConnectError: Connection refused"
                  f" (base URL tried: {README_UPSTREAM})")
 CHAT_FAILURE = ("Code: Unavailable", "UPSTREAM_UNAVAILABLE", "grpcurl exits 78")
 

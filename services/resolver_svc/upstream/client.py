@@ -13,9 +13,11 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import structlog
 
@@ -26,6 +28,7 @@ from modelplane_server.resolver_svc.upstream.errors import StreamStalled, Upstre
 from modelplane_server.resolver_svc.upstream.observe import AttemptObserver
 from modelplane_server.resolver_svc.upstream.openai_chat import OpenAIChatProtocol
 from modelplane_server.resolver_svc.upstream.openai_responses import OpenAIResponsesProtocol
+from modelplane_server.resolver_svc.upstream.network import AsyncioBackend
 from modelplane_server.resolver_svc.upstream.pools import ShardedTransport
 from modelplane_server.resolver_svc.upstream.protocol import WireProtocol, WireRequest
 from modelplane_server.resolver_svc.upstream.retry import RetryPolicy, parse_retry_after, parse_should_retry, retry_delay
@@ -41,6 +44,8 @@ from modelplane_server.resolver_svc.upstream.types import (
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+# One backend for every pool: it holds no state of its own.
+ASYNCIO: Final = AsyncioBackend()
 
 REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid", "apim-request-id")
 DEFAULT_IDLE_TIMEOUT_S: Final = 60.0
@@ -347,17 +352,20 @@ class UpstreamClient:
                 timeout=self._httpx_timeout(read_s=self._timeouts.read_s),
                 trust_env=self._trust_env,
                 follow_redirects=False,
+                # The pool serves every user of the origin: a cookie from one
+                # user's reply must not go out with anyone's next request.
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
                 # Proxies from the environment keep httpx's own transports.
                 transport=ShardedTransport(self._shard, self._limits.max_connections or 1),
             )
             self._pools[key] = pool
         return pool
 
-    def _shard(self, max_connections: int) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(
-            verify=self._verify, http1=True, http2=self._http2, trust_env=self._trust_env,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=self._limits.keepalive_expiry))
+    def _shard(self, max_connections: int) -> httpcore.AsyncConnectionPool:
+        return httpcore.AsyncConnectionPool(
+            ssl_context=self._verify, max_connections=max_connections, max_keepalive_connections=max_connections,
+            keepalive_expiry=self._limits.keepalive_expiry, http1=True, http2=self._http2,
+            network_backend=ASYNCIO)
 
     def _httpx_timeout(self, *, read_s: float | None) -> httpx.Timeout:
         t = self._timeouts

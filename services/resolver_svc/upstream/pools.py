@@ -14,13 +14,19 @@ stay warm) and the next one opens only when the earlier ones are busy; when
 all are full it waits in the least busy one. With HTTP/2 each pool's
 requests share its connections as streams, so a pool is then one
 connection multiplexing up to `per_pool` streams.
+
+The pools are httpcore's, driven directly (httpx's own transport would add
+a layer per body chunk): this transport converts the request and response
+and maps httpcore's errors to httpx's, as httpx's transport does.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import Final
 
+import httpcore
 import httpx
 
 # Connections (HTTP/1.1) or concurrent streams (HTTP/2) per pool. A scan
@@ -30,16 +36,16 @@ REQUESTS_PER_POOL: Final = 16
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
-    """make(n): a transport holding at most n connections."""
+    """make(n): a pool holding at most n connections."""
 
-    def __init__(self, make: Callable[[int], httpx.AsyncBaseTransport], max_connections: int,
+    def __init__(self, make: Callable[[int], httpcore.AsyncConnectionPool], max_connections: int,
                  per_pool: int = REQUESTS_PER_POOL) -> None:
         if max_connections < 1 or per_pool < 1:
             raise ValueError("max_connections and per_pool must be positive")
         full, rest = divmod(max_connections, per_pool)
         self._sizes = [per_pool] * full + ([rest] if rest else [])
         self._make = make
-        self._pools: list[httpx.AsyncBaseTransport] = []
+        self._pools: list[httpcore.AsyncConnectionPool] = []
         self._in_flight: list[int] = []
 
     @property
@@ -48,15 +54,23 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         return list(self._in_flight)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
         index = self._choose()
         self._in_flight[index] += 1
         try:
-            response = await self._pools[index].handle_async_request(request)
+            with _httpx_errors():
+                response = await self._pools[index].handle_async_request(core_request)
         except BaseException:
             self._in_flight[index] -= 1
             raise
-        response.stream = _Releasing(response.stream, lambda: self._release(index))
-        return response
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(status_code=response.status, headers=response.headers,
+                              stream=_Body(response.stream, lambda: self._release(index)),
+                              extensions=response.extensions)
 
     async def aclose(self) -> None:
         pools, self._pools = self._pools, []
@@ -78,22 +92,37 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._in_flight[index] -= 1
 
 
-class _Releasing(httpx.AsyncByteStream):
+class _Body(httpx.AsyncByteStream):
     """The response body; closing it (once) ends the request's turn in its pool."""
 
-    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        assert isinstance(stream, httpx.AsyncByteStream)
+    def __init__(self, stream: AsyncIterable[bytes], release: Callable[[], None]) -> None:
         self._stream = stream
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        with _httpx_errors():
+            async for chunk in self._stream:
+                yield chunk
 
     async def aclose(self) -> None:
         try:
-            await self._stream.aclose()
+            with _httpx_errors():
+                close = getattr(self._stream, "aclose", None)
+                if close is not None:
+                    await close()
         finally:
             release, self._release = self._release, None
             if release is not None:
                 release()
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """httpcore's errors as the httpx errors of the same name (httpx
+    declares one for each), so callers see what httpx's transport raises."""
+    try:
+        yield
+    except httpcore.TimeoutException as exc:
+        raise getattr(httpx, type(exc).__name__, httpx.TimeoutException)(str(exc)) from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:
+        raise getattr(httpx, type(exc).__name__, httpx.TransportError)(str(exc)) from exc

@@ -7,6 +7,8 @@ joined with newlines, and CRLF/LF/CR line endings are all accepted.
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 
 
@@ -16,65 +18,46 @@ class SseEvent:
     data: str
 
 
+# A line ends at CRLF, LF or CR; CRLF is tried first so it is one ending.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 class SseParser:
     def __init__(self) -> None:
         self._buffer = ""
-        self._decoder_tail = b""
+        # Keeps an incomplete UTF-8 sequence for the next chunk.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._event = ""
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        text = self._decode(chunk)
-        self._buffer += text
-        events: list[SseEvent] = []
-        while True:
-            line, found = self._take_line()
-            if not found:
-                break
-            event = self._handle_line(line)
-            if event is not None:
-                events.append(event)
-        return events
+        return self._lines(self._decoder.decode(chunk), final=False)
 
     def finish(self) -> list[SseEvent]:
         """Flush at end of stream: a final event without its blank line still counts."""
-        events: list[SseEvent] = []
+        events = self._lines(self._decoder.decode(b"", final=True), final=True)
         if self._buffer:
-            event = self._handle_line(self._buffer)
+            self._dispatch(self._buffer, events)
             self._buffer = ""
-            if event is not None:
-                events.append(event)
-        event = self._handle_line("")
-        if event is not None:
-            events.append(event)
+        self._dispatch("", events)
         return events
 
-    def _decode(self, chunk: bytes) -> str:
-        # Keep an incomplete UTF-8 sequence for the next chunk.
-        data = self._decoder_tail + chunk
-        for cut in range(0, 4):
-            try:
-                text = data[: len(data) - cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self._decoder_tail = data[len(data) - cut :]
-            return text
-        self._decoder_tail = b""
-        return data.decode("utf-8", errors="replace")
+    def _lines(self, text: str, *, final: bool) -> list[SseEvent]:
+        buffer = self._buffer + text if self._buffer else text
+        events: list[SseEvent] = []
+        start = 0
+        while (end := _LINE_END.search(buffer, start)) is not None:
+            if end.end() == len(buffer) and buffer[-1] == "\r" and not final:
+                break  # wait: this CR may be half of a CRLF
+            self._dispatch(buffer[start:end.start()], events)
+            start = end.end()
+        self._buffer = buffer[start:]
+        return events
 
-    def _take_line(self) -> tuple[str, bool]:
-        buf = self._buffer
-        for i, ch in enumerate(buf):
-            if ch == "\n":
-                self._buffer = buf[i + 1 :]
-                return buf[:i], True
-            if ch == "\r":
-                if i + 1 == len(buf):
-                    return "", False  # wait: this CR may be half of CRLF
-                skip = 2 if buf[i + 1] == "\n" else 1
-                self._buffer = buf[i + skip :]
-                return buf[:i], True
-        return "", False
+    def _dispatch(self, line: str, events: list[SseEvent]) -> None:
+        event = self._handle_line(line)
+        if event is not None:
+            events.append(event)
 
     def _handle_line(self, line: str) -> SseEvent | None:
         if line == "":

@@ -23,6 +23,7 @@ SAMPLE = (
     b"data:no-space\n\n"
     b"id: 7\nretry: 10\ndata: after ignored fields\n\n"
     b"data: caf\xc3\xa9\n\n"
+    b"data: cr\rdata: only\r\r"
 )
 EXPECTED = [
     SseEvent("message_start", '{"a":1}'),
@@ -30,6 +31,7 @@ EXPECTED = [
     SseEvent("message", "no-space"),
     SseEvent("message", "after ignored fields"),
     SseEvent("message", "café"),
+    SseEvent("message", "cr\nonly"),
 ]
 
 
@@ -55,6 +57,12 @@ def test_sse_any_split_gives_same_events(cuts: list[int]) -> None:
 def test_sse_final_event_without_blank_line() -> None:
     parser = SseParser()
     assert parser.feed(b"data: tail") == []
+    assert parser.finish() == [SseEvent("message", "tail")]
+
+
+def test_sse_a_cr_at_the_end_of_the_stream_ends_its_line() -> None:
+    parser = SseParser()
+    assert parser.feed(b"data: tail\r") == []  # may be half of a CRLF until the stream ends
     assert parser.finish() == [SseEvent("message", "tail")]
 
 

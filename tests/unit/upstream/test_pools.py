@@ -5,30 +5,32 @@ from __future__ import annotations
 
 import asyncio
 
+import httpcore
 import httpx
 import pytest
 
 from modelplane_server.resolver_svc.upstream import ChatMessage, TextDelta, UpstreamClient, UpstreamTarget
 from modelplane_server.resolver_svc.upstream.pools import ShardedTransport
-from tests.fakes import Canned, FakeUpstream
+from tests.fakes import Canned, Fail, FakeUpstream
 
 
-class Held(httpx.AsyncBaseTransport):
+class Held(httpcore.AsyncConnectionPool):
     """A pool that answers each request with a body the test releases."""
 
     def __init__(self, name: int, size: int, log: list[tuple[int, int]], gate: asyncio.Event) -> None:
+        super().__init__()
         self.name, self.size, self.log, self.gate = name, size, log, gate
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         self.log.append((self.name, self.size))
         gate = self.gate
 
-        class Body(httpx.AsyncByteStream):
+        class Body:
             async def __aiter__(self):  # type: ignore[no-untyped-def]
                 await gate.wait()
                 yield b"ok"
 
-        return httpx.Response(200, stream=Body())
+        return httpcore.Response(200, content=Body())
 
 
 @pytest.mark.parametrize("max_connections, sizes", [(40, [16, 16, 8]), (32, [16, 16]), (5, [5])])
@@ -76,13 +78,13 @@ async def test_the_first_pool_with_room_takes_the_request() -> None:
 
 
 async def test_a_failed_request_frees_its_place() -> None:
-    class Refusing(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            raise httpx.ConnectError("refused")
+    class Refusing(httpcore.AsyncConnectionPool):
+        async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+            raise httpcore.ConnectError("refused")
 
     transport = ShardedTransport(lambda n: Refusing(), 10)
     async with httpx.AsyncClient(transport=transport) as http:
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx.ConnectError):  # httpcore's error, as httpx's
             await http.get("http://up/")
     assert transport.in_flight == [0]
 
@@ -104,3 +106,15 @@ async def test_many_streams_to_one_origin_through_the_client() -> None:
         finally:
             await upstream.aclose()
     assert fake.connections_opened == 45
+
+
+
+async def test_cookies_an_upstream_sets_are_never_sent_back(client: UpstreamClient) -> None:
+    """One pool serves every user of an origin: a cookie set in one user's
+    reply (a CDN's __cf_bm, say) must not ride along on anyone's next request."""
+    async with FakeUpstream.start("openai") as fake:
+        fake.script(Fail(429, headers={"retry-after": "0", "set-cookie": "__cf_bm=from-alice; Path=/"}),
+                    Canned(text="ok"))
+        target = UpstreamTarget("openai", fake.base_url, fake.api_key, None, "model-a")
+        assert (await client.chat(target, [ChatMessage("user", "hi")])).text == "ok"
+    assert [r.headers.get("cookie") for r in fake.requests] == [None, None]
