@@ -96,7 +96,11 @@ class FakeHttpServer:
         self.streams_finished = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, ssl=self._tls)
+        # backlog: asyncio's default (100) drops connection attempts past the
+        # hundredth of a burst, and each dropped SYN costs the client a 1 s,
+        # then 3 s, retransmit; a provider's edge takes bursts of thousands.
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, ssl=self._tls,
+                                                  backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
