@@ -41,7 +41,7 @@ class LineWriter:
         handler.acquire()
         try:
             handler.stream.write(line + handler.terminator)
-            handler.flush()
+            handler.stream.flush()  # handler.flush() would take the lock held here again
         except Exception:  # as StreamHandler.emit: report on stderr, never fail the caller's code
             handler.handleError(logging.makeLogRecord({"name": self.name, "msg": "a log line could not be written"}))
         finally:

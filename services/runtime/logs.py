@@ -14,10 +14,13 @@ into a run it has already scanned; see tests/unit/test_log_bounds.py).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import re
 import sys
+import time
+from json import JSONEncoder
 from typing import Any, Final, TextIO
 
 import structlog
@@ -206,6 +209,45 @@ def _is_sensitive_key(name: str) -> bool:
     return is_sensitive_name(name)
 
 
+_CONTEXT_PREFIX: Final = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_CONTEXT_PREFIX_LEN: Final = len(_CONTEXT_PREFIX)
+
+
+def _merge_contextvars(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog.contextvars.merge_contextvars without two method calls for
+    each variable of the context (a call's context holds a dozen or so)."""
+    for var, value in contextvars.copy_context().items():
+        name = var.name
+        if name[:_CONTEXT_PREFIX_LEN] == _CONTEXT_PREFIX and value is not Ellipsis:
+            key = name[_CONTEXT_PREFIX_LEN:]
+            if key not in event_dict:
+                event_dict[key] = value
+    return event_dict
+
+
+def _add_timestamp(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """When the line was made: ISO 8601 in UTC, to the microsecond. The date
+    and time of day are formatted once a second rather than once a line."""
+    micros = time.time_ns() // 1000
+    event_dict["timestamp"] = f"{_utc_second(micros // 1_000_000)}.{micros % 1_000_000:06d}Z"
+    return event_dict
+
+
+@functools.lru_cache(maxsize=1)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+# After redact() a line holds only what JSON has types for; anything else
+# (a processor added after it) is rendered by repr, as structlog's own
+# JSONRenderer would, but by one encoder made once rather than per line.
+_JSON_ENCODER: Final = JSONEncoder(default=repr)
+
+
+def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
+    return _JSON_ENCODER.encode(event_dict)
+
+
 # Libraries whose records describe each request they send (httpx logs one
 # INFO line per upstream call): the canonical RPC line already says what a
 # call did, so they speak at WARNING and above unless DEBUG asks for all.
@@ -232,17 +274,16 @@ def configure_logging(
     if json is None:
         json = not out.isatty()
 
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     # Applied to stdlib records only; structlog events get the same steps below.
     foreign_pre_chain: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
+        _merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        timestamper,
+        _add_timestamp,
     ]
     renderer: Processor
     if json:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = _render_json
     else:
         renderer = structlog.dev.ConsoleRenderer(
             colors=False, exception_formatter=structlog.dev.plain_traceback
@@ -273,12 +314,12 @@ def configure_logging(
 
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            _merge_contextvars,
             structlog.stdlib.filter_by_level,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.PositionalArgumentsFormatter(),
-            timestamper,
+            _add_timestamp,
             structlog.processors.StackInfoRenderer(),
             # Then as the formatter does for stdlib records, and straight
             # to the handler's stream (runtime.log_writer says why).

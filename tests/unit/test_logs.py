@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -99,6 +100,7 @@ def test_what_is_not_secret_survives(output: io.StringIO) -> None:
     assert line["level"] == "info"
     assert line["logger"] == "test"
     assert line["timestamp"].endswith("Z")
+    assert abs(datetime.now(timezone.utc) - datetime.fromisoformat(line["timestamp"])) < timedelta(minutes=1)
 
 
 def test_level_filters_structlog_and_stdlib() -> None:
