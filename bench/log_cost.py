@@ -52,8 +52,8 @@ TARGET_SHARE = 0.05
 # Entry points into logging, by file: a call from one into another (exception
 # into error, the lazy logger's __getattr__ into bind) is counted once.
 _LOGGING_ENTRIES = {
-    # The lazy logger `get_logger` returns assembles a bound logger for each
-    # call (not cached: runtime.logs says why).
+    # The lazy logger `get_logger` returns: it hands out the bound logger
+    # assembled on first use.
     "structlog/_config.py": {"__getattr__", "bind", "new"},
     # The bound logger's methods: processor chain, redaction, rendering, write.
     "structlog/stdlib.py": {"debug", "info", "warning", "error", "critical", "fatal", "exception", "log"},

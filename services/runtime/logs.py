@@ -26,7 +26,7 @@ from typing import Any, Final, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from modelplane_server.runtime.log_writer import LineWriterFactory
+from modelplane_server.runtime.log_writer import LineSink, LineWriterFactory
 from modelplane_server.runtime.scrub import KNOWN_SECRETS
 
 REDACTED: Final = "<redacted>"
@@ -254,6 +254,16 @@ def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
 _CHATTY_LIBRARIES: Final = ("httpx", "httpcore", "hpack")
 
 
+# A structlog logger is assembled on first use (not on every call) and keeps
+# the chain and the sink it was given, so configuring again refills and
+# repoints these rather than replacing them: reconfiguring (tests, a
+# --log-level flag) reaches the loggers modules bound at import time. The
+# chain has the same steps in every configuration, so a line in flight on
+# another thread meanwhile still runs each step once.
+_CHAIN: Final[list[Processor]] = []
+_SINK: Final = LineSink()
+
+
 class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, so reconfiguring
     replaces it instead of stacking a second one."""
@@ -312,26 +322,26 @@ def configure_logging(
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(chatty)
 
+    _SINK.handler = handler
+    _CHAIN[:] = [
+        _merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        _add_timestamp,
+        structlog.processors.StackInfoRenderer(),
+        # Then as the formatter does for stdlib records, and straight
+        # to the handler's stream (runtime.log_writer says why).
+        structlog.processors.format_exc_info,
+        redact,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            _merge_contextvars,
-            structlog.stdlib.filter_by_level,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            _add_timestamp,
-            structlog.processors.StackInfoRenderer(),
-            # Then as the formatter does for stdlib records, and straight
-            # to the handler's stream (runtime.log_writer says why).
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
-        logger_factory=LineWriterFactory(handler),
+        processors=_CHAIN,
+        logger_factory=LineWriterFactory(_SINK),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # Not cached: reconfiguring (tests, a --log-level flag) must reach
-        # loggers that modules bound at import time.
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
 
 

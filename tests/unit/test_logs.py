@@ -151,6 +151,25 @@ def test_tty_detection_picks_console() -> None:
     assert json.loads(stream2.getvalue())["event"] == "hello"
 
 
+def test_a_logger_used_before_reconfiguring_follows_the_new_configuration() -> None:
+    # Loggers are assembled once, on first use; a module's logger must still
+    # reach the stream and renderer configured after that.
+    log = get_logger("reconfigured")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", json=True, stream=first)
+    try:
+        log.info("one")
+        configure_logging("WARNING", json=False, stream=second)
+        log.info("hidden")
+        log.warning("two", api_key=CANARY)
+    finally:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+    assert [line["event"] for line in lines(first)] == ["one"]
+    text = second.getvalue()
+    assert "two" in text and "hidden" not in text and CANARY not in text
+    assert not text.startswith("{")
+
+
 def test_reconfiguring_does_not_stack_handlers() -> None:
     for _ in range(3):
         configure_logging("INFO", json=True, stream=io.StringIO())
