@@ -16,15 +16,23 @@ from typing import Any
 from structlog._frames import _find_first_app_frame_and_name
 
 
+class LineSink:
+    """The handler whose stream structlog lines go to: the one logging was
+    configured with last. Writers ask it on each line, so a logger keeps its
+    writer across configurations."""
+
+    handler: logging.StreamHandler  # type: ignore[type-arg]
+
+
 class LineWriter:
     """The logger structlog wraps: level checks go to the stdlib logger of
     the same name (so LOG_LEVEL and per-library levels hold), lines go to
-    the handler's stream."""
+    the sink's handler's stream."""
 
-    def __init__(self, name: str, handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+    def __init__(self, name: str, sink: LineSink) -> None:
         self.name = name
         self._std = logging.getLogger(name)
-        self._handler = handler
+        self._sink = sink
 
     @property
     def disabled(self) -> bool:
@@ -37,11 +45,11 @@ class LineWriter:
         return self._std.getEffectiveLevel()
 
     def write(self, line: str) -> None:
-        handler = self._handler
+        handler = self._sink.handler
         handler.acquire()
         try:
             handler.stream.write(line + handler.terminator)
-            handler.flush()
+            handler.stream.flush()  # handler.flush() would take the lock held here again
         except Exception:  # as StreamHandler.emit: report on stderr, never fail the caller's code
             handler.handleError(logging.makeLogRecord({"name": self.name, "msg": "a log line could not be written"}))
         finally:
@@ -51,13 +59,11 @@ class LineWriter:
 
 
 class LineWriterFactory:
-    def __init__(self, handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
-        self._handler = handler
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
 
     def __call__(self, *args: Any) -> LineWriter:
         if args and isinstance(args[0], str):
-            return LineWriter(args[0], self._handler)
+            return LineWriter(args[0], self._sink)
         _frame, name = _find_first_app_frame_and_name(["structlog", __name__])
-        return LineWriter(name, self._handler)
-
-
+        return LineWriter(name, self._sink)

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -99,6 +100,7 @@ def test_what_is_not_secret_survives(output: io.StringIO) -> None:
     assert line["level"] == "info"
     assert line["logger"] == "test"
     assert line["timestamp"].endswith("Z")
+    assert abs(datetime.now(timezone.utc) - datetime.fromisoformat(line["timestamp"])) < timedelta(minutes=1)
 
 
 def test_level_filters_structlog_and_stdlib() -> None:
@@ -147,6 +149,25 @@ def test_tty_detection_picks_console() -> None:
     configure_logging("INFO", stream=stream2)
     get_logger("x").info("hello")
     assert json.loads(stream2.getvalue())["event"] == "hello"
+
+
+def test_a_logger_used_before_reconfiguring_follows_the_new_configuration() -> None:
+    # Loggers are assembled once, on first use; a module's logger must still
+    # reach the stream and renderer configured after that.
+    log = get_logger("reconfigured")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", json=True, stream=first)
+    try:
+        log.info("one")
+        configure_logging("WARNING", json=False, stream=second)
+        log.info("hidden")
+        log.warning("two", api_key=CANARY)
+    finally:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+    assert [line["event"] for line in lines(first)] == ["one"]
+    text = second.getvalue()
+    assert "two" in text and "hidden" not in text and CANARY not in text
+    assert not text.startswith("{")
 
 
 def test_reconfiguring_does_not_stack_handlers() -> None:
