@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pstats
+import secrets
 import sys
 from typing import Any
 
@@ -72,7 +73,12 @@ def run_client(conn: multiprocessing.connection.Connection) -> None:
 async def _fake_and_client(conn: multiprocessing.connection.Connection) -> None:
     from tests.fakes import Canned, FakeUpstream
 
-    async with FakeUpstream.start("openai-compatible") as fast:
+    # A key shaped like a provider's (random after its prefix). The fakes'
+    # default keys start "fake-", which the fake's request id (req_fake_1)
+    # repeats on every line: the scrub's masked-form check would then run
+    # on each line, as it would not for a real key.
+    key = "sk-" + secrets.token_urlsafe(36)
+    async with FakeUpstream.start("openai-compatible", api_key=key) as fast:
         fast.default = Canned(text=ANSWER, chunk_chars=24)
         conn.send((fast.base_url, fast.api_key))
         plan: Plan = await asyncio.get_running_loop().run_in_executor(None, conn.recv)

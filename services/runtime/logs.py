@@ -328,9 +328,7 @@ def configure_logging(
         structlog.stdlib.filter_by_level,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.stdlib.PositionalArgumentsFormatter(),
         _add_timestamp,
-        structlog.processors.StackInfoRenderer(),
         # Then as the formatter does for stdlib records, and straight
         # to the handler's stream (runtime.log_writer says why).
         structlog.processors.format_exc_info,
