@@ -92,5 +92,7 @@ async def test_a_pool_opens_a_new_connection_when_the_server_closed_the_idle_one
         for _ in range(2):
             response = await pool.request("GET", f"http://127.0.0.1:{port}/")
             assert (response.status, response.content) == (200, b"ok")
-            await asyncio.sleep(0.05)  # the close reaches the idle connection
+            async with asyncio.timeout(5):  # until the server's close reaches the idle connection
+                while not all(c.has_expired() for c in pool.connections):
+                    await asyncio.sleep(0.01)
     assert connections == 2
