@@ -58,7 +58,6 @@ class ChatMeter:
         self.usage: Usage | None = None
         self._answered = False
         self._ended = False
-        self._priced: tuple[Usage | None, int | None] | None = None  # (usage, its cost), once computed
         if ledger is not None:
             ledger.chat_started()
 
@@ -85,10 +84,8 @@ class ChatMeter:
 
     def cost_micro_usd(self) -> int | None:
         """The cost of the usage reported so far (None: the model is
-        unpriced), computed once for the chat's answer and its record."""
-        if self._priced is None or self._priced[0] is not self.usage:
-            self._priced = (self.usage, cost_micro_usd(tokens(self.usage), self._chat.model.pricing))
-        return self._priced[1]
+        unpriced): one pricing for the chat's answer and its record."""
+        return cost_micro_usd(tokens(self.usage), self._chat.model.pricing)
 
     def close(self) -> None:
         """The chat ended without a word about how (the stream just stopped):
