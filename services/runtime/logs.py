@@ -14,7 +14,6 @@ into a run it has already scanned; see tests/unit/test_log_bounds.py).
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import re
@@ -209,22 +208,6 @@ def _is_sensitive_key(name: str) -> bool:
     return is_sensitive_name(name)
 
 
-_CONTEXT_PREFIX: Final = structlog.contextvars.STRUCTLOG_KEY_PREFIX
-_CONTEXT_PREFIX_LEN: Final = len(_CONTEXT_PREFIX)
-
-
-def _merge_contextvars(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """structlog.contextvars.merge_contextvars without two method calls for
-    each variable of the context (a call's context holds a dozen or so)."""
-    for var, value in contextvars.copy_context().items():
-        name = var.name
-        if name[:_CONTEXT_PREFIX_LEN] == _CONTEXT_PREFIX and value is not Ellipsis:
-            key = name[_CONTEXT_PREFIX_LEN:]
-            if key not in event_dict:
-                event_dict[key] = value
-    return event_dict
-
-
 def _add_timestamp(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """When the line was made: ISO 8601 in UTC, to the microsecond. The date
     and time of day are formatted once a second rather than once a line."""
@@ -286,7 +269,7 @@ def configure_logging(
 
     # Applied to stdlib records only; structlog events get the same steps below.
     foreign_pre_chain: list[Processor] = [
-        _merge_contextvars,
+        structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _add_timestamp,
@@ -324,7 +307,7 @@ def configure_logging(
 
     _SINK.handler = handler
     _CHAIN[:] = [
-        _merge_contextvars,
+        structlog.contextvars.merge_contextvars,
         structlog.stdlib.filter_by_level,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
