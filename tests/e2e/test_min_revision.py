@@ -141,8 +141,9 @@ async def test_a_revision_not_reached_by_the_deadline_is_unavailable_and_says_wh
             assert time.monotonic() - started >= 0.5  # it waited before giving up
             err = info.value
             assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAVAILABLE, "REVISION_NOT_REACHED")
-            assert failure(err).metadata == {"applied_revision": str(applied), "min_revision": str(written.revision),
-                                          "request_id": failure(err).metadata["request_id"]}
+            said = failure(err).metadata
+            assert said == {"applied_revision": str(applied), "min_revision": str(written.revision),
+                            "request_id": said["request_id"]}
             assert f"{applied}" in (err.details() or "") and f"{written.revision}" in (err.details() or "")
         assert len(resolver.server.snapshot.applied) == 0  # no waiter left behind
 

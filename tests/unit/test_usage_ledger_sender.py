@@ -4,7 +4,6 @@ dropped and counted, and the records after it are still delivered."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Sequence
 
@@ -14,6 +13,7 @@ from modelplane.v1 import config_service_pb2 as cs
 from modelplane_server.domain.types import CredentialSource
 from modelplane_server.domain.usage import Outcome, Tokens, UsageRecord
 from modelplane_server.resolver_svc.usage.ledger import UsageLedger
+from tests.resolver_harness import eventually
 
 
 def record(i: int) -> UsageRecord:
@@ -38,18 +38,18 @@ async def test_an_unsendable_batch_is_dropped_and_the_sender_goes_on() -> None:
     ledger = UsageLedger(send, batch_size=2, interval=0.01, retry_initial=0.01, retry_max=0.01, registry=registry)
     ledger.start()
     try:
+        async def tried() -> None:
+            assert calls
+
+        async def sent() -> None:
+            assert delivered
+
         ledger.add(record(1))
         ledger.add(record(2))
-        for _ in range(200):
-            if calls:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(tried)
         ledger.add(record(3))
         ledger.add(record(4))
-        for _ in range(200):
-            if delivered:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(sent)
         assert delivered == ["r3", "r4"]
         assert registry.get_sample_value("modelplane_usage_records_total", {"outcome": "rejected"}) == 2
     finally:
