@@ -42,17 +42,24 @@ def _calls(channel: grpc.aio.Channel, token: str, user: str,
     check = health_pb2.HealthCheckRequest(service="modelplane.v1.ResolverService")
     resolve = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL)
     listing = rs.ListAvailableModelsRequest(user=user)
-    undecoded = channel.unary_unary("/modelplane.v1.ResolverService/ListAvailableModels",
-                                    request_serializer=rs.ListAvailableModelsRequest.SerializeToString)
+
+    async def every_page() -> None:
+        """The whole list, MAX_PAGE_SIZE models a page: what a caller that wants all of it pays."""
+        token = ""
+        while True:
+            page = await resolver.ListAvailableModels(
+                rs.ListAvailableModelsRequest(user=user, page_size=500, page_token=token), metadata=md)
+            token = page.next_page_token
+            if not token:
+                return
+
     at_revision = rs.ResolveModelRequest(user=user, context=pb.OVERRIDE_CONTEXT_GENERAL, min_revision=min_revision)
     return {
         "health": lambda: health.Check(check),
         "resolve_model": lambda: resolver.ResolveModel(resolve, metadata=md),
         "resolve_model_min_revision": lambda: resolver.ResolveModel(at_revision, metadata=md),
-        "list_available_models": lambda: resolver.ListAvailableModels(listing, metadata=md),
-        # The same call with the answer left as bytes: the resolver's and the
-        # wire's share, without the client's decoding of the answer.
-        "list_available_models_undecoded": lambda: undecoded(listing, metadata=md),
+        "list_available_models": lambda: resolver.ListAvailableModels(listing, metadata=md),  # the first page
+        "list_available_models_all": every_page,
     }
 
 

@@ -10,13 +10,13 @@ import datetime as dt
 from google.protobuf import empty_pb2
 
 from modelplane_server import governance_pb
-from modelplane_server.config_svc import paging, wire
+from modelplane_server.config_svc import wire
 from modelplane_server.config_svc.patch import Update
 from modelplane_server.config_svc.service import groups, limits, usage
 from modelplane_server.config_svc.store import Store
 from modelplane_server.config_svc.store import usage as usage_store
 from modelplane_server.config_svc.store.limits import position as limit_position
-from modelplane_server.domain import validation
+from modelplane_server.domain import paging, validation
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane_server.domain.spend import SpendLimit
 from modelplane_server.domain.usage import MAX_TEXT_LENGTH, Dimension

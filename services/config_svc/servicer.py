@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from modelplane_server import convert, event_parts
-from modelplane_server.config_svc import paging, wire
+from modelplane_server.config_svc import wire
 from modelplane_server.config_svc.governance_api import GovernanceApi
 from modelplane_server.config_svc.service import audit, keys, models, overrides, providers, settings, tokens
 from modelplane_server.config_svc.service.providers import BaseUrlPolicy
@@ -16,7 +16,7 @@ from modelplane_server.config_svc.service.resolvers import ResolverMap
 from modelplane_server.config_svc.service.spend_feed import SpendFeed
 from modelplane_server.config_svc.service.watch import Broadcaster, watch_config
 from modelplane_server.config_svc.store import Store
-from modelplane_server.domain import options, validation
+from modelplane_server.domain import options, paging, validation
 from modelplane_server.domain.base_url import effective_base_url
 from modelplane_server.domain.errors import InvalidArgument
 from modelplane_server.domain.resolver_map import validate_report

@@ -138,6 +138,7 @@ BOUNDS: Final[Mapping[tuple[str, str], int]] = {
     (V1 + "ListUserKeyStatusRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ListAvailableModelsRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ListAvailableModelsRequest", "last_used_model"): IDENTIFIER,
+    (V1 + "ListAvailableModelsRequest", "page_token"): PAGE_TOKEN,
     (V1 + "ResolveModelRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ResolveModelRequest", "chat_model"): IDENTIFIER,
     (V1 + "ChatRequest", "user"): validation.MAX_USER_LENGTH,

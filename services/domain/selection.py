@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
+import itertools
 from dataclasses import dataclass
+from typing import Sequence
 
 from modelplane_server.domain.access import may_use
 from modelplane_server.domain.credentials import CredentialDecision, provider_label, resolve_credential
 from modelplane_server.domain.spend import chat_counts, unpriced_blocked
 from modelplane_server.domain.types import Model, Provider
-from modelplane_server.domain.view import ConfigView, ModelGroup, UserView
+from modelplane_server.domain.view import ConfigView, ModelGroup, UserView, display_order
 
 
 class Preselection(enum.StrEnum):
@@ -146,6 +149,33 @@ def check_model(view: ConfigView, user_view: UserView, name: str) -> Usable | Un
         return Unusable(SkipReason.NO_CREDENTIAL, f"you have no credential for it. {d.reason}")
     refused = policy.unpriced(m, d) if policy is not None else None
     return Usable(m, e.provider, d) if refused is None else refused
+
+
+def models_after(groups: Sequence[ModelGroup], after: Sequence[str], limit: int) -> list[tuple[Provider, Model]]:
+    """Up to `limit` of the groups' models, in list order, that come after
+    position `after` (a view.list_order; all four strings empty: the start).
+    The groups are in that order, so finding the position costs a scan of
+    the providers and a bisection of one provider's models."""
+    provider, within = after[0], tuple(after[1:])
+    rows: list[tuple[Provider, Model]] = []
+    for g in groups:
+        name = g.provider.name
+        if name < provider:
+            continue
+        start = bisect.bisect_right(g.models, within, key=display_order) if name == provider else 0
+        rows.extend((g.provider, m) for m in g.models[start:start + limit - len(rows)])
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def regroup(rows: Sequence[tuple[Provider, Model]]) -> list[ModelGroup]:
+    """Rows from models_after as groups, one per run of a provider."""
+    out = []
+    for _, run in itertools.groupby(rows, key=lambda r: r[0].name):
+        pairs = list(run)
+        out.append(ModelGroup(pairs[0][0], tuple(m for _, m in pairs)))
+    return out
 
 
 def _is_usable(view: ConfigView, user_view: UserView, name: str | None) -> bool:

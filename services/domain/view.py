@@ -31,8 +31,14 @@ class ModelGroup:
     models: tuple[Model, ...]  # display order: display_name (casefolded), then name
 
 
-def _model_order(m: Model) -> tuple[str, str, str]:
+def display_order(m: Model) -> tuple[str, str, str]:
+    """A model's place among its provider's models."""
     return (m.display_name.casefold(), m.display_name, m.name)
+
+
+def list_order(m: Model) -> tuple[str, str, str, str]:
+    """A model's place among all models: by provider, then display order."""
+    return (m.provider, *display_order(m))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,7 @@ class ConfigView:
         display order if, against the invariant, several are)."""
         provs = {p.name: p for p in sorted(providers, key=lambda p: p.name)}
         mods = {
-            m.name: m for m in sorted(models, key=lambda m: (m.provider, *_model_order(m)))
+            m.name: m for m in sorted(models, key=list_order)
         }
         default = next((m.name for m in mods.values() if m.is_default), None)
         return cls(
@@ -109,7 +115,7 @@ class ConfigView:
         }
         enabled = sorted(
             (m for m in self.models.values() if m.enabled),
-            key=lambda m: (m.provider, *_model_order(m)),
+            key=list_order,
         )
         by_provider: dict[str, list[Model]] = {}
         for m in enabled:  # one pass: the per-provider scan of every model was providers x models

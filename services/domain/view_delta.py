@@ -22,7 +22,7 @@ from modelplane_server.domain.credentials import ProviderEntry, provider_entry
 from modelplane_server.domain.spend import LimitTable, SpendLimit
 from modelplane_server.domain.types import Model, OverrideContext, Provider, Settings
 from modelplane_server.domain.usage import priced
-from modelplane_server.domain.view import ConfigView, ModelGroup, _model_order
+from modelplane_server.domain.view import ConfigView, ModelGroup, display_order, list_order
 
 
 def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models: Mapping[str, Model],
@@ -81,7 +81,7 @@ def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models:
         kept = old_groups.get(pname)
         groups.append(kept if kept is not None and kept.provider is p and kept.models is ms else ModelGroup(p, ms))
 
-    default = min((models[n] for n in defaults), key=lambda m: (m.provider, *_model_order(m)), default=None)
+    default = min((models[n] for n in defaults), key=list_order, default=None)
     groups_by_name = view.user_groups if user_groups is None else user_groups
     limits = view.spend_limits if spend_limits is None else spend_limits
     if user_groups is None and spend_limits is None:
@@ -106,7 +106,7 @@ def with_changes(view: ConfigView, *, providers: Mapping[str, Provider], models:
 
 def _remove(enabled_by: dict[str, tuple[Model, ...]], m: Model) -> None:
     ms = enabled_by.get(m.provider, ())
-    i = bisect.bisect_left(ms, _model_order(m), key=_model_order)
+    i = bisect.bisect_left(ms, display_order(m), key=display_order)
     if i < len(ms) and ms[i].name == m.name:
         ms = ms[:i] + ms[i + 1:]
         if ms:
@@ -117,5 +117,5 @@ def _remove(enabled_by: dict[str, tuple[Model, ...]], m: Model) -> None:
 
 def _insert(enabled_by: dict[str, tuple[Model, ...]], m: Model) -> None:
     ms = enabled_by.get(m.provider, ())
-    i = bisect.bisect_left(ms, _model_order(m), key=_model_order)
+    i = bisect.bisect_left(ms, display_order(m), key=display_order)
     enabled_by[m.provider] = ms[:i] + (m,) + ms[i:]

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-from modelplane_server.config_svc.paging import encode
+from modelplane_server.domain.paging import encode
 from modelplane_server.domain import bounds
 
 F = FieldDescriptor

@@ -4,12 +4,14 @@ while config_svc is away."""
 
 from __future__ import annotations
 
-from typing import Awaitable
+from typing import Any, Awaitable
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from modelplane.client import NO_RETRY, AsyncModelplaneClient
+from modelplane_server.domain import paging
 from modelplane_server.runtime import tokens
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
@@ -17,6 +19,7 @@ from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane.v1 import resources_pb2 as pb
 from tests.e2e.conftest import Stack
 from tests.harness import ConfigHarness, Metadata
+from tests.integration.helpers import fails
 from tests.resolver_harness import error_reason, eventually
 
 pytestmark = pytest.mark.e2e
@@ -262,3 +265,68 @@ async def test_a_refused_service_token_is_the_resolvers_fault_not_the_callers(st
         err = await failure(stack.resolver.resolve_model(md))
         assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAVAILABLE, "CONFIG_UNAVAILABLE")
         assert "RESOLVER_SERVICE_TOKEN" in (err.details() or "")
+
+
+async def test_available_models_come_a_page_at_a_time(stack: Stack) -> None:
+    """page_size models a page; a provider split across pages heads a group
+    on each; a token continues after its page's last model, and the client
+    joins every page into one answer."""
+    cfg = stack.cfg
+    await seed(cfg)
+    alice = await cfg.md(Role.MEMBER, "alice")
+    await cfg.stub.CreateModel(cs.CreateModelRequest(model=pb.Model(
+        name="sonnet", provider="anthropic", model_identifier="claude-sonnet-4-6", display_name="Claude Sonnet",
+        context_limit=200_000)), metadata=cfg.admin)
+    whole = [("anthropic", ["haiku", "opus", "sonnet"])]
+
+    async def listed() -> None:
+        got = await stack.resolver.available(alice)
+        assert [(g.provider, [m.name for m in g.models]) for g in got.groups] == whole
+        assert got.next_page_token == ""
+    await eventually(listed)
+
+    pages: list[rs.ListAvailableModelsResponse] = []
+    token = ""
+    while True:
+        page = await stack.resolver.stub.ListAvailableModels(
+            rs.ListAvailableModelsRequest(page_size=2, page_token=token), metadata=alice)
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [[(g.provider, [m.name for m in g.models]) for g in p.groups] for p in pages] == [
+        [("anthropic", ["haiku", "opus"])], [("anthropic", ["sonnet"])]]
+    # Every page speaks for the whole list.
+    assert {(p.preselected_model, p.preselection) for p in pages} == {("opus", rs.PRESELECTION_DEFAULT)}
+
+    # A model listed on the first page goes away: the second page is unchanged.
+    await cfg.stub.DeleteModel(cs.DeleteModelRequest(name="haiku"), metadata=cfg.admin)
+
+    async def haiku_gone() -> None:
+        got = await stack.resolver.available(alice)
+        assert [m.name for g in got.groups for m in g.models] == ["opus", "sonnet"]
+    await eventually(haiku_gone)
+    second = await stack.resolver.stub.ListAvailableModels(
+        rs.ListAvailableModelsRequest(page_size=2, page_token=pages[0].next_page_token), metadata=alice)
+    assert [m.name for g in second.groups for m in g.models] == ["sonnet"]
+
+    async with AsyncModelplaneClient(cfg.address, stack.resolver.address, token=await cfg.token(Role.MEMBER, "alice"),
+                                     retry=NO_RETRY) as mp:
+        joined = await mp.list_available_models(page_size=1)
+    assert [(g.provider, [m.name for m in g.models]) for g in joined.groups] == [("anthropic", ["opus", "sonnet"])]
+    assert (joined.preselected_model, joined.next_page_token) == ("opus", "")
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({"page_size": -1}, "page_size"),
+    ({"page_size": 501}, "page_size"),
+    ({"page_token": "not a token"}, "page_token"),
+    ({"page_token": paging.encode(["anthropic", "x"])}, "page_token"),  # a token of another shape
+])
+async def test_bad_pages_of_available_models_name_the_field(stack: Stack, request_fields: dict[str, Any],
+                                                            field: str) -> None:
+    alice = await stack.cfg.md(Role.MEMBER, "alice")
+    failed = await fails(stack.resolver.stub.ListAvailableModels(
+        rs.ListAvailableModelsRequest(**request_fields), metadata=alice), grpc.StatusCode.INVALID_ARGUMENT,
+        field=field)
+    assert list(failed.violations) == [field]

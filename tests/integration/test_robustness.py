@@ -9,7 +9,7 @@ from typing import Any, Callable
 import grpc
 import pytest
 
-from modelplane_server.config_svc import paging
+from modelplane_server.domain import paging
 from modelplane_server.domain.types import Role
 from modelplane.v1 import config_service_pb2 as cs
 from modelplane.v1 import resources_pb2 as pb

@@ -9,7 +9,7 @@ import base64
 import asyncpg
 import pytest
 
-from modelplane_server.config_svc import paging
+from modelplane_server.domain import paging
 from modelplane_server.config_svc.db import driver_errors
 from modelplane_server.config_svc.patch import key_policy_after
 from modelplane_server.domain.credentials import provider_entry

@@ -30,8 +30,10 @@ from modelplane_server.domain.selection import (
     Preselection,
     SkipReason,
     available_models,
+    models_after,
+    regroup,
 )
-from modelplane_server.domain.view import ConfigView, UserView
+from modelplane_server.domain.view import ConfigView, ModelGroup, UserView, list_order
 
 CS = CredentialSource
 CTX = OverrideContext
@@ -381,6 +383,46 @@ def test_selector_first_available_when_default_unavailable_or_unset() -> None:
     view = cfg([prov()], [mdl("b"), mdl("a")])
     av = available_models(view, usr(), None)
     assert (av.preselected, av.preselection) == ("a", Preselection.FIRST_AVAILABLE)
+
+
+START = ("", "", "", "")
+
+
+def walk(groups: list[ModelGroup], size: int) -> list[list[tuple[str, list[str]]]]:
+    """Every page of `groups`, `size` models at most, each continuing from the list_order of the last."""
+    pages, after = [], START
+    while True:
+        rows = models_after(groups, after, size + 1)
+        pages.append([(g.provider.name, [m.name for m in g.models]) for g in regroup(rows[:size])])
+        if len(rows) <= size:
+            return pages
+        after = list_order(rows[size - 1][1])
+
+
+@given(st.integers(min_value=1, max_value=6))
+def test_pages_of_available_models_join_into_the_whole_list(size: int) -> None:
+    av = available_models(selector_view(byok=True), usr(["nokey"]), None)
+    pages = walk(av.groups, size)
+    assert all(sum(len(ms) for _, ms in page) <= size for page in pages)
+    flat = [(p, m) for page in pages for p, ms in page for m in ms]
+    assert flat == [(p, m) for p, ms in names(av) for m in ms]
+    # A provider split over two pages heads a group on each; within a page, one group per provider.
+    assert all(len({p for p, _ in page}) == len(page) for page in pages)
+
+
+def test_a_page_continues_after_its_position_when_models_come_and_go() -> None:
+    """The token is a position, not an offset: removing a listed model or
+    adding one before the position neither repeats nor skips the rest."""
+    before = available_models(selector_view(), usr(), None)
+    first = models_after(before.groups, START, 2)
+    assert [m.name for _, m in first] == ["haiku-b", "haiku-a"]
+    view = cfg([prov("openai", ProviderType.OPENAI), prov()],
+               [mdl("gpt", "openai", display_name="GPT-5"), mdl("sonnet", display_name="Sonnet"),
+                mdl("opus", display_name="Opus", default=True), mdl("aaa", display_name="Aaa")])  # haiku-* gone
+    after = available_models(view, usr(), None)
+    rest = models_after(after.groups, list_order(first[-1][1]), 10)
+    assert [m.name for _, m in rest] == ["opus", "sonnet", "gpt"]
+    assert models_after(after.groups, list_order(rest[-1][1]), 10) == []
 
 
 def test_selector_empty_none_configured() -> None:

@@ -13,7 +13,7 @@ Friendly names are accepted wherever the proto has an enum: provider types
 """
 
 from modelplane.calls._base import (CONFIG_SERVICE, OPTION_FAMILIES, RESOLVER_SERVICE, UNSET, CallOptions,
-                                    MessageOrFields, Paged, Stream, Target, Unary, Unset)
+                                    Joined, MessageOrFields, Paged, Stream, Target, Unary, Unset)
 from modelplane.calls._config import (access_credential, clear_model_override, clear_personal_override,
                                       create_api_token, create_model, create_provider, delete_model, delete_provider,
                                       delete_user_key, get_model, get_model_options_schema, get_provider, get_settings,
@@ -35,7 +35,7 @@ from modelplane.calls._resolver import (HEALTH_CHECK, HEALTH_STATUSES, ChatInput
 
 __all__ = [
     # what a call is
-    "CallOptions", "Paged", "Stream", "Target", "Unary", "UNSET", "Unset", "MessageOrFields", "OPTION_FAMILIES",
+    "CallOptions", "Paged", "Joined", "Stream", "Target", "Unary", "UNSET", "Unset", "MessageOrFields", "OPTION_FAMILIES",
     "CONFIG_SERVICE", "RESOLVER_SERVICE", "HEALTH_CHECK", "HEALTH_STATUSES", "ChatInput", "ToolInput",
     # friendly enum names
     "provider_type", "override_context", "role", "provider_type_name", "context_name", "role_name",

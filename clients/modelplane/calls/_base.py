@@ -91,6 +91,14 @@ class Paged(Generic[R, T]):
         return dataclasses.replace(self.first, request=request)
 
 
+@dataclass(frozen=True)
+class Joined(Generic[R]):
+    """A list RPC whose pages the clients fetch and join into one answer."""
+
+    pages: Paged[R, R]
+    join: Callable[[list[R]], R]
+
+
 class _Unset(enum.Enum):
     UNSET = "UNSET"
 

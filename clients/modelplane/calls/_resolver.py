@@ -11,7 +11,8 @@ from typing import Any, Final, Mapping, Sequence, Unpack
 
 from google.protobuf import wrappers_pb2
 
-from modelplane.calls._base import RESOLVER_SERVICE, CallOptions, Stream, Target, Unary, parse, resolver_call
+from modelplane.calls._base import (RESOLVER_SERVICE, CallOptions, Joined, Paged, Stream, Target, Unary, parse,
+                                    resolver_call)
 from modelplane.calls._names import chat_role, override_context
 from modelplane.v1 import resolver_service_pb2 as rs
 
@@ -31,11 +32,30 @@ def list_user_key_status(*, user: str = "", min_revision: int = 0,
                          rs.ListUserKeyStatusResponse.FromString, read=True, per_call=per_call)
 
 
-def list_available_models(*, user: str = "", last_used_model: str = "", min_revision: int = 0,
-                          **per_call: Unpack[CallOptions]) -> Unary[rs.ListAvailableModelsResponse]:
-    request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model, min_revision=min_revision)
-    return resolver_call("ListAvailableModels", request, rs.ListAvailableModelsResponse.FromString, read=True,
-                         per_call=per_call)
+def list_available_models(*, user: str = "", last_used_model: str = "", page_size: int = 0, min_revision: int = 0,
+                          **per_call: Unpack[CallOptions]) -> Joined[rs.ListAvailableModelsResponse]:
+    """ListAvailableModels, every page (page_size models each) joined into one answer."""
+    request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model, page_size=page_size,
+                                            min_revision=min_revision)
+    first = resolver_call("ListAvailableModels", request, rs.ListAvailableModelsResponse.FromString, read=True,
+                          per_call=per_call)
+    return Joined(Paged(first, lambda page: (page,)), join_available_models)
+
+
+def join_available_models(pages: list[rs.ListAvailableModelsResponse]) -> rs.ListAvailableModelsResponse:
+    """Pages as one answer: every page's models, a provider split across two
+    pages as one group, and the last page's word on the whole list
+    (pre-selection, budget), the newest."""
+    out = rs.ListAvailableModelsResponse()
+    out.CopyFrom(pages[-1])
+    del out.groups[:]
+    for page in pages:
+        for group in page.groups:
+            if out.groups and out.groups[-1].provider == group.provider:
+                out.groups[-1].models.extend(group.models)
+            else:
+                out.groups.append(group)
+    return out
 
 
 def resolve_model(context: str | int = "root", chat_model: str = "", *, user: str = "", min_revision: int = 0,

@@ -13,7 +13,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from modelplane import calls
-from modelplane.calls import Paged, Stream, Target, Unary
+from modelplane.calls import Joined, Paged, Stream, Target, Unary
 from modelplane.client._base import ClientBase, raw
 from modelplane.errors import error_from_rpc
 
@@ -34,6 +34,15 @@ def _paged(build: Callable[P, Paged[R, T]]) -> Callable[Concatenate[AsyncModelpl
     @functools.wraps(build)
     def method(self: AsyncModelplaneClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
         return self._run_pages(build(*args, **kwargs))
+
+    return method
+
+
+def _joined(build: Callable[P, Joined[R]]) -> Callable[Concatenate[AsyncModelplaneClient, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(build)
+    async def method(self: AsyncModelplaneClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        joined = build(*args, **kwargs)
+        return joined.join([page async for page in self._run_pages(joined.pages)])
 
     return method
 
@@ -164,7 +173,7 @@ class AsyncModelplaneClient(ClientBase[grpc.aio.Channel]):
     # ResolverService
     resolve_credential = _unary(calls.resolve_credential)
     list_user_key_status = _unary(calls.list_user_key_status)
-    list_available_models = _unary(calls.list_available_models)
+    list_available_models = _joined(calls.list_available_models)
     resolve_model = _unary(calls.resolve_model)
     chat = _unary(calls.chat)
     stream_chat = _stream(calls.stream_chat)

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.message import Message
 
 from modelplane import calls
-from modelplane.calls import Paged, Stream, Target, Unary
+from modelplane.calls import Joined, Paged, Stream, Target, Unary
 from modelplane.client._base import ClientBase, raw
 from modelplane.errors import error_from_rpc
 
@@ -32,6 +32,15 @@ def _paged(build: Callable[P, Paged[R, T]]) -> Callable[Concatenate[ModelplaneCl
     @functools.wraps(build)
     def method(self: ModelplaneClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
         return self._run_pages(build(*args, **kwargs))
+
+    return method
+
+
+def _joined(build: Callable[P, Joined[R]]) -> Callable[Concatenate[ModelplaneClient, P], R]:
+    @functools.wraps(build)
+    def method(self: ModelplaneClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        joined = build(*args, **kwargs)
+        return joined.join(list(self._run_pages(joined.pages)))
 
     return method
 
@@ -159,7 +168,7 @@ class ModelplaneClient(ClientBase[grpc.Channel]):
     # ResolverService
     resolve_credential = _unary(calls.resolve_credential)
     list_user_key_status = _unary(calls.list_user_key_status)
-    list_available_models = _unary(calls.list_available_models)
+    list_available_models = _joined(calls.list_available_models)
     resolve_model = _unary(calls.resolve_model)
     chat = _unary(calls.chat)
     stream_chat = _stream(calls.stream_chat)

@@ -426,22 +426,30 @@ class ListAvailableModelsRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     LAST_USED_MODEL_FIELD_NUMBER: _builtins.int
     MIN_REVISION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """user: Optional for members; required for services and admins."""
     last_used_model: _builtins.str
     """last_used_model: Optional. The client's last-used model name."""
     min_revision: _builtins.int
     """min_revision: Optional. Answer only once this config revision is applied (see ResolverService)."""
+    page_size: _builtins.int
+    """page_size: Optional. Models per page, 1-500, default 100."""
+    page_token: _builtins.str
+    """page_token: Optional. From a previous response."""
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
         last_used_model: _builtins.str = ...,
         min_revision: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_used_model", b"last_used_model", "min_revision", b"min_revision", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_used_model", b"last_used_model", "min_revision", b"min_revision", "page_size", b"page_size", "page_token", b"page_token", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -517,6 +525,7 @@ class ListAvailableModelsResponse(_message.Message):
     EMPTY_REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     preselected_model: _builtins.str
     """preselected_model: Empty when there are no models."""
     preselection: Global___Preselection.ValueType
@@ -524,6 +533,10 @@ class ListAvailableModelsResponse(_message.Message):
     """empty_reason: Set when groups is empty."""
     message: _builtins.str
     """message: A sentence to show the user when groups is empty."""
+    next_page_token: _builtins.str
+    """next_page_token: Empty on the last page. preselected_model,
+    preselection and budget describe the whole list, on every page.
+    """
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderModels]: ...
     @_builtins.property
@@ -539,10 +552,11 @@ class ListAvailableModelsResponse(_message.Message):
         empty_reason: Global___EmptyReason.ValueType = ...,
         message: _builtins.str = ...,
         budget: Global___SpendBudget | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "empty_reason", b"empty_reason", "groups", b"groups", "message", b"message", "preselected_model", b"preselected_model", "preselection", b"preselection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "empty_reason", b"empty_reason", "groups", b"groups", "message", b"message", "next_page_token", b"next_page_token", "preselected_model", b"preselected_model", "preselection", b"preselection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

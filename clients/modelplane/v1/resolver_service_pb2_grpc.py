@@ -135,7 +135,9 @@ class ResolverServiceServicer:
 
     def ListAvailableModels(self, request, context):
         """ListAvailableModels lists the models the user may pick, grouped by
-        provider, and the pre-selected one.
+        provider, and the pre-selected one, a page at a time (a provider whose
+        models span two pages heads a group on both). Errors: INVALID_ARGUMENT
+        (page_size, page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,9 @@ class ResolverServiceStub:
     """ListUserKeyStatus lists each enabled provider with the user's key status."""
     ListAvailableModels: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ListAvailableModelsRequest, _resolver_service_pb2.ListAvailableModelsResponse]
     """ListAvailableModels lists the models the user may pick, grouped by
-    provider, and the pre-selected one.
+    provider, and the pre-selected one, a page at a time (a provider whose
+    models span two pages heads a group on both). Errors: INVALID_ARGUMENT
+    (page_size, page_token).
     """
     ResolveModel: _grpc.UnaryUnaryMultiCallable[_resolver_service_pb2.ResolveModelRequest, _resolver_service_pb2.ResolvedModel]
     """ResolveModel says which model a chat or subagent gets, and why.
@@ -131,7 +133,9 @@ class ResolverServiceAsyncStub(ResolverServiceStub):
     """ListUserKeyStatus lists each enabled provider with the user's key status."""
     ListAvailableModels: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ListAvailableModelsRequest, _resolver_service_pb2.ListAvailableModelsResponse]  # type: ignore[assignment]
     """ListAvailableModels lists the models the user may pick, grouped by
-    provider, and the pre-selected one.
+    provider, and the pre-selected one, a page at a time (a provider whose
+    models span two pages heads a group on both). Errors: INVALID_ARGUMENT
+    (page_size, page_token).
     """
     ResolveModel: _aio.UnaryUnaryMultiCallable[_resolver_service_pb2.ResolveModelRequest, _resolver_service_pb2.ResolvedModel]  # type: ignore[assignment]
     """ResolveModel says which model a chat or subagent gets, and why.
@@ -214,7 +218,9 @@ class ResolverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resolver_service_pb2.ListAvailableModelsResponse, _abc.Awaitable[_resolver_service_pb2.ListAvailableModelsResponse]]:
         """ListAvailableModels lists the models the user may pick, grouped by
-        provider, and the pre-selected one.
+        provider, and the pre-selected one, a page at a time (a provider whose
+        models span two pages heads a group on both). Errors: INVALID_ARGUMENT
+        (page_size, page_token).
         """
 
     @_abc_1.abstractmethod

@@ -7,13 +7,17 @@ ChatGateway; this class checks required fields, converts proto <-> domain
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, AsyncIterator
 
 import grpc
 import grpc.aio
 
 from modelplane_server import convert
+from modelplane_server.domain import paging
 from modelplane_server.domain.errors import InvalidArgument
+from modelplane_server.domain.selection import models_after, regroup
+from modelplane_server.domain.view import list_order
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
@@ -69,15 +73,21 @@ class ResolverServicer:
 
     async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
                                   context: Context) -> Encoded:
+        # INVALID_ARGUMENT before any lookup. A page token is the list_order
+        # of the page's last model, so a page follows on from where the last
+        # one ended even when models came or went in between.
+        at = paging.cursor(request.page_size, request.page_token, start=["", "", "", ""])
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         budget = self.resolution.budget(loaded, user)
-        key = ("ListAvailableModels", request.last_used_model, budget.key)
+        key = ("ListAvailableModels", request.last_used_model, budget.key, at.size, request.page_token)
         found = self.answers.get(loaded, user, *key)
         if found is not None:
             return found
-        answer = resolution_pb.available_models(
-            self.resolution.available_models(loaded, user, request.last_used_model or None))
+        available = self.resolution.available_models(loaded, user, request.last_used_model or None)
+        rows, next_token = at.page(models_after(available.groups, at.after, at.limit), lambda r: list(list_order(r[1])))
+        answer = resolution_pb.available_models(dataclasses.replace(available, groups=regroup(rows)))
+        answer.next_page_token = next_token
         answer.budget.CopyFrom(budget_pb(budget))
         return self.answers.put(loaded, user, answer, *key)
 
