@@ -172,21 +172,35 @@ def keepalive_options(min_ping_interval_seconds: float, keepalive_seconds: float
     ]
 
 
-async def _watch_database(store: Store, health: Health, interval: float = 2.0) -> None:
-    """Health follows the database: NOT_SERVING while Postgres is unreachable."""
+async def _watch_database(store: Store, health: Health, interval: float = 2.0, confirm_after: float = 0.5) -> None:
+    """Health follows the database: NOT_SERVING while Postgres is unreachable.
+
+    A failed ping turns health only when a second one, `confirm_after`
+    seconds later, fails too. Under load a ping can spend its whole interval
+    waiting for a pool connection: the database is busy then, not gone, and
+    a load balancer that dropped the replica would move its load onto the
+    others. A database that is gone fails both (found within about
+    interval + confirm_after, plus the pings' own time)."""
     serving = True
     while True:
         await asyncio.sleep(interval)
-        try:
-            async with asyncio.timeout(interval):  # not wait_for: a cancellation is never lost (3.11)
-                await store.ping()
-            ok = True
-        except (DomainError, TimeoutError):
-            ok = False
-        except Exception as exc:  # e.g. the database was dropped: report it, never end the loop
-            log.warning("database health check failed", error_type=type(exc).__name__)
-            ok = False
+        ok = await _ping(store, interval)
+        if not ok and serving:
+            await asyncio.sleep(confirm_after)
+            ok = await _ping(store, interval)
         if ok != serving:
             serving = ok
             await health.set_serving(ok)
             log.warning("database reachability changed", serving=ok)
+
+
+async def _ping(store: Store, timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):  # not wait_for: a cancellation is never lost (3.11)
+            await store.ping()
+        return True
+    except (DomainError, TimeoutError):
+        return False
+    except Exception as exc:  # e.g. the database was dropped: report it, never end the loop
+        log.warning("database health check failed", error_type=type(exc).__name__)
+        return False

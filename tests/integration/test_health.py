@@ -137,3 +137,29 @@ async def test_health_survives_a_dropped_database(pg_server_dsn: str, doomed_db:
         await _until(cfg.channel, SERVING, within=6)
     finally:
         await gen.aclose()
+
+
+async def test_one_ping_stuck_behind_a_busy_pool_does_not_turn_health(database_url: str) -> None:
+    """The pool's only connection held for 4 s: the ping that waits it out
+    times out (2 s), the one 0.5 s later gets the connection, and health
+    stays SERVING throughout; a load balancer would otherwise drop a replica
+    for being busy."""
+    gen = start_config(config_settings(database_url, db_pool_size=1))
+    cfg: ConfigHarness = await gen.__anext__()
+    try:
+        assert await _status(cfg.channel) == SERVING
+        seen: list[int] = []
+
+        async def watch(seconds: float) -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + seconds
+            while loop.time() < end:
+                seen.append(await _status(cfg.channel))
+                await asyncio.sleep(0.1)
+
+        async with cfg.server.store.connection():
+            await watch(4.0)
+        await watch(3.0)  # the confirming ping and the next regular one
+        assert set(seen) == {SERVING}, seen
+    finally:
+        await gen.aclose()
