@@ -4,7 +4,8 @@ server's: reads a JSON plan on stdin, prints JSON results on stdout.
 Plan: {"address", "token", "user", "phases": [{"rpc", "concurrency", "seconds", ...}]}
 where rpc is health, resolve_model, resolve_model_min_revision (ResolveModel
 naming the plan's "min_revision", which the resolver must already have
-applied) or list_available_models; other keys are echoed back with each
+applied), list_available_models (the first page) or list_available_models_all
+(every page, 500 models a page); other keys are echoed back with each
 phase's results. A phase with "mix": [rpc_a, rpc_b] instead of "rpc" sends
 both kinds at once, each worker alternating between them (half the workers
 starting with each), and reports {"mix": {rpc_a: stats, rpc_b: stats}}: the

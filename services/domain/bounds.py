@@ -40,6 +40,9 @@ NAME: Final = validation.MAX_NAME_LENGTH  # a provider's or model's own name (63
 SHORT_TEXT: Final = 64  # enum-like strings, etags, epochs, regions
 CHAT_ID: Final = validation.MAX_CHAT_ID_LENGTH
 PAGE_TOKEN: Final = 1024
+# ListAvailableModels' token holds a model's provider, display name and name:
+# up to 63 + 4 x 200 + 63 bytes of UTF-8 in JSON, 1,248 characters of base64.
+MODEL_POSITION_TOKEN: Final = 2048
 URL: Final = 2048
 DESCRIPTION: Final = 500
 CHAT_TEXT: Final = 4 * MIB
@@ -138,7 +141,7 @@ BOUNDS: Final[Mapping[tuple[str, str], int]] = {
     (V1 + "ListUserKeyStatusRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ListAvailableModelsRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ListAvailableModelsRequest", "last_used_model"): IDENTIFIER,
-    (V1 + "ListAvailableModelsRequest", "page_token"): PAGE_TOKEN,
+    (V1 + "ListAvailableModelsRequest", "page_token"): MODEL_POSITION_TOKEN,
     (V1 + "ResolveModelRequest", "user"): validation.MAX_USER_LENGTH,
     (V1 + "ResolveModelRequest", "chat_model"): IDENTIFIER,
     (V1 + "ChatRequest", "user"): validation.MAX_USER_LENGTH,

@@ -47,7 +47,10 @@ def cursor(page_size: int, page_token: str, start: K) -> Cursor[K]:
 
 
 def encode(position: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    """Compact JSON in UTF-8 (not \\u escapes, which made a display name's
+    emoji twelve characters each), base64url without padding."""
+    text = json.dumps(position, ensure_ascii=False, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def _decode(token: str, default: Any, field: str = "page_token") -> Any:

@@ -6,7 +6,7 @@ import bisect
 import enum
 import itertools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Final, Sequence
 
 from modelplane_server.domain.access import may_use
 from modelplane_server.domain.credentials import CredentialDecision, provider_label, resolve_credential
@@ -151,12 +151,23 @@ def check_model(view: ConfigView, user_view: UserView, name: str) -> Usable | Un
     return Usable(m, e.provider, d) if refused is None else refused
 
 
+START: Final = ["", "", ""]  # the position before every model
+
+
+def position(m: Model) -> list[str]:
+    """Where a model sits in the available list, as a page token holds it:
+    provider, display name, name (view.list_order without the casefolded
+    display name, which follows from the display name)."""
+    return [m.provider, m.display_name, m.name]
+
+
 def models_after(groups: Sequence[ModelGroup], after: Sequence[str], limit: int) -> list[tuple[Provider, Model]]:
     """Up to `limit` of the groups' models, in list order, that come after
-    position `after` (a view.list_order; all four strings empty: the start).
-    The groups are in that order, so finding the position costs a scan of
-    the providers and a bisection of one provider's models."""
-    provider, within = after[0], tuple(after[1:])
+    `after` (a position; START for the first). The groups are in that order,
+    so finding the position costs a scan of the providers and a bisection of
+    one provider's models."""
+    provider, display, name = after
+    within = (display.casefold(), display, name)
     rows: list[tuple[Provider, Model]] = []
     for g in groups:
         name = g.provider.name

@@ -29,11 +29,14 @@ from modelplane_server.domain.selection import (
     EmptyReason,
     Preselection,
     SkipReason,
+    START,
     available_models,
     models_after,
+    position,
     regroup,
 )
-from modelplane_server.domain.view import ConfigView, ModelGroup, UserView, list_order
+from modelplane_server.domain import bounds, paging, validation
+from modelplane_server.domain.view import ConfigView, ModelGroup, UserView
 
 CS = CredentialSource
 CTX = OverrideContext
@@ -385,29 +388,35 @@ def test_selector_first_available_when_default_unavailable_or_unset() -> None:
     assert (av.preselected, av.preselection) == ("a", Preselection.FIRST_AVAILABLE)
 
 
-START = ("", "", "", "")
-
-
 def walk(groups: list[ModelGroup], size: int) -> list[list[tuple[str, list[str]]]]:
-    """Every page of `groups`, `size` models at most, each continuing from the list_order of the last."""
-    pages, after = [], START
-    while True:
-        rows = models_after(groups, after, size + 1)
-        pages.append([(g.provider.name, [m.name for m in g.models]) for g in regroup(rows[:size])])
-        if len(rows) <= size:
+    """Every page of `groups` as the servicer makes them: at most `size`
+    models, each page starting from the token the last one ended with."""
+    pages, token = [], ""
+    for _ in range(sum(len(g.models) for g in groups) + 1):  # a walk that never ends fails, not hangs
+        at = paging.cursor(size, token, start=START)
+        rows, token = at.page(models_after(groups, at.after, at.limit), lambda r: position(r[1]))
+        pages.append([(g.provider.name, [m.name for m in g.models]) for g in regroup(rows)])
+        if not token:
             return pages
-        after = list_order(rows[size - 1][1])
+    raise AssertionError(f"more pages than models: {pages[:5]}")
 
 
-@given(st.integers(min_value=1, max_value=6))
-def test_pages_of_available_models_join_into_the_whole_list(size: int) -> None:
-    av = available_models(selector_view(byok=True), usr(["nokey"]), None)
+# Display names that tie when casefolded ("SS", "ss", "ß"), differ only in case, or repeat.
+DISPLAY = st.sampled_from(["ß", "SS", "ss", "Haiku", "haiku", "HAIKU", "Opus", "İ", "i̇", "ﬃ", "ffi", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["anthropic", "openai"]), DISPLAY), min_size=0, max_size=12),
+       st.integers(min_value=1, max_value=5))
+def test_pages_of_available_models_join_into_the_whole_list(models: list[tuple[str, str]], size: int) -> None:
+    view = cfg([prov("openai", ProviderType.OPENAI), prov()],
+               [mdl(f"m{i}", p, display_name=d or None) for i, (p, d) in enumerate(models)])
+    av = available_models(view, usr(), None)
     pages = walk(av.groups, size)
-    assert all(sum(len(ms) for _, ms in page) <= size for page in pages)
     flat = [(p, m) for page in pages for p, ms in page for m in ms]
     assert flat == [(p, m) for p, ms in names(av) for m in ms]
-    # A provider split over two pages heads a group on each; within a page, one group per provider.
-    assert all(len({p for p, _ in page}) == len(page) for page in pages)
+    assert all(sum(len(ms) for _, ms in page) == size for page in pages[:-1])
+    assert pages[-1] or not flat  # no empty page after the last model
 
 
 def test_a_page_continues_after_its_position_when_models_come_and_go() -> None:
@@ -420,9 +429,18 @@ def test_a_page_continues_after_its_position_when_models_come_and_go() -> None:
                [mdl("gpt", "openai", display_name="GPT-5"), mdl("sonnet", display_name="Sonnet"),
                 mdl("opus", display_name="Opus", default=True), mdl("aaa", display_name="Aaa")])  # haiku-* gone
     after = available_models(view, usr(), None)
-    rest = models_after(after.groups, list_order(first[-1][1]), 10)
+    rest = models_after(after.groups, position(first[-1][1]), 10)
     assert [m.name for _, m in rest] == ["opus", "sonnet", "gpt"]
-    assert models_after(after.groups, list_order(rest[-1][1]), 10) == []
+    assert models_after(after.groups, position(rest[-1][1]), 10) == []
+
+
+def test_the_longest_model_position_fits_the_page_token_bound() -> None:
+    """A page can end on any model: its token must be one the request accepts."""
+    widest = mdl("m" * validation.MAX_NAME_LENGTH, "p" * validation.MAX_NAME_LENGTH,
+                 display_name="\U0001F680" * validation.MAX_DISPLAY_NAME_LENGTH)  # 4 bytes each in UTF-8
+    token = paging.encode(position(widest))
+    assert len(token) <= bounds.BOUNDS[("modelplane.v1.ListAvailableModelsRequest", "page_token")]
+    assert paging.cursor(1, token, start=START).after == position(widest)
 
 
 def test_selector_empty_none_configured() -> None:

@@ -32,9 +32,10 @@ def list_user_key_status(*, user: str = "", min_revision: int = 0,
                          rs.ListUserKeyStatusResponse.FromString, read=True, per_call=per_call)
 
 
-def list_available_models(*, user: str = "", last_used_model: str = "", page_size: int = 0, min_revision: int = 0,
+def list_available_models(*, user: str = "", last_used_model: str = "", page_size: int = 500, min_revision: int = 0,
                           **per_call: Unpack[CallOptions]) -> Joined[rs.ListAvailableModelsResponse]:
-    """ListAvailableModels, every page (page_size models each) joined into one answer."""
+    """ListAvailableModels, every page (page_size models each, the most the
+    resolver allows by default) joined into one answer."""
     request = rs.ListAvailableModelsRequest(user=user, last_used_model=last_used_model, page_size=page_size,
                                             min_revision=min_revision)
     first = resolver_call("ListAvailableModels", request, rs.ListAvailableModelsResponse.FromString, read=True,
@@ -43,18 +44,26 @@ def list_available_models(*, user: str = "", last_used_model: str = "", page_siz
 
 
 def join_available_models(pages: list[rs.ListAvailableModelsResponse]) -> rs.ListAvailableModelsResponse:
-    """Pages as one answer: every page's models, a provider split across two
-    pages as one group, and the last page's word on the whole list
-    (pre-selection, budget), the newest."""
+    """Pages as one answer: every page's models once (a model whose display
+    name changed between two pages may be listed on both), a provider split
+    across pages as one group, and the last page's word on the whole list
+    (pre-selection, budget), the last asked for."""
     out = rs.ListAvailableModelsResponse()
     out.CopyFrom(pages[-1])
     del out.groups[:]
+    seen: set[str] = set()
     for page in pages:
         for group in page.groups:
-            if out.groups and out.groups[-1].provider == group.provider:
-                out.groups[-1].models.extend(group.models)
-            else:
-                out.groups.append(group)
+            models = [m for m in group.models if m.name not in seen]
+            seen.update(m.name for m in models)
+            if not models:
+                continue
+            if not out.groups or out.groups[-1].provider != group.provider:
+                out.groups.add(provider=group.provider, display_name=group.display_name, type=group.type)
+            out.groups[-1].models.extend(models)
+    if out.groups:  # the list emptied after the first pages: the models seen are still the answer
+        out.ClearField("empty_reason")
+        out.ClearField("message")
     return out
 
 

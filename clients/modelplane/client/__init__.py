@@ -15,7 +15,8 @@
 Every RPC of ConfigService and ResolverService is a method taking plain
 keyword arguments (see modelplane.calls for each one's arguments), plus
 `timeout=` and `metadata=` for that call alone, and returning the response
-message; list methods iterate every page. Failures raise
+message; list methods iterate every page (list_available_models joins its
+pages into one answer). Failures raise
 modelplane.errors.ModelplaneError subclasses carrying the ErrorInfo reason
 and field violations. Reads (Get*, List*, Resolve*, health) are retried on
 UNAVAILABLE with capped exponential backoff (CallRetry); writes and chats

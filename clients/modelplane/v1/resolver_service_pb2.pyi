@@ -527,15 +527,18 @@ class ListAvailableModelsResponse(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     preselected_model: _builtins.str
-    """preselected_model: Empty when there are no models."""
+    """preselected_model: Empty when the user has no models."""
     preselection: Global___Preselection.ValueType
     empty_reason: Global___EmptyReason.ValueType
-    """empty_reason: Set when groups is empty."""
+    """empty_reason: Set when the user has no models (a later page can have
+    no groups when the models after the last page's end are gone).
+    """
     message: _builtins.str
-    """message: A sentence to show the user when groups is empty."""
+    """message: A sentence to show the user when they have no models."""
     next_page_token: _builtins.str
     """next_page_token: Empty on the last page. preselected_model,
-    preselection and budget describe the whole list, on every page.
+    preselection, empty_reason, message and budget describe the whole list,
+    on every page.
     """
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderModels]: ...

@@ -16,8 +16,7 @@ import grpc.aio
 from modelplane_server import convert
 from modelplane_server.domain import paging
 from modelplane_server.domain.errors import InvalidArgument
-from modelplane_server.domain.selection import models_after, regroup
-from modelplane_server.domain.view import list_order
+from modelplane_server.domain.selection import START, models_after, position, regroup
 from modelplane.v1 import resolver_service_pb2 as rs
 from modelplane_server.resolver_svc.api import chat_pb, resolution_pb
 from modelplane_server.resolver_svc.api.memo import AnswerMemo
@@ -73,10 +72,10 @@ class ResolverServicer:
 
     async def ListAvailableModels(self, request: rs.ListAvailableModelsRequest,
                                   context: Context) -> Encoded:
-        # INVALID_ARGUMENT before any lookup. A page token is the list_order
-        # of the page's last model, so a page follows on from where the last
+        # INVALID_ARGUMENT before any lookup. A page token is the position of
+        # the page's last model, so a page follows on from where the last
         # one ended even when models came or went in between.
-        at = paging.cursor(request.page_size, request.page_token, start=["", "", "", ""])
+        at = paging.cursor(request.page_size, request.page_token, start=START)
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         budget = self.resolution.budget(loaded, user)
@@ -85,7 +84,7 @@ class ResolverServicer:
         if found is not None:
             return found
         available = self.resolution.available_models(loaded, user, request.last_used_model or None)
-        rows, next_token = at.page(models_after(available.groups, at.after, at.limit), lambda r: list(list_order(r[1])))
+        rows, next_token = at.page(models_after(available.groups, at.after, at.limit), lambda r: position(r[1]))
         answer = resolution_pb.available_models(dataclasses.replace(available, groups=regroup(rows)))
         answer.next_page_token = next_token
         answer.budget.CopyFrom(budget_pb(budget))
