@@ -78,9 +78,6 @@ class ChatCall:
 
     user: str
     chat_id: str
-    provider: Provider
-    model: Model
-    credential: CredentialSource
     resolution: Resolution
     state: ConfigState  # the configuration `resolution` was made from
     target: UpstreamTarget
@@ -91,6 +88,18 @@ class ChatCall:
     context: OverrideContext | None = None
     budget: Budget | None = None  # the user's spend budget the chat was admitted under
     limited: bool = False  # the budget governs this chat
+
+    @property
+    def provider(self) -> Provider:
+        return self.resolution.provider
+
+    @property
+    def model(self) -> Model:
+        return self.resolution.model
+
+    @property
+    def credential(self) -> CredentialSource:
+        return self.resolution.credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +178,7 @@ class ChatGateway:
                                                chat_id=chat.chat_id or None)
         api_key = await self._chat_key(provider, resolution.credential, user_view.user)
         return ChatCall(
-            user=user_view.user, chat_id=chat.chat_id, provider=provider, model=model,
-            credential=resolution.credential, resolution=resolution, state=loaded.state,
+            user=user_view.user, chat_id=chat.chat_id, resolution=resolution, state=loaded.state,
             target=upstream_target(provider, api_key, self.aws_region, model),
             messages=chat.messages, tools=chat.tools, deadline=deadline, context=chat.context, budget=budget,
             limited=limited,
