@@ -70,7 +70,8 @@ def test_a_configuration_change_or_new_user_data_stops_matching() -> None:
 def test_users_with_the_same_data_share_one_answer_and_bytes_bound_the_memo() -> None:
     snap = loaded(snapshot_event(revision=5))
     big = rs.ListAvailableModelsResponse(preselected_model="m" * 1000)
-    memo = AnswerMemo(snap, max_bytes=10 * (big.ByteSize() + ENTRY_OVERHEAD_BYTES + 200))  # 200: the LRU's own
+    # 200: the LRU's own overhead; the key's text counts too
+    memo = AnswerMemo(snap, max_bytes=10 * (big.ByteSize() + ENTRY_OVERHEAD_BYTES + 200 + len("ListAvailableModels")))
     current = snap.current()
     for i in range(1000):
         memo.put(current, UserView(f"user-{i}"), big, "ListAvailableModels", "")
@@ -82,3 +83,17 @@ def test_users_with_the_same_data_share_one_answer_and_bytes_bound_the_memo() ->
     assert memo.cache.evictions == 91
     assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m99"}), "ListAvailableModels", "") is last
     assert memo.get(current, UserView("u", {OverrideContext.GENERAL: "m0"}), "ListAvailableModels", "") is None
+
+
+def test_page_positions_are_kept_up_to_a_display_names_length_and_their_text_is_counted() -> None:
+    snap = loaded(snapshot_event(revision=5))
+    memo = AnswerMemo(snap)
+    current, alice = snap.current(), UserView("alice")
+    widest = ("p" * 63, "D" * 200, "m" * 63)  # where a page after the widest model starts
+    kept = memo.put(current, alice, ANSWER, "ListAvailableModels", 100, widest)
+    assert memo.get(current, alice, "ListAvailableModels", 100, widest) is kept
+    assert memo.cache.bytes >= 63 + 200 + 63 + ENTRY_OVERHEAD_BYTES
+    forged = ("p", "D" * 201, "m")  # no display name is that long: nothing it could name
+    memo.put(current, alice, ANSWER, "ListAvailableModels", 100, forged)
+    assert memo.get(current, alice, "ListAvailableModels", 100, forged) is None
+    assert len(memo) == 1

@@ -8,6 +8,7 @@ from typing import Final
 
 from google.protobuf.message import Message
 
+from modelplane_server.domain.validation import MAX_DISPLAY_NAME_LENGTH
 from modelplane_server.domain.view import ConfigView, UserView
 from modelplane_server.runtime.registration import Encoded
 from modelplane_server.resolver_svc.caches.lru import LookupObserver, LruCache, ignore_lookup
@@ -55,9 +56,9 @@ class AnswerMemo:
     messages, which is why it keeps them serialized and lives here, in the api.
     """
 
-    # Model names are at most 63 characters; longer request strings cannot
-    # name anything and are not kept (a caller could otherwise fill memory).
-    MAX_KEY_TEXT = 128
+    # No name or display name is longer (a page position holds a display
+    # name); longer request strings cannot name anything and are not kept.
+    MAX_KEY_TEXT: Final = MAX_DISPLAY_NAME_LENGTH
 
     def __init__(self, snapshot: Snapshot, max_entries: int = 10_000, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  observe: LookupObserver = ignore_lookup) -> None:
@@ -104,12 +105,17 @@ class AnswerMemo:
     def put(self, loaded: Loaded, user_view: UserView, answer: Message, *request: object) -> Encoded:
         """`answer` serialized, and kept for the next same question."""
         encoded = Encoded(answer.SerializeToString())
-        if any(isinstance(r, str) and len(r) > self.MAX_KEY_TEXT for r in request):
+        if any(len(text) > self.MAX_KEY_TEXT for text in _texts(request)):
             return encoded
         if self._current(loaded):
             self._answers.put((profile(loaded.view, user_view), *request), encoded)
         return encoded
 
 
-def _answer_size(_key: tuple[object, ...], answer: Encoded) -> int:
-    return len(answer) + ENTRY_OVERHEAD_BYTES
+def _texts(parts: tuple[object, ...]) -> list[str]:
+    """The strings among a request's key parts, one tuple deep (a page position)."""
+    return [t for p in parts for t in (p if isinstance(p, tuple) else (p,)) if isinstance(t, str)]
+
+
+def _answer_size(key: tuple[object, ...], answer: Encoded) -> int:
+    return len(answer) + ENTRY_OVERHEAD_BYTES + sum(len(t) for t in _texts(key))

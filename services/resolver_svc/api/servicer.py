@@ -79,7 +79,7 @@ class ResolverServicer:
         await self.min_revision.reach(request.min_revision, context)
         loaded, user = await self.resolution.views(request.user)
         budget = self.resolution.budget(loaded, user)
-        key = ("ListAvailableModels", request.last_used_model, budget.key, at.size, request.page_token)
+        key = ("ListAvailableModels", request.last_used_model, budget.key, at.size, tuple(at.after))
         found = self.answers.get(loaded, user, *key)
         if found is not None:
             return found
