@@ -170,10 +170,9 @@ def models_after(groups: Sequence[ModelGroup], after: Sequence[str], limit: int)
     within = (display.casefold(), display, name)
     rows: list[tuple[Provider, Model]] = []
     for g in groups:
-        name = g.provider.name
-        if name < provider:
+        if g.provider.name < provider:
             continue
-        start = bisect.bisect_right(g.models, within, key=display_order) if name == provider else 0
+        start = bisect.bisect_right(g.models, within, key=display_order) if g.provider.name == provider else 0
         rows.extend((g.provider, m) for m in g.models[start:start + limit - len(rows)])
         if len(rows) >= limit:
             break
