@@ -67,9 +67,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._in_flight[index] -= 1
             raise
-        assert isinstance(response.stream, AsyncIterable)
         return httpx.Response(status_code=response.status, headers=response.headers,
-                              stream=_Body(response.stream, lambda: self._release(index)),
+                              stream=_Body(response, lambda: self._release(index)),
                               extensions=response.extensions)
 
     async def aclose(self) -> None:
@@ -95,8 +94,10 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 class _Body(httpx.AsyncByteStream):
     """The response body; closing it (once) ends the request's turn in its pool."""
 
-    def __init__(self, stream: AsyncIterable[bytes], release: Callable[[], None]) -> None:
-        self._stream = stream
+    def __init__(self, response: httpcore.Response, release: Callable[[], None]) -> None:
+        assert isinstance(response.stream, AsyncIterable)
+        self._response = response
+        self._stream: AsyncIterable[bytes] = response.stream  # iterated as it is: no layer per chunk
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -107,9 +108,7 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         try:
             with _httpx_errors():
-                close = getattr(self._stream, "aclose", None)
-                if close is not None:
-                    await close()
+                await self._response.aclose()
         finally:
             release, self._release = self._release, None
             if release is not None:

@@ -108,7 +108,6 @@ async def test_many_streams_to_one_origin_through_the_client() -> None:
     assert fake.connections_opened == 45
 
 
-
 async def test_cookies_an_upstream_sets_are_never_sent_back(client: UpstreamClient) -> None:
     """One pool serves every user of an origin: a cookie set in one user's
     reply (a CDN's __cf_bm, say) must not ride along on anyone's next request."""
