@@ -10,9 +10,11 @@ deltas 100 ms apart); another child is the load generator.
 1. TTFT at 256 concurrent streams: 256 workers open streams back to back
    for a few seconds, first directly against the fake (each worker with its
    own httpx client and connection: the best a direct caller can do), then
-   through StreamChat (one gRPC channel), in interleaved rounds. TTFT is the
-   time from the call to the first text delta. Target: StreamChat p50 within
-   1.5x of direct.
+   through StreamChat (one gRPC channel), in interleaved rounds. Worker
+   starts are spread over one stream's length, so 256 streams are open at
+   any moment without all of them starting together (bursts are part 2's).
+   TTFT is the time from the call to the first text delta. Target:
+   StreamChat p50 within 1.5x of direct.
 2. 1,024 concurrent StreamChat calls at once: how many finished with every
    delta, and the longest silence of any (a stream silent > 2 s, or
    unfinished, is stalled). Target: all finish, none stalled. The same
@@ -177,17 +179,21 @@ async def _loadgen(plan: Plan) -> dict[str, Any]:
 
 async def _closed_loop(workers: list[OneStream], seconds: float) -> list[float]:
     """Each worker opens streams one after another until `seconds` pass;
-    the TTFT of every stream that finished with all its deltas."""
-    stop_at = time.perf_counter() + seconds
+    the TTFT of every stream that finished with all its deltas. Worker i
+    first waits i/n of a stream's length, so streams start spread out as
+    independent callers' do, not all at once every 2 s in lock-step."""
+    began = time.perf_counter()
+    stop_at = began + seconds
     ttfts: list[float] = []
 
-    async def worker(one: OneStream) -> None:
+    async def worker(i: int, one: OneStream) -> None:
+        await asyncio.sleep(i / len(workers) * DELTAS * GAP_S)
         while time.perf_counter() < stop_at:
             s = await one()
             if s.finished and s.deltas == DELTAS:
                 ttfts.append(s.ttft_s)
 
-    await asyncio.gather(*(worker(w) for w in workers))
+    await asyncio.gather(*(worker(i, w) for i, w in enumerate(workers)))
     return ttfts
 
 
