@@ -95,14 +95,14 @@ class _Body(httpx.AsyncByteStream):
     """The response body; closing it (once) ends the request's turn in its pool."""
 
     def __init__(self, response: httpcore.Response, release: Callable[[], None]) -> None:
-        assert isinstance(response.stream, AsyncIterable)
         self._response = response
-        self._stream: AsyncIterable[bytes] = response.stream  # iterated as it is: no layer per chunk
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        stream = self._response.stream
+        assert isinstance(stream, AsyncIterable)
         with _httpx_errors():
-            async for chunk in self._stream:
+            async for chunk in stream:  # the stream itself, not aiter_stream(): no layer per chunk
                 yield chunk
 
     async def aclose(self) -> None:
