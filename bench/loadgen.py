@@ -45,7 +45,7 @@ def _calls(channel: grpc.aio.Channel, token: str, user: str,
     listing = rs.ListAvailableModelsRequest(user=user)
 
     async def every_page() -> None:
-        """The whole list, MAX_PAGE_SIZE models a page: what a caller that wants all of it pays."""
+        """The whole list, 500 models a page (the most a page holds): what a caller that wants all of it pays."""
         token = ""
         while True:
             page = await resolver.ListAvailableModels(

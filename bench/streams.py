@@ -182,8 +182,7 @@ async def _closed_loop(workers: list[OneStream], seconds: float) -> list[float]:
     the TTFT of every stream that finished with all its deltas. Worker i
     first waits i/n of a stream's length, so streams start spread out as
     independent callers' do, not all at once every 2 s in lock-step."""
-    began = time.perf_counter()
-    stop_at = began + seconds
+    stop_at = time.perf_counter() + seconds
     ttfts: list[float] = []
 
     async def worker(i: int, one: OneStream) -> None:
